@@ -1,0 +1,93 @@
+//! `wgattn run`: attention on a safetensors file.
+
+use std::path::PathBuf;
+
+use wgattn::{CausalAlign, ErrorStats, Kernel, Layout, Result};
+
+use crate::Outcome;
+
+/// Arguments of `wgattn run`. Metadata in the input file gives defaults; flags override.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input safetensors file with tensors q, k, v.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output safetensors file (tensor `out`, plus `lse` / `weights` when asked).
+    #[arg(long)]
+    output: PathBuf,
+    /// Causal mask: top-left, bottom-right or none.
+    #[arg(long, value_name = "top-left|bottom-right|none")]
+    causal: Option<String>,
+    /// Softmax scale (default: the file's, else 1/sqrt(head_dim)).
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Valid key length per batch entry, e.g. 3,7 (empty string: none).
+    #[arg(long, value_name = "A,B,...")]
+    kv_lens: Option<String>,
+    /// Layout of the tensors in the file.
+    #[arg(long, value_name = "bhsd|bshd")]
+    layout: Option<String>,
+    /// Kernel to use.
+    #[arg(long, default_value = "auto")]
+    kernel: String,
+    /// Also write the log-sum-exp `lse` [B, Hq, Sq].
+    #[arg(long)]
+    lse: bool,
+    /// Also write the probability matrix `weights` [B, Hq, Sq, Sk].
+    #[arg(long)]
+    weights: bool,
+    /// Also run the CPU reference and print the error (exit 1 above 1e-4).
+    #[arg(long)]
+    check: bool,
+}
+
+/// Runs `wgattn run`.
+pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
+    let layout = args.layout.as_deref().map(Layout::parse).transpose()?;
+    let case = wgattn::io::read_case_as(&args.input, layout)?;
+    let mut spec = case.spec.clone();
+    if let Some(c) = &args.causal {
+        spec.causal = match c.trim() {
+            "none" | "false" => None,
+            other => Some(CausalAlign::parse(other)?),
+        };
+    }
+    if let Some(s) = args.scale {
+        spec.scale = Some(s);
+    }
+    if let Some(l) = &args.kv_lens {
+        spec.kv_lens = wgattn::io::parse_kv_lens(l)?;
+    }
+    spec.kernel = Kernel::parse(&args.kernel)?;
+    spec.return_lse = args.lse;
+    spec.return_weights = args.weights;
+    let ctx = super::open(adapter)?;
+    let started = std::time::Instant::now();
+    let out = ctx.attention(&spec, &case.q, &case.k, &case.v)?;
+    let elapsed = started.elapsed();
+    wgattn::io::write_output(&args.output, &spec, &out)?;
+    println!(
+        "{}: {} with {} on {} in {:.1} ms -> {}",
+        args.input.display(),
+        wgattn::validation::describe(&spec),
+        wgattn::planner::choose(&spec, &ctx)?,
+        ctx.adapter_info().name,
+        elapsed.as_secs_f64() * 1e3,
+        args.output.display()
+    );
+    if args.check {
+        let cpu = wgattn::reference::attention(&spec, &case.q, &case.k, &case.v)?;
+        let e = ErrorStats::compare(&out.out, &cpu.out);
+        let tol = wgattn::validation::TOL_F32_LARGE;
+        println!(
+            "check against CPU reference: max_abs {:.3e}, rel_fro {:.3e} (tolerance {tol:.0e}) {}",
+            e.max_abs,
+            e.rel_fro,
+            if e.within(tol) { "ok" } else { "FAIL" }
+        );
+        if !e.within(tol) {
+            return Ok(Outcome::OutOfTolerance);
+        }
+    }
+    Ok(Outcome::Ok)
+}

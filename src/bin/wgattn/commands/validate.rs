@@ -1,0 +1,111 @@
+//! `wgattn validate`: GPU against the CPU reference on the built-in grid and on case files.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use wgattn::validation::{self, CaseResult};
+use wgattn::{Kernel, Result};
+
+use crate::Outcome;
+use crate::table;
+
+/// Arguments of `wgattn validate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory of case files (*.safetensors with q, k, v, out and metadata).
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// Kernel to validate.
+    #[arg(long, default_value = "auto")]
+    kernel: String,
+    /// Skip the built-in shape grid (only the case files).
+    #[arg(long)]
+    no_grid: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `wgattn validate`.
+pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
+    let kernel = Kernel::parse(&args.kernel)?;
+    let files = match &args.cases {
+        Some(dir) => validation::case_files(dir)?,
+        None => Vec::new(),
+    };
+    if let Some(dir) = &args.cases
+        && files.is_empty()
+    {
+        return Err(wgattn::Error::BadFile {
+            path: dir.clone(),
+            message: "holds no *.safetensors case files".into(),
+        });
+    }
+    let ctx = super::open(adapter)?;
+    let mut results: Vec<(&str, CaseResult)> = Vec::new();
+    if !args.no_grid {
+        for case in validation::grid(2e7) {
+            results.push(("grid", validation::run_grid_case(&ctx, &case, kernel)?));
+        }
+    }
+    for f in &files {
+        results.push(("file", validation::run_case_file(&ctx, f, kernel)?));
+    }
+    let failed = results.iter().filter(|(_, r)| !r.passed()).count();
+    if args.json {
+        let cases: Vec<_> = results
+            .iter()
+            .map(|(src, r)| {
+                json!({
+                    "source": src, "name": r.name, "kernel": r.kernel.name(),
+                    "max_abs": finite(r.out.max_abs), "rel_fro": finite(r.out.rel_fro),
+                    "nan_count": r.out.nan_count, "tolerance": r.tolerance, "pass": r.passed(),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "adapter": ctx.adapter_info().name,
+            "backend": format!("{:?}", ctx.adapter_info().backend).to_lowercase(),
+            "cases": cases, "failed": failed, "passed": failed == 0,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("adapter: {}", super::adapter_line(&ctx));
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|(src, r)| {
+                vec![
+                    src.to_string(),
+                    r.name.clone(),
+                    r.kernel.name().into(),
+                    table::sci(r.out.max_abs),
+                    table::sci(r.out.rel_fro),
+                    format!("{:.0e}", r.tolerance),
+                    if r.passed() { "ok" } else { "FAIL" }.into(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table::render(
+                &["src", "case", "kernel", "max_abs", "rel_fro", "tol", ""],
+                &rows
+            )
+        );
+        println!("{} cases, {} failed", results.len(), failed);
+    }
+    Ok(if failed == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::OutOfTolerance
+    })
+}
+
+/// JSON has no infinity: non-finite errors become null.
+fn finite(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        serde_json::Value::Null
+    }
+}

@@ -1,0 +1,352 @@
+//! The GPU context: adapter choice, device, pipeline cache and GPU error handling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::limits::DeviceLimits;
+use crate::shaders::ShaderVariant;
+
+/// How to open a [`Context`]. `Default` reads `WGATTN_ADAPTER` and uses the adapter's limits.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Case-insensitive substring of "adapter name + backend" that the adapter must match
+    /// (e.g. `llvmpipe`, `vulkan`, `gl`). `None` reads `WGATTN_ADAPTER`.
+    pub adapter: Option<String>,
+    /// Lower the storage-binding limit on purpose (to test splitting on a small machine).
+    pub max_storage_binding: Option<u64>,
+    /// Lower the buffer-size limit on purpose.
+    pub max_buffer_size: Option<u64>,
+}
+
+/// What wgattn knows about one adapter: identity, the features it uses, the limits it plans with.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    /// wgpu's description (name, backend, device type, driver).
+    pub info: wgpu::AdapterInfo,
+    /// The features that matter to wgattn.
+    pub features: wgpu::Features,
+    /// The limits that matter to wgattn.
+    pub limits: DeviceLimits,
+}
+
+impl AdapterSummary {
+    /// Names of the features wgattn can use that this adapter has.
+    pub fn feature_names(&self) -> Vec<&'static str> {
+        WANTED_FEATURES
+            .iter()
+            .filter(|(f, _)| self.features.contains(*f))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+/// Features wgattn enables when the adapter has them.
+const WANTED_FEATURES: &[(wgpu::Features, &str)] = &[
+    (wgpu::Features::SHADER_F16, "shader-f16"),
+    (wgpu::Features::SUBGROUP, "subgroup"),
+    (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+    (
+        wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+        "timestamp-query-inside-encoders",
+    ),
+    (
+        wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        "timestamp-query-inside-passes",
+    ),
+];
+
+fn wanted(features: wgpu::Features) -> wgpu::Features {
+    WANTED_FEATURES
+        .iter()
+        .fold(wgpu::Features::empty(), |acc, (f, _)| {
+            if features.contains(*f) { acc | *f } else { acc }
+        })
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Preference order: discrete > integrated > virtual > CPU > other; then Vulkan, Metal, DX12, GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan => 0,
+        wgpu::Backend::Metal => 1,
+        wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 3,
+        _ => 4,
+    };
+    (ty, backend)
+}
+
+/// The text an adapter filter is matched against: "name backend", lowercase.
+fn match_text(info: &wgpu::AdapterInfo) -> String {
+    format!("{} {}", info.name, info.backend).to_lowercase()
+}
+
+/// Every adapter wgpu sees (honouring `WGPU_BACKEND`), best first.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut list = pollster::block_on(instance().enumerate_adapters(backends));
+    list.sort_by_key(|a| rank(&a.get_info()));
+    list
+}
+
+/// Summaries of every adapter, best first.
+pub fn adapter_summaries() -> Vec<AdapterSummary> {
+    adapters()
+        .iter()
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            features: wanted(a.features()),
+            limits: DeviceLimits::from_wgpu(&a.limits()),
+        })
+        .collect()
+}
+
+fn env_filter() -> Option<String> {
+    std::env::var("WGATTN_ADAPTER")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// A device and queue with wgattn's pipeline cache. Cheap to share behind `&`; all methods take
+/// `&self` and it is `Send + Sync`.
+pub struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: DeviceLimits,
+    features: wgpu::Features,
+    pipelines: Mutex<HashMap<ShaderVariant, Arc<wgpu::ComputePipeline>>>,
+    compiled: AtomicU64,
+    pub(crate) host: crate::host::HostCache,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Opens the best adapter (see [`adapters`]), narrowed by `WGATTN_ADAPTER` if set.
+    pub fn new() -> Result<Self> {
+        Self::with_options(ContextOptions::default())
+    }
+
+    /// Opens an adapter with explicit options.
+    pub fn with_options(options: ContextOptions) -> Result<Self> {
+        let filter = options.adapter.clone().or_else(env_filter);
+        let all = adapters();
+        let available: Vec<String> = all
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({})", i.name, i.backend)
+            })
+            .collect();
+        let adapter = all
+            .into_iter()
+            .find(|a| {
+                filter
+                    .as_ref()
+                    .is_none_or(|f| match_text(&a.get_info()).contains(&f.to_lowercase()))
+            })
+            .ok_or(Error::NoAdapter {
+                filter: filter.clone(),
+                available,
+            })?;
+        let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        if let Some(m) = options.max_storage_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+        }
+        if let Some(m) = options.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(m);
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+        }
+        let features = wanted(adapter.features());
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgattn"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        // Errors outside wgattn's error scopes must not abort the process: log them instead.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("wgattn: uncaptured wgpu error: {e}");
+        }));
+        Ok(Self::assemble(device, queue, info))
+    }
+
+    /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
+    /// device's enabled features and limits and never changes its error handlers.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::assemble(device, queue, info)
+    }
+
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        Context {
+            limits: DeviceLimits::from_wgpu(&device.limits()),
+            features: device.features(),
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            compiled: AtomicU64::new(0),
+            host: Default::default(),
+        }
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The limits plans are made against.
+    pub fn limits(&self) -> &DeviceLimits {
+        &self.limits
+    }
+
+    /// The device's enabled features.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// How many shader pipelines this context has compiled (each variant compiles once).
+    pub fn shader_compilations(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// The compute pipeline of `variant` (entry point `main`), compiled on first use.
+    pub(crate) fn pipeline(&self, variant: &ShaderVariant) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(variant) {
+            return Ok(p.clone());
+        }
+        let source = variant.render()?;
+        let label = variant.key();
+        let pipeline = self.gpu_scope("shader compilation", || {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[],
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        })?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        let pipeline = Arc::new(pipeline);
+        cache.insert(variant.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Runs `f` inside wgpu error scopes; see [`gpu_scope`].
+    pub(crate) fn gpu_scope<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+        gpu_scope(&self.device, during, f)
+    }
+
+    /// Waits for all submitted work.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu {
+                during: "waiting for the GPU",
+                message: e.to_string(),
+            })
+    }
+
+    /// Maps `buffer` (MAP_READ) and copies its first `bytes` bytes out.
+    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buffer.slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| Error::Gpu {
+                during: "reading results back",
+                message,
+            })?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu {
+                during: "reading results back",
+                message: e.to_string(),
+            })?
+            .to_vec();
+        buffer.unmap();
+        Ok(data)
+    }
+}
+
+/// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and turns
+/// any error wgpu reports into [`Error::Gpu`].
+pub(crate) fn gpu_scope<T>(
+    device: &wgpu::Device,
+    during: &'static str,
+    f: impl FnOnce() -> T,
+) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let errors = [
+        pollster::block_on(validation.pop()),
+        pollster::block_on(internal.pop()),
+        pollster::block_on(oom.pop()),
+    ];
+    match errors.into_iter().flatten().next() {
+        None => Ok(value),
+        Some(e) => Err(Error::Gpu {
+            during,
+            message: e.to_string(),
+        }),
+    }
+}

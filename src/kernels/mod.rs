@@ -1,0 +1,5 @@
+//! GPU kernel families. Each one builds its pipelines and per-chunk parameters once (at plan
+//! time) and records its dispatches into a caller's encoder.
+
+pub(crate) mod chunks;
+pub(crate) mod three_pass;

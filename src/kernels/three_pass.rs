@@ -1,0 +1,314 @@
+//! The three-pass kernel: S = scale·QKᵀ (masked) → row softmax → O = P·V, through a score
+//! matrix in a scratch buffer. The problem is split into chunks whenever the score matrix or a
+//! tensor window exceeds one storage binding.
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use super::chunks::{self, Chunk, SplitRule};
+use crate::context::Context;
+use crate::error::Result;
+use crate::plan::Buffers;
+use crate::shaders::ShaderVariant;
+use crate::spec::AttentionSpec;
+
+/// QKᵀ tile: workgroup 16×16, 4×4 outputs per invocation → 64×64 tile, 16 dims per step.
+const QK_WG: (u32, u32) = (16, 16);
+const TK: u32 = 16;
+/// Softmax workgroup size.
+const SOFTMAX_WG: u32 = 128;
+/// P·V workgroup height (rows = 4 × this).
+const PV_WG_Y: u32 = 16;
+/// Query rows per tile (both matmuls).
+const ROW_TILE: u32 = QK_WG.1 * 4;
+
+/// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    group: u32,
+    seq_q: u32,
+    seq_k: u32,
+    head_dim: u32,
+    scale: f32,
+    q_sb: u32,
+    q_sh: u32,
+    q_ss: u32,
+    q_shift: u32,
+    k_sb: u32,
+    k_sh: u32,
+    k_ss: u32,
+    k_shift: u32,
+    v_shift: u32,
+    o_shift: u32,
+    lse_shift: u32,
+    w_shift: u32,
+    causal: u32,
+    causal_off: i32,
+    has_kv_lens: u32,
+    s_stride: u32,
+    bh0: u32,
+    nbh: u32,
+    i0: u32,
+    nq: u32,
+    neg_inf: f32,
+    _pad: [u32; 3],
+}
+
+/// Width of the P·V tile (head dims per workgroup) for a head_dim: 16, 32 or 64.
+fn pv_wg_x(head_dim: usize) -> u32 {
+    match head_dim {
+        0..=16 => 4,
+        17..=32 => 8,
+        _ => 16,
+    }
+}
+
+fn qk_variant() -> ShaderVariant {
+    ShaderVariant::new("qk.wgsl")
+        .constant("WG_X", QK_WG.0)
+        .constant("WG_Y", QK_WG.1)
+        .constant("TK", TK)
+}
+
+fn softmax_variant(weights: bool) -> ShaderVariant {
+    ShaderVariant::new("softmax.wgsl")
+        .constant("WG", SOFTMAX_WG)
+        .flag("WEIGHTS", weights)
+}
+
+fn pv_variant(head_dim: usize) -> ShaderVariant {
+    ShaderVariant::new("pv.wgsl")
+        .constant("WG_X", pv_wg_x(head_dim))
+        .constant("WG_Y", PV_WG_Y)
+        .constant("TK", TK)
+}
+
+/// Every variant this kernel can generate.
+pub(crate) fn variants() -> Vec<ShaderVariant> {
+    let mut v = vec![qk_variant(), softmax_variant(false), softmax_variant(true)];
+    v.extend([16, 32, 64].map(pv_variant));
+    v
+}
+
+/// Row stride of the score matrix: seq_k rounded up to whole vec4s.
+fn score_stride(spec: &AttentionSpec) -> u64 {
+    (spec.seq_k as u64).next_multiple_of(4)
+}
+
+struct ChunkPlan {
+    chunk: Chunk,
+    uniform: wgpu::Buffer,
+    qk_grid: [u32; 3],
+    softmax_grid: [u32; 3],
+    pv_grid: [u32; 3],
+}
+
+/// A compiled three-pass plan: pipelines, per-chunk parameters and the score scratch.
+pub(crate) struct ThreePass {
+    qk: Arc<wgpu::ComputePipeline>,
+    softmax: Arc<wgpu::ComputePipeline>,
+    pv: Arc<wgpu::ComputePipeline>,
+    chunks: Vec<ChunkPlan>,
+    scores: wgpu::Buffer,
+    kv_lens: wgpu::Buffer,
+}
+
+impl ThreePass {
+    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec) -> Result<Self> {
+        let limits = ctx.limits();
+        let stride = score_stride(spec);
+        let scratch = move |nbh: u64, nq: u64| nbh * nq * stride * 4;
+        let chunks = chunks::split(
+            spec,
+            limits,
+            4,
+            &SplitRule {
+                scratch_bytes: &scratch,
+                row_tile: ROW_TILE,
+                max_bh_per_dispatch: limits.max_workgroups_per_dim,
+            },
+        )?;
+        let max_scratch = chunks
+            .iter()
+            .map(|c| scratch(c.nbh as u64, c.nq as u64))
+            .max()
+            .unwrap_or(4);
+        let device = ctx.device();
+        let qk = ctx.pipeline(&qk_variant())?;
+        let softmax = ctx.pipeline(&softmax_variant(spec.return_weights))?;
+        let pv = ctx.pipeline(&pv_variant(spec.head_dim))?;
+        ctx.gpu_scope("allocating three-pass buffers", || {
+            let scores = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgattn scores"),
+                size: max_scratch,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            let kv_lens = kv_lens_buffer(device, spec);
+            let max_dim = limits.max_workgroups_per_dim.max(1);
+            let chunks = chunks
+                .into_iter()
+                .map(|chunk| {
+                    let params = params(spec, &chunk);
+                    let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("wgattn params"),
+                        contents: bytemuck::bytes_of(&params),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    });
+                    let rows = chunk.nbh * chunk.nq;
+                    ChunkPlan {
+                        qk_grid: [
+                            (stride as u32).div_ceil(QK_WG.0 * 4),
+                            chunk.nq.div_ceil(ROW_TILE),
+                            chunk.nbh,
+                        ],
+                        softmax_grid: [rows.min(max_dim), rows.div_ceil(max_dim), 1],
+                        pv_grid: [
+                            (spec.head_dim as u32).div_ceil(pv_wg_x(spec.head_dim) * 4),
+                            chunk.nq.div_ceil(PV_WG_Y * 4),
+                            chunk.nbh,
+                        ],
+                        chunk,
+                        uniform,
+                    }
+                })
+                .collect();
+            ThreePass {
+                qk,
+                softmax,
+                pv,
+                chunks,
+                scores,
+                kv_lens,
+            }
+        })
+    }
+
+    /// Number of chunks the problem was split into.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub(crate) fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        bufs: &Buffers,
+        lse: &wgpu::Buffer,
+        timestamps: Option<wgpu::ComputePassTimestampWrites>,
+    ) {
+        let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
+        let groups: Vec<[wgpu::BindGroup; 3]> = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let ch = &c.chunk;
+                let uniform = c.uniform.as_entire_binding();
+                let qk = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgattn qk"),
+                    layout: &self.qk.get_bind_group_layout(0),
+                    entries: &[
+                        entry(0, uniform.clone()),
+                        entry(1, ch.q.bind(bufs.q)),
+                        entry(2, ch.kv.bind(bufs.k)),
+                        entry(3, self.kv_lens.as_entire_binding()),
+                        entry(4, self.scores.as_entire_binding()),
+                    ],
+                });
+                let mut sm_entries = vec![
+                    entry(0, uniform.clone()),
+                    entry(1, self.scores.as_entire_binding()),
+                    entry(2, ch.lse.bind(lse)),
+                ];
+                if let (Some(w), Some(buf)) = (ch.weights, bufs.weights) {
+                    sm_entries.push(entry(3, w.bind(buf)));
+                }
+                let softmax = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgattn softmax"),
+                    layout: &self.softmax.get_bind_group_layout(0),
+                    entries: &sm_entries,
+                });
+                let pv = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgattn pv"),
+                    layout: &self.pv.get_bind_group_layout(0),
+                    entries: &[
+                        entry(0, uniform),
+                        entry(1, self.scores.as_entire_binding()),
+                        entry(2, ch.kv.bind(bufs.v)),
+                        entry(3, self.kv_lens.as_entire_binding()),
+                        entry(4, ch.q.bind(bufs.out)),
+                    ],
+                });
+                [qk, softmax, pv]
+            })
+            .collect();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("wgattn three-pass"),
+            timestamp_writes: timestamps,
+        });
+        for (c, [qk, softmax, pv]) in self.chunks.iter().zip(&groups) {
+            for (pipeline, group, grid) in [
+                (&self.qk, qk, c.qk_grid),
+                (&self.softmax, softmax, c.softmax_grid),
+                (&self.pv, pv, c.pv_grid),
+            ] {
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+        }
+    }
+}
+
+/// The kv_lens storage buffer (a single unused 0 when the spec has none).
+pub(crate) fn kv_lens_buffer(device: &wgpu::Device, spec: &AttentionSpec) -> wgpu::Buffer {
+    let lens: Vec<u32> = spec.kv_lens.clone().unwrap_or_else(|| vec![0]);
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("wgattn kv_lens"),
+        contents: bytemuck::cast_slice(&lens),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
+}
+
+fn params(spec: &AttentionSpec, c: &Chunk) -> Params {
+    let qs = spec.q_strides();
+    let ks = spec.kv_strides();
+    Params {
+        batch: spec.batch as u32,
+        q_heads: spec.q_heads as u32,
+        kv_heads: spec.kv_heads as u32,
+        group: spec.group() as u32,
+        seq_q: spec.seq_q as u32,
+        seq_k: spec.seq_k as u32,
+        head_dim: spec.head_dim as u32,
+        scale: spec.effective_scale(),
+        q_sb: qs.batch as u32,
+        q_sh: qs.head as u32,
+        q_ss: qs.row as u32,
+        q_shift: c.q.shift,
+        k_sb: ks.batch as u32,
+        k_sh: ks.head as u32,
+        k_ss: ks.row as u32,
+        k_shift: c.kv.shift,
+        v_shift: c.kv.shift,
+        o_shift: c.q.shift,
+        lse_shift: c.lse.shift,
+        w_shift: c.weights.map_or(0, |w| w.shift),
+        causal: spec.causal.is_some() as u32,
+        causal_off: spec.causal_offset().unwrap_or(0) as i32,
+        has_kv_lens: spec.kv_lens.is_some() as u32,
+        s_stride: score_stride(spec) as u32,
+        bh0: c.bh0,
+        nbh: c.nbh,
+        i0: c.i0,
+        nq: c.nq,
+        neg_inf: f32::NEG_INFINITY,
+        _pad: [0; 3],
+    }
+}

@@ -1,0 +1,39 @@
+//! # wgattn
+//!
+//! Scaled dot-product attention, `softmax(Q·Kᵀ·scale + mask)·V`, on any GPU through wgpu
+//! compute shaders written in WGSL, with an f64 CPU reference that every GPU result is tested
+//! against.
+//!
+//! ```no_run
+//! use wgattn::{AttentionSpec, CausalAlign, Context};
+//! let ctx = Context::new()?;
+//! let spec = AttentionSpec::new(1, 8, 2, 128, 128, 64).causal(CausalAlign::BottomRight);
+//! let (q, k, v) = (vec![0.1f32; spec.q_len()], vec![0.2; spec.kv_len()], vec![0.3; spec.kv_len()]);
+//! let gpu = ctx.attention(&spec, &q, &k, &v)?;
+//! let cpu = wgattn::reference::attention(&spec, &q, &k, &v)?;
+//! assert!(wgattn::ErrorStats::compare(&gpu.out, &cpu.out).within(1e-5));
+//! # Ok::<(), wgattn::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod context;
+mod error;
+mod host;
+pub mod io;
+mod kernels;
+mod limits;
+mod output;
+mod plan;
+pub mod planner;
+pub mod reference;
+pub mod shaders;
+mod spec;
+pub mod testdata;
+pub mod validation;
+
+pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, adapters};
+pub use error::{Error, Result, SpecProblem};
+pub use limits::DeviceLimits;
+pub use output::{ErrorStats, Output};
+pub use plan::{BufferSizes, Buffers, Plan};
+pub use spec::{AttentionSpec, CausalAlign, Kernel, Layout, MAX_HEAD_DIM, Strides};

@@ -1,0 +1,452 @@
+//! What one attention call computes: shapes, layout, scale, masks and kernel choice.
+
+use crate::error::{Error, Result, SpecProblem};
+use crate::limits::DeviceLimits;
+
+/// Largest head_dim any kernel supports.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Memory layout of q, k, v and out (all contiguous, row-major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// `[batch, heads, seq, dim]` (the default).
+    #[default]
+    Bhsd,
+    /// `[batch, seq, heads, dim]`.
+    Bshd,
+}
+
+impl Layout {
+    /// Name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Bhsd => "bhsd",
+            Layout::Bshd => "bshd",
+        }
+    }
+
+    /// Parses `bhsd` / `bshd`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bhsd" => Ok(Layout::Bhsd),
+            "bshd" => Ok(Layout::Bshd),
+            other => Err(Error::spec("layout", other, "is not `bhsd` or `bshd`")),
+        }
+    }
+}
+
+/// Where the causal triangle is anchored when seq_q ≠ seq_k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CausalAlign {
+    /// Query i sees keys j ≤ i (PyTorch / JAX `is_causal`).
+    TopLeft,
+    /// Query i sees keys j ≤ i + (seq_k − seq_q) (FlashAttention, KV-cache decoding).
+    BottomRight,
+}
+
+impl CausalAlign {
+    /// Name used on the command line (`top-left` / `bottom-right`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CausalAlign::TopLeft => "top-left",
+            CausalAlign::BottomRight => "bottom-right",
+        }
+    }
+
+    /// Parses `top-left`/`top_left` or `bottom-right`/`bottom_right`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "top-left" => Ok(CausalAlign::TopLeft),
+            "bottom-right" => Ok(CausalAlign::BottomRight),
+            other => Err(Error::spec(
+                "causal_align",
+                other,
+                "is not `top-left` or `bottom-right`",
+            )),
+        }
+    }
+}
+
+/// Which GPU kernel family computes the attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Kernel {
+    /// Let the planner choose from the shape and the adapter (see `Kernel::resolve`).
+    #[default]
+    Auto,
+    /// QKᵀ → softmax → P·V through a stored score matrix (split when it exceeds device limits).
+    ThreePass,
+}
+
+impl Kernel {
+    /// Every kernel name the CLI accepts.
+    pub const NAMES: &'static [&'static str] = &["auto", "three-pass"];
+
+    /// Name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Auto => "auto",
+            Kernel::ThreePass => "three-pass",
+        }
+    }
+
+    /// Parses a kernel name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Ok(Kernel::Auto),
+            "three-pass" | "threepass" | "3pass" => Ok(Kernel::ThreePass),
+            other => Err(Error::spec(
+                "kernel",
+                other,
+                format!("is not one of {}", Kernel::NAMES.join(", ")),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One scaled dot-product attention problem.
+///
+/// Build it with [`AttentionSpec::new`] and the chained setters; every field is public for
+/// reading. [`AttentionSpec::validate`] reports every problem before any GPU work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionSpec {
+    /// Batch size B.
+    pub batch: usize,
+    /// Query heads Hq.
+    pub q_heads: usize,
+    /// Key/value heads Hkv (Hq % Hkv == 0; Hkv = 1 is MQA).
+    pub kv_heads: usize,
+    /// Query rows Sq.
+    pub seq_q: usize,
+    /// Key rows Sk.
+    pub seq_k: usize,
+    /// Head dimension D (1..=256) of q, k and v.
+    pub head_dim: usize,
+    /// Memory layout of all tensors.
+    pub layout: Layout,
+    /// Softmax scale; `None` means 1/√head_dim.
+    pub scale: Option<f32>,
+    /// Causal mask and its alignment; `None` means no causal mask.
+    pub causal: Option<CausalAlign>,
+    /// Valid key length per batch entry (keys j ≥ kv_lens\[b\] are masked).
+    pub kv_lens: Option<Vec<u32>>,
+    /// Kernel to use.
+    pub kernel: Kernel,
+    /// Also return the log-sum-exp of each row, `[B, Hq, Sq]`.
+    pub return_lse: bool,
+    /// Also return the probability matrix, `[B, Hq, Sq, Sk]` (three-pass kernel only).
+    pub return_weights: bool,
+}
+
+impl AttentionSpec {
+    /// A plain (unmasked, `bhsd`, default-scale) attention of the given shape.
+    pub fn new(
+        batch: usize,
+        q_heads: usize,
+        kv_heads: usize,
+        seq_q: usize,
+        seq_k: usize,
+        head_dim: usize,
+    ) -> Self {
+        AttentionSpec {
+            batch,
+            q_heads,
+            kv_heads,
+            seq_q,
+            seq_k,
+            head_dim,
+            layout: Layout::Bhsd,
+            scale: None,
+            causal: None,
+            kv_lens: None,
+            kernel: Kernel::Auto,
+            return_lse: false,
+            return_weights: false,
+        }
+    }
+
+    /// Sets the layout.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+    /// Sets an explicit softmax scale.
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+    /// Sets (or clears) the causal mask.
+    pub fn causal(mut self, causal: impl Into<Option<CausalAlign>>) -> Self {
+        self.causal = causal.into();
+        self
+    }
+    /// Sets per-batch valid key lengths.
+    pub fn kv_lens(mut self, kv_lens: impl Into<Vec<u32>>) -> Self {
+        self.kv_lens = Some(kv_lens.into());
+        self
+    }
+    /// Chooses the kernel.
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+    /// Asks for the log-sum-exp output.
+    pub fn with_lse(mut self, yes: bool) -> Self {
+        self.return_lse = yes;
+        self
+    }
+    /// Asks for the probability matrix.
+    pub fn with_weights(mut self, yes: bool) -> Self {
+        self.return_weights = yes;
+        self
+    }
+
+    /// The scale actually used: the given one or 1/√head_dim.
+    pub fn effective_scale(&self) -> f32 {
+        self.scale
+            .unwrap_or_else(|| (1.0 / (self.head_dim.max(1) as f64).sqrt()) as f32)
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.q_heads / self.kv_heads.max(1)
+    }
+
+    /// Elements of q (and out).
+    pub fn q_len(&self) -> usize {
+        self.batch * self.q_heads * self.seq_q * self.head_dim
+    }
+    /// Elements of k (and of v).
+    pub fn kv_len(&self) -> usize {
+        self.batch * self.kv_heads * self.seq_k * self.head_dim
+    }
+    /// Elements of lse, `[B, Hq, Sq]` whatever the layout.
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.q_heads * self.seq_q
+    }
+    /// Elements of the probability matrix, `[B, Hq, Sq, Sk]` whatever the layout.
+    pub fn weights_len(&self) -> usize {
+        self.lse_len() * self.seq_k
+    }
+
+    /// Shape of a tensor with `heads` heads and `seq` rows in this spec's layout.
+    pub fn shape(&self, heads: usize, seq: usize) -> [usize; 4] {
+        match self.layout {
+            Layout::Bhsd => [self.batch, heads, seq, self.head_dim],
+            Layout::Bshd => [self.batch, seq, heads, self.head_dim],
+        }
+    }
+    /// Shape of q and out.
+    pub fn q_shape(&self) -> [usize; 4] {
+        self.shape(self.q_heads, self.seq_q)
+    }
+    /// Shape of k and v.
+    pub fn kv_shape(&self) -> [usize; 4] {
+        self.shape(self.kv_heads, self.seq_k)
+    }
+
+    /// Element strides (batch, head, row) of a tensor with `heads` heads and `seq` rows;
+    /// the dim stride is 1.
+    pub fn strides(&self, heads: usize, seq: usize) -> Strides {
+        let d = self.head_dim;
+        match self.layout {
+            Layout::Bhsd => Strides {
+                batch: heads * seq * d,
+                head: seq * d,
+                row: d,
+            },
+            Layout::Bshd => Strides {
+                batch: seq * heads * d,
+                head: d,
+                row: heads * d,
+            },
+        }
+    }
+    /// Strides of q and out.
+    pub fn q_strides(&self) -> Strides {
+        self.strides(self.q_heads, self.seq_q)
+    }
+    /// Strides of k and v.
+    pub fn kv_strides(&self) -> Strides {
+        self.strides(self.kv_heads, self.seq_k)
+    }
+
+    /// Offset added to the query row index to get the last visible key under the causal mask,
+    /// or `None` without one.
+    pub fn causal_offset(&self) -> Option<i64> {
+        self.causal.map(|c| match c {
+            CausalAlign::TopLeft => 0,
+            CausalAlign::BottomRight => self.seq_k as i64 - self.seq_q as i64,
+        })
+    }
+
+    /// The keys visible to query row `i` of batch entry `b`: the half-open range `lo..hi`
+    /// (empty when the row is fully masked). This is the single definition of the masks.
+    pub fn visible_keys(&self, b: usize, i: usize) -> std::ops::Range<usize> {
+        let mut hi = self.seq_k as i64;
+        if let Some(lens) = &self.kv_lens {
+            hi = hi.min(lens[b] as i64);
+        }
+        if let Some(off) = self.causal_offset() {
+            hi = hi.min(i as i64 + off + 1);
+        }
+        0..hi.max(0) as usize
+    }
+
+    /// Floating-point operations by the convention of the benchmarks: 4·B·Hq·Sq·Sk·D, halved
+    /// for causal with Sq = Sk; other causal shapes count their visible (query, key) pairs
+    /// exactly. Key padding is not subtracted.
+    pub fn flops(&self) -> f64 {
+        let per_pair = 4.0 * (self.batch * self.q_heads * self.head_dim) as f64;
+        let pairs = match self.causal_offset() {
+            None => (self.seq_q * self.seq_k) as f64,
+            Some(_) if self.seq_q == self.seq_k => (self.seq_q * self.seq_k) as f64 / 2.0,
+            Some(off) => (0..self.seq_q)
+                .map(|i| (i as i64 + off + 1).clamp(0, self.seq_k as i64) as f64)
+                .sum(),
+        };
+        per_pair * pairs
+    }
+
+    /// Checks host inputs against the spec: lengths first, then that every value is finite
+    /// (the host paths reject NaN and ±Inf rather than let them spread through a row).
+    pub fn check_inputs(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
+        for (tensor, data, expected, shape) in [
+            ("q", q, self.q_len(), self.q_shape()),
+            ("k", k, self.kv_len(), self.kv_shape()),
+            ("v", v, self.kv_len(), self.kv_shape()),
+        ] {
+            if data.len() != expected {
+                return Err(Error::InputLength {
+                    tensor,
+                    expected,
+                    got: data.len(),
+                    shape: format!("{shape:?} in layout {}", self.layout.name()),
+                });
+            }
+            if let Some(index) = data.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    tensor,
+                    index,
+                    value: data[index],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every problem with this spec on a device with `limits`, as one [`Error::InvalidSpec`];
+    /// `Ok(())` when there is none.
+    pub fn validate(&self, limits: &DeviceLimits) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, value: String, reason: String| {
+            problems.push(SpecProblem {
+                field: field.to_string(),
+                value,
+                reason,
+            })
+        };
+        for (name, v) in [
+            ("batch", self.batch),
+            ("q_heads", self.q_heads),
+            ("kv_heads", self.kv_heads),
+            ("seq_q", self.seq_q),
+            ("seq_k", self.seq_k),
+        ] {
+            if v == 0 {
+                bad(name, "0".into(), "must be at least 1".into());
+            }
+        }
+        if self.head_dim == 0 || self.head_dim > MAX_HEAD_DIM {
+            bad(
+                "head_dim",
+                self.head_dim.to_string(),
+                format!("must be in 1..={MAX_HEAD_DIM}"),
+            );
+        }
+        if self.kv_heads != 0 && !self.q_heads.is_multiple_of(self.kv_heads) {
+            bad(
+                "q_heads",
+                self.q_heads.to_string(),
+                format!("is not a multiple of kv_heads = {}", self.kv_heads),
+            );
+        }
+        if let Some(s) = self.scale
+            && !s.is_finite()
+        {
+            bad("scale", s.to_string(), "must be finite".into());
+        }
+        if let Some(lens) = &self.kv_lens {
+            if lens.len() != self.batch {
+                bad(
+                    "kv_lens",
+                    format!("{} entries", lens.len()),
+                    format!("must have one entry per batch = {}", self.batch),
+                );
+            }
+            for (b, &l) in lens.iter().enumerate() {
+                if l as usize > self.seq_k {
+                    bad(
+                        &format!("kv_lens[{b}]"),
+                        l.to_string(),
+                        format!("exceeds seq_k = {}", self.seq_k),
+                    );
+                }
+            }
+        }
+        // Sizes: every tensor must be addressable with u32 element indices and fit a buffer.
+        let mut sized = vec![
+            ("q", self.q_len() as u64),
+            ("k", self.kv_len() as u64),
+            ("v", self.kv_len() as u64),
+            ("out", self.q_len() as u64),
+        ];
+        if self.return_weights {
+            sized.push(("weights", self.weights_len() as u64));
+        }
+        for (name, elems) in sized {
+            let bytes = elems.saturating_mul(4);
+            if elems > u32::MAX as u64 {
+                bad(
+                    name,
+                    format!("{elems} elements"),
+                    "exceeds the 2^32-1 elements a shader can index".into(),
+                );
+            } else if bytes > limits.max_buffer_size {
+                bad(
+                    name,
+                    format!("{bytes} bytes"),
+                    format!("exceeds max_buffer_size = {}", limits.max_buffer_size),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidSpec { problems })
+        }
+    }
+}
+
+/// Element strides of a 4-d tensor; the head_dim stride is always 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strides {
+    /// Stride between batch entries.
+    pub batch: usize,
+    /// Stride between heads.
+    pub head: usize,
+    /// Stride between sequence rows.
+    pub row: usize,
+}
+
+impl Strides {
+    /// Flat index of element (b, h, i, 0).
+    pub fn at(&self, b: usize, h: usize, i: usize) -> usize {
+        b * self.batch + h * self.head + i * self.row
+    }
+}

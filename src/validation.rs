@@ -1,0 +1,297 @@
+//! GPU-versus-reference checking shared by `wgattn validate`, `wgattn demo` and the tests:
+//! the built-in shape grid and the comparison of case files with their stored `out`.
+
+use std::path::Path;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::output::ErrorStats;
+use crate::spec::{AttentionSpec, CausalAlign, Kernel, Layout};
+use crate::testdata::{self, Dist};
+
+/// Relative-Frobenius tolerance for f32 with unit-scale inputs.
+pub const TOL_F32: f64 = 1e-5;
+/// Relative-Frobenius tolerance for f32 with logits of order 10³ (N(0, 30) inputs), and for
+/// case files (their README's tolerance).
+pub const TOL_F32_LARGE: f64 = 1e-4;
+
+/// One case of a shape grid.
+#[derive(Debug, Clone)]
+pub struct GridCase {
+    /// Short readable name.
+    pub name: String,
+    /// The problem.
+    pub spec: AttentionSpec,
+    /// Input distribution.
+    pub dist: Dist,
+    /// Input seed.
+    pub seed: u64,
+}
+
+impl GridCase {
+    /// The tolerance for this case.
+    pub fn tolerance(&self) -> f64 {
+        if self.dist == Dist::Normal30 {
+            TOL_F32_LARGE
+        } else {
+            TOL_F32
+        }
+    }
+}
+
+/// The result of one checked case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Case name.
+    pub name: String,
+    /// Kernel that ran it.
+    pub kernel: Kernel,
+    /// Error of `out`.
+    pub out: ErrorStats,
+    /// Error of lse (grid cases only).
+    pub lse: Option<ErrorStats>,
+    /// Tolerance it was held to.
+    pub tolerance: f64,
+}
+
+impl CaseResult {
+    /// True when within tolerance and NaN-free.
+    pub fn passed(&self) -> bool {
+        self.out.within(self.tolerance)
+            && self
+                .lse
+                .is_none_or(|l| l.nan_count == 0 && l.max_abs.is_finite())
+    }
+}
+
+/// Names a spec compactly, e.g. `b2 h8/2 q33 k100 d64 bshd causal-br kv_lens`.
+pub fn describe(spec: &AttentionSpec) -> String {
+    let mut s = format!(
+        "b{} h{}/{} q{} k{} d{} {}",
+        spec.batch,
+        spec.q_heads,
+        spec.kv_heads,
+        spec.seq_q,
+        spec.seq_k,
+        spec.head_dim,
+        spec.layout.name()
+    );
+    match spec.causal {
+        Some(CausalAlign::TopLeft) => s.push_str(" causal-tl"),
+        Some(CausalAlign::BottomRight) => s.push_str(" causal-br"),
+        None => {}
+    }
+    if let Some(l) = &spec.kv_lens {
+        s.push_str(&format!(
+            " kv_lens={}",
+            l.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    if let Some(sc) = spec.scale {
+        s.push_str(&format!(" scale={sc}"));
+    }
+    s
+}
+
+/// The shape grid of the foundation tests: every seq in {1, 7, 33, 100, 257} with every
+/// head_dim in {3, 16, 32, 64, 80, 128, 256}, and batch, heads (MHA, GQA 8:2, MQA 8:1, ...),
+/// seq_k, layout, masks, scale and input distribution rotated through all their values; plus
+/// edge cases (kv_lens of 0 and 1, fully masked rows, Sq > Sk with both causal alignments).
+/// Each case stays under `max_flops` by shrinking batch, then heads.
+pub fn grid(max_flops: f64) -> Vec<GridCase> {
+    let seqs = [1usize, 7, 33, 100, 257];
+    let dims = [3usize, 16, 32, 64, 80, 128, 256];
+    let heads = [(1, 1), (8, 2), (2, 2), (8, 1), (3, 3), (6, 3), (4, 4)];
+    let dists = [Dist::Normal, Dist::Offset3, Dist::Normal, Dist::Normal30];
+    let mut cases = Vec::new();
+    let mut n = 0usize;
+    for (si, &sq) in seqs.iter().enumerate() {
+        for &d in &dims {
+            let sk = match n % 3 {
+                0 => sq,
+                1 => seqs[(si + 1) % seqs.len()],
+                _ => seqs[(si + seqs.len() - 1) % seqs.len()],
+            };
+            let (hq, hkv) = heads[n % heads.len()];
+            let batch = 1 + n % 3;
+            let mut spec = AttentionSpec::new(batch, hq, hkv, sq, sk, d)
+                .layout(if n.is_multiple_of(2) {
+                    Layout::Bhsd
+                } else {
+                    Layout::Bshd
+                })
+                .with_lse(true);
+            match n % 6 {
+                1 => spec = spec.causal(CausalAlign::TopLeft),
+                2 => spec = spec.causal(CausalAlign::BottomRight),
+                3 => spec = spec.kv_lens(kv_lens_for(batch, sk, n)),
+                4 => {
+                    spec = spec
+                        .causal(CausalAlign::TopLeft)
+                        .kv_lens(kv_lens_for(batch, sk, n))
+                }
+                5 => {
+                    spec = spec
+                        .causal(CausalAlign::BottomRight)
+                        .kv_lens(kv_lens_for(batch, sk, n))
+                }
+                _ => {}
+            }
+            if n % 5 == 4 {
+                spec = spec.scale(0.3);
+            }
+            while spec.flops() > max_flops && spec.batch > 1 {
+                spec.batch -= 1;
+                if let Some(l) = spec.kv_lens.as_mut() {
+                    l.truncate(spec.batch);
+                }
+            }
+            while spec.flops() > max_flops && spec.q_heads > 1 {
+                spec.q_heads = (spec.q_heads / 2).max(1);
+                spec.kv_heads = spec.kv_heads.min(spec.q_heads);
+                while !spec.q_heads.is_multiple_of(spec.kv_heads) {
+                    spec.kv_heads -= 1;
+                }
+            }
+            let dist = dists[n % dists.len()];
+            cases.push(GridCase {
+                name: format!("grid{n:02} {} {}", describe(&spec), dist.name()),
+                spec,
+                dist,
+                seed: 1000 + n as u64,
+            });
+            n += 1;
+        }
+    }
+    cases.extend(edge_cases());
+    cases
+}
+
+/// kv_lens for a grid case: varied, including 1 and (for batch ≥ 3) 0.
+fn kv_lens_for(batch: usize, sk: usize, n: usize) -> Vec<u32> {
+    (0..batch)
+        .map(|b| match (n + b) % 4 {
+            0 => sk as u32,
+            1 => 1,
+            2 => (sk as u32).div_ceil(2),
+            _ => (sk as u32 * 3 / 4).max(1),
+        })
+        .collect()
+}
+
+/// Cases aimed at single behaviours.
+pub fn edge_cases() -> Vec<GridCase> {
+    let case = |name: &str, spec: AttentionSpec, dist: Dist, seed: u64| GridCase {
+        name: format!("{name} {}", describe(&spec)),
+        spec: spec.with_lse(true),
+        dist,
+        seed,
+    };
+    vec![
+        case(
+            "kv_len 0 and 1 (fully masked rows)",
+            AttentionSpec::new(3, 2, 1, 9, 40, 32).kv_lens(vec![0, 1, 40]),
+            Dist::Normal,
+            11,
+        ),
+        case(
+            "bottom-right Sq>Sk (first rows fully masked)",
+            AttentionSpec::new(1, 4, 2, 70, 20, 64).causal(CausalAlign::BottomRight),
+            Dist::Normal,
+            12,
+        ),
+        case(
+            "top-left Sq>Sk",
+            AttentionSpec::new(2, 2, 2, 70, 20, 16)
+                .causal(CausalAlign::TopLeft)
+                .layout(Layout::Bshd),
+            Dist::Normal,
+            13,
+        ),
+        case(
+            "decode bottom-right kv cache",
+            AttentionSpec::new(2, 8, 1, 1, 257, 128)
+                .causal(CausalAlign::BottomRight)
+                .kv_lens(vec![257, 100]),
+            Dist::Normal,
+            14,
+        ),
+        case(
+            "large logits causal",
+            AttentionSpec::new(1, 2, 2, 100, 100, 80).causal(CausalAlign::TopLeft),
+            Dist::Normal30,
+            15,
+        ),
+        case(
+            "offset logits GQA",
+            AttentionSpec::new(1, 8, 2, 33, 257, 128),
+            Dist::Offset3,
+            16,
+        ),
+        case(
+            "head_dim 1",
+            AttentionSpec::new(1, 1, 1, 7, 7, 1),
+            Dist::Normal,
+            17,
+        ),
+    ]
+}
+
+/// Runs one grid case with `kernel` on the GPU and compares out and lse with the reference.
+pub fn run_grid_case(ctx: &Context, case: &GridCase, kernel: Kernel) -> Result<CaseResult> {
+    let spec = case.spec.clone().kernel(kernel);
+    let (q, k, v) = testdata::inputs(&spec, case.dist, case.seed);
+    let gpu = ctx.attention(&spec, &q, &k, &v)?;
+    let cpu = crate::reference::attention(&spec, &q, &k, &v)?;
+    let lse = match (&gpu.lse, &cpu.lse) {
+        (Some(g), Some(c)) => Some(ErrorStats::compare(g, c)),
+        _ => None,
+    };
+    Ok(CaseResult {
+        name: case.name.clone(),
+        kernel: crate::planner::choose(&spec, ctx)?,
+        out: ErrorStats::compare(&gpu.out, &cpu.out),
+        lse,
+        tolerance: case.tolerance(),
+    })
+}
+
+/// Runs a case file with `kernel` and compares with its stored `out` (tolerance 1e-4, as the
+/// cases' README sets for f32 engines).
+pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseResult> {
+    let case = crate::io::read_case(path)?;
+    let expected = case.out.ok_or_else(|| crate::Error::BadFile {
+        path: path.to_path_buf(),
+        message: "has no `out` tensor to compare with".into(),
+    })?;
+    let spec = case.spec.kernel(kernel);
+    let gpu = ctx.attention(&spec, &case.q, &case.k, &case.v)?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(CaseResult {
+        name,
+        kernel: crate::planner::choose(&spec, ctx)?,
+        out: ErrorStats::compare(&gpu.out, &expected),
+        lse: None,
+        tolerance: TOL_F32_LARGE,
+    })
+}
+
+/// The `*.safetensors` files of a directory, sorted.
+pub fn case_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| crate::Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the GPU test files: one context per test binary, the REQUIRE_GPU rule,
+//! and comparison against the CPU reference.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgattn::testdata::{self, Dist};
+use wgattn::{AttentionSpec, Context, ErrorStats};
+
+/// The shared GPU context, or `None` (with a printed reason) when there is no adapter and
+/// `WGATTN_REQUIRE_GPU` is not `1`. With `WGATTN_REQUIRE_GPU=1` a missing adapter fails the test.
+pub fn ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
+    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("WGATTN_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("WGATTN_REQUIRE_GPU=1 but no GPU context: {e}");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({e}); set WGATTN_REQUIRE_GPU=1 to fail instead");
+            None
+        }
+    }
+}
+
+/// Tolerance for a distribution: 1e-5 for unit-scale inputs, 1e-4 for logits of order 1e3.
+pub fn tolerance(dist: Dist) -> f64 {
+    match dist {
+        Dist::Normal30 => 1e-4,
+        _ => 1e-5,
+    }
+}
+
+/// One comparison of GPU against the CPU reference.
+#[derive(Debug)]
+pub struct Checked {
+    pub out: ErrorStats,
+    pub lse: Option<ErrorStats>,
+    pub weights: Option<ErrorStats>,
+}
+
+/// Runs `spec` on the GPU and the CPU reference with inputs from `dist`/`seed`; asserts no NaN
+/// anywhere and the error within `tolerance(dist)`. Returns the error measures.
+pub fn check(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Checked {
+    let (q, k, v) = testdata::inputs(spec, dist, seed);
+    check_with(ctx, spec, &q, &k, &v, tolerance(dist))
+}
+
+/// Like [`check`] with given inputs and tolerance.
+pub fn check_with(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tol: f64,
+) -> Checked {
+    let gpu = ctx
+        .attention(spec, q, k, v)
+        .unwrap_or_else(|e| panic!("GPU attention failed for {spec:?}: {e}"));
+    let cpu = wgattn::reference::attention(spec, q, k, v).expect("reference");
+    let out = ErrorStats::compare(&gpu.out, &cpu.out);
+    assert_eq!(out.nan_count, 0, "NaN in out for {spec:?}");
+    assert!(
+        out.within(tol),
+        "out error {out:?} above {tol} for {spec:?}"
+    );
+    let lse = gpu.lse.as_ref().map(|g| {
+        let e = ErrorStats::compare(g, cpu.lse.as_ref().expect("reference lse"));
+        assert!(
+            e.nan_count == 0 && e.max_abs <= tol.max(1e-5) * 10.0 * lse_scale(cpu.lse.as_deref()),
+            "lse error {e:?} for {spec:?}"
+        );
+        e
+    });
+    let weights = gpu.weights.as_ref().map(|g| {
+        let e = ErrorStats::compare(g, cpu.weights.as_ref().expect("reference weights"));
+        assert!(e.within(tol * 10.0), "weights error {e:?} for {spec:?}");
+        e
+    });
+    Checked { out, lse, weights }
+}
+
+/// Magnitude of the finite lse values (absolute lse error scales with it).
+fn lse_scale(lse: Option<&[f32]>) -> f64 {
+    lse.map_or(1.0, |l| {
+        l.iter()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, |m, &x| m.max(x.abs() as f64))
+    })
+}
+
+/// The shared validation cases (`../shared/validation/cases`, or `WGATTN_CASES_DIR`).
+/// Missing cases fail the test under `WGATTN_REQUIRE_GPU=1` (CI) and skip with a reason otherwise.
+pub fn cases_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("WGATTN_CASES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/validation/cases")
+        });
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("WGATTN_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("validation cases not found at {}", dir.display());
+    }
+    eprintln!("SKIPPED: validation cases not found at {}", dir.display());
+    None
+}
