@@ -1,4 +1,4 @@
-// Shared by the three-pass kernels: the per-dispatch parameters and the mask rule.
+// Shared by all kernels: the per-dispatch parameters and the mask rule.
 // Specialised by wgattn's template step (src/shaders.rs): constants are prepended, and
 // `#if NAME` / `#else` / `#endif` / `#include "file"` lines are resolved before compilation.
 
@@ -14,7 +14,8 @@ struct Params {
     causal: u32, causal_off: i32, has_kv_lens: u32, s_stride: u32,
     // the chunk of work: (batch*head) rows bh0..bh0+nbh, query rows i0..i0+nq
     bh0: u32, nbh: u32, i0: u32, nq: u32,
-    neg_inf: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    // flash / split-KV: number of key splits and keys per split
+    neg_inf: f32, n_splits: u32, split_len: u32, _pad0: u32,
 }
 
 // Masked logits hold MASKED; anything at or below MASKED_CUT counts as masked.

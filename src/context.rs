@@ -18,6 +18,46 @@ pub struct ContextOptions {
     pub max_storage_binding: Option<u64>,
     /// Lower the buffer-size limit on purpose.
     pub max_buffer_size: Option<u64>,
+    /// Use the workgroup-memory variants even when the adapter has subgroups (testing).
+    pub disable_subgroups: bool,
+}
+
+/// What the kernels may use on a device: its limits and the optional features that select
+/// shader variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Limits plans are made against.
+    pub limits: DeviceLimits,
+    /// The subgroup size when the device has subgroups of one fixed size (the subgroup
+    /// variants need it); `None` selects the workgroup-memory variants.
+    pub subgroup_size: Option<u32>,
+    /// The device runs f16 arithmetic in shaders (SHADER_F16).
+    pub shader_f16: bool,
+    /// Kind of adapter (sizes the split-KV grid).
+    pub device_type: wgpu::DeviceType,
+}
+
+impl Caps {
+    fn new(
+        limits: DeviceLimits,
+        features: wgpu::Features,
+        info: &wgpu::AdapterInfo,
+        disable_subgroups: bool,
+    ) -> Caps {
+        let fixed = info.subgroup_min_size == info.subgroup_max_size;
+        let size = info.subgroup_min_size;
+        Caps {
+            limits,
+            subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
+                && fixed
+                && (4..=128).contains(&size)
+                && size.is_power_of_two()
+                && !disable_subgroups)
+                .then_some(size),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            device_type: info.device_type,
+        }
+    }
 }
 
 /// What wgattn knows about one adapter: identity, the features it uses, the limits it plans with.
@@ -125,7 +165,7 @@ pub struct Context {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    limits: DeviceLimits,
+    caps: Caps,
     features: wgpu::Features,
     pipelines: Mutex<HashMap<ShaderVariant, Arc<wgpu::ComputePipeline>>>,
     compiled: AtomicU64,
@@ -137,7 +177,7 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("adapter", &self.info.name)
             .field("backend", &self.info.backend)
-            .field("limits", &self.limits)
+            .field("caps", &self.caps)
             .finish_non_exhaustive()
     }
 }
@@ -196,19 +236,30 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgattn: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::assemble(device, queue, info))
+        Ok(Self::assemble(
+            device,
+            queue,
+            info,
+            options.disable_subgroups,
+        ))
     }
 
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
     /// device's enabled features and limits and never changes its error handlers.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::assemble(device, queue, info)
+        Self::assemble(device, queue, info, false)
     }
 
-    fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        disable_subgroups: bool,
+    ) -> Self {
+        let limits = DeviceLimits::from_wgpu(&device.limits());
         Context {
-            limits: DeviceLimits::from_wgpu(&device.limits()),
+            caps: Caps::new(limits, device.features(), &info, disable_subgroups),
             features: device.features(),
             device,
             queue,
@@ -226,7 +277,12 @@ impl Context {
 
     /// The limits plans are made against.
     pub fn limits(&self) -> &DeviceLimits {
-        &self.limits
+        &self.caps.limits
+    }
+
+    /// The limits and optional features that select shader variants.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
     }
 
     /// The device's enabled features.
@@ -284,7 +340,7 @@ impl Context {
     }
 
     /// Runs `f` inside wgpu error scopes; see [`gpu_scope`].
-    pub(crate) fn gpu_scope<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+    pub(crate) fn gpu_scope<T, F: FnOnce() -> T>(&self, during: &'static str, f: F) -> Result<T> {
         gpu_scope(&self.device, during, f)
     }
 

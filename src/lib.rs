@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 mod context;
 mod error;
 mod host;
@@ -31,7 +32,7 @@ mod spec;
 pub mod testdata;
 pub mod validation;
 
-pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, adapters};
+pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use limits::DeviceLimits;
 pub use output::{ErrorStats, Output};

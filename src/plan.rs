@@ -3,6 +3,7 @@
 
 use crate::context::{Context, gpu_scope};
 use crate::error::{Error, Result};
+use crate::kernels::flash::Flash;
 use crate::kernels::three_pass::ThreePass;
 use crate::planner;
 use crate::spec::{AttentionSpec, Kernel};
@@ -40,6 +41,7 @@ pub struct BufferSizes {
 
 enum Inner {
     ThreePass(ThreePass),
+    Flash(Flash),
 }
 
 /// A compiled attention plan for one spec on one device.
@@ -66,9 +68,11 @@ impl Context {
     /// (or takes from the cache) its pipelines.
     pub fn plan(&self, spec: &AttentionSpec) -> Result<Plan> {
         spec.validate(self.limits())?;
-        let kernel = planner::choose(spec, self)?;
+        let choice = planner::plan_kernel(spec, self)?;
+        let kernel = choice.kernel;
         let inner = match kernel {
             Kernel::Auto | Kernel::ThreePass => Inner::ThreePass(ThreePass::new(self, spec)?),
+            Kernel::Flash | Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits)?),
         };
         let lse_scratch = self.gpu_scope("allocating lse scratch", || {
             self.device().create_buffer(&wgpu::BufferDescriptor {
@@ -103,6 +107,15 @@ impl Plan {
     pub fn chunks(&self) -> usize {
         match &self.inner {
             Inner::ThreePass(t) => t.chunk_count(),
+            Inner::Flash(f) => f.chunk_count(),
+        }
+    }
+
+    /// How many key splits the split-KV kernel uses (1 for the other kernels).
+    pub fn splits(&self) -> u32 {
+        match &self.inner {
+            Inner::ThreePass(_) => 1,
+            Inner::Flash(f) => f.splits(),
         }
     }
 
@@ -138,6 +151,7 @@ impl Plan {
         let lse = bufs.lse.unwrap_or(&self.lse_scratch);
         gpu_scope(&self.device, "encoding attention", || match &self.inner {
             Inner::ThreePass(t) => t.encode(&self.device, encoder, bufs, lse, timestamps),
+            Inner::Flash(f) => f.encode(&self.device, encoder, bufs, lse, timestamps),
         })
     }
 

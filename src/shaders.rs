@@ -1,9 +1,12 @@
 //! WGSL templates from `shaders/` and the small template step that specialises them.
 //!
-//! A template is plain WGSL plus three kinds of directive lines:
-//! `#include "file.wgsl"`, `#if NAME` / `#if !NAME`, `#else`, `#endif`. A [`ShaderVariant`]
-//! names the template, the flags that are set and the `u32` constants to prepend as
-//! `const NAME: u32 = V;`. Every variant the crate can generate is listed by
+//! A template is plain WGSL plus directive lines: `#include "file.wgsl"`,
+//! `#if NAME` / `#if !NAME`, `#else`, `#endif`, and `#for VAR in A..B` … `#endfor`, which
+//! repeats its body with `{VAR}` replaced by A, A+1, …, B−1 (A and B are integers or constant
+//! names). Unrolling with `#for` keeps per-invocation vectors in registers: compilers such as
+//! Mesa's llvmpipe turn loops over private arrays into per-lane memory gathers. A
+//! [`ShaderVariant`] names the template, the flags that are set and the `u32` constants to
+//! prepend as `const NAME: u32 = V;`. Every variant the crate can generate is listed by
 //! [`all_variants`], so tests can validate (and translate) each one without a GPU.
 
 use crate::error::{Error, Result};
@@ -15,6 +18,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("qk.wgsl", include_str!("../shaders/qk.wgsl")),
     ("softmax.wgsl", include_str!("../shaders/softmax.wgsl")),
     ("pv.wgsl", include_str!("../shaders/pv.wgsl")),
+    ("rows.wgsl", include_str!("../shaders/rows.wgsl")),
+    ("load4.wgsl", include_str!("../shaders/load4.wgsl")),
+    ("out.wgsl", include_str!("../shaders/out.wgsl")),
+    ("flash.wgsl", include_str!("../shaders/flash.wgsl")),
+    ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
 ];
 
 /// One specialisation of a template: the unit that is compiled into a pipeline and cached.
@@ -72,7 +80,7 @@ impl ShaderVariant {
         for (name, value) in &self.consts {
             out.push_str(&format!("const {name}: u32 = {value}u;\n"));
         }
-        expand(self.template, &self.flags, &mut out, 0).map_err(|message| Error::Shader {
+        expand(self.template, self, &mut out, 0).map_err(|message| Error::Shader {
             shader: self.key(),
             message,
         })?;
@@ -85,55 +93,136 @@ fn template(name: &str) -> Option<&'static str> {
 }
 
 /// Appends template `name` to `out`, resolving directives.
-fn expand(name: &str, flags: &[&str], out: &mut String, depth: usize) -> Result<(), String> {
+fn expand(
+    name: &str,
+    variant: &ShaderVariant,
+    out: &mut String,
+    depth: usize,
+) -> Result<(), String> {
     if depth > 8 {
         return Err(format!("#include nested too deeply at {name}"));
     }
     let text = template(name).ok_or_else(|| format!("no template named {name}"))?;
-    // Stack of (this block emits, some branch of it already taken).
-    let mut stack: Vec<(bool, bool)> = Vec::new();
-    let active = |stack: &[(bool, bool)]| stack.iter().all(|&(on, _)| on);
-    for (n, line) in text.lines().enumerate() {
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(n, l)| (n + 1, l)).collect();
+    let mut loops = Vec::new();
+    block(name, &lines, variant, &mut loops, out, depth)
+}
+
+/// The value of a `#for` bound: an integer or the name of a constant of the variant.
+fn bound(word: &str, variant: &ShaderVariant) -> Option<u32> {
+    word.parse().ok().or_else(|| {
+        variant
+            .consts
+            .iter()
+            .find(|(n, _)| *n == word)
+            .map(|(_, v)| *v)
+    })
+}
+
+/// Index of the line closing the block opened at `lines[start]`, counting nested blocks
+/// of the same kind (`#if`…`#endif` or `#for`…`#endfor`).
+fn closing(lines: &[(usize, &str)], start: usize, open: &str, close: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (k, (_, l)) in lines.iter().enumerate().skip(start) {
+        let t = l.trim();
+        if t.starts_with(open) {
+            depth += 1;
+        } else if t == close {
+            depth -= 1;
+            if depth == 0 {
+                return Some(k);
+            }
+        }
+    }
+    None
+}
+
+/// Emits `lines`, resolving `#if`/`#else`/`#endif`, `#for`/`#endfor` (body repeated with
+/// `{var}` replaced by each value) and `#include`.
+fn block(
+    name: &str,
+    lines: &[(usize, &str)],
+    variant: &ShaderVariant,
+    loops: &mut Vec<(String, u32)>,
+    out: &mut String,
+    depth: usize,
+) -> Result<(), String> {
+    let mut k = 0;
+    while k < lines.len() {
+        let (n, line) = lines[k];
         let t = line.trim();
-        let at = || format!("{name}:{}", n + 1);
+        let at = || format!("{name}:{n}");
         if let Some(rest) = t.strip_prefix("#if ") {
+            let end = closing(lines, k, "#if ", "#endif")
+                .ok_or_else(|| format!("{}: #if without #endif", at()))?;
             let rest = rest.trim();
             let (neg, flag) = match rest.strip_prefix('!') {
                 Some(f) => (true, f.trim()),
                 None => (false, rest),
             };
-            let on = flags.contains(&flag) != neg;
-            stack.push((on, on));
-        } else if t == "#else" {
-            let top = stack
-                .last_mut()
-                .ok_or_else(|| format!("{}: #else without #if", at()))?;
-            *top = (!top.1, true);
-        } else if t == "#endif" {
-            stack
-                .pop()
-                .ok_or_else(|| format!("{}: #endif without #if", at()))?;
-        } else if let Some(rest) = t.strip_prefix("#include ") {
-            if active(&stack) {
-                expand(rest.trim().trim_matches('"'), flags, out, depth + 1)?;
+            let on = variant.flags.contains(&flag) != neg;
+            // Find this level's #else, skipping nested #if blocks.
+            let mut split = end;
+            let mut j = k + 1;
+            while j < end {
+                let tj = lines[j].1.trim();
+                if tj.starts_with("#if ") {
+                    j = closing(lines, j, "#if ", "#endif").unwrap_or(end);
+                } else if tj == "#else" {
+                    split = j;
+                    break;
+                }
+                j += 1;
             }
+            let (lo, hi) = if on {
+                (k + 1, split)
+            } else {
+                ((split + 1).min(end), end)
+            };
+            block(name, &lines[lo..hi], variant, loops, out, depth)?;
+            k = end + 1;
+        } else if let Some(rest) = t.strip_prefix("#for ") {
+            let end = closing(lines, k, "#for ", "#endfor")
+                .ok_or_else(|| format!("{}: #for without #endfor", at()))?;
+            let (var, range) = rest
+                .split_once(" in ")
+                .ok_or_else(|| format!("{}: expected `#for NAME in A..B`", at()))?;
+            let (a, b) = range
+                .trim()
+                .split_once("..")
+                .ok_or_else(|| format!("{}: expected a range A..B", at()))?;
+            let (a, b) = match (bound(a.trim(), variant), bound(b.trim(), variant)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(format!("{}: unknown bound in {range}", at())),
+            };
+            for value in a..b {
+                loops.push((var.trim().to_string(), value));
+                block(name, &lines[k + 1..end], variant, loops, out, depth)?;
+                loops.pop();
+            }
+            k = end + 1;
+        } else if let Some(rest) = t.strip_prefix("#include ") {
+            expand(rest.trim().trim_matches('"'), variant, out, depth + 1)?;
+            k += 1;
         } else if t.starts_with('#') {
-            return Err(format!("{}: unknown directive {t}", at()));
-        } else if active(&stack) {
-            out.push_str(line);
+            return Err(format!("{}: unexpected directive {t}", at()));
+        } else {
+            let mut l = line.to_string();
+            for (var, value) in loops.iter() {
+                l = l.replace(&format!("{{{var}}}"), &value.to_string());
+            }
+            out.push_str(&l);
             out.push('\n');
+            k += 1;
         }
     }
-    if stack.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{name}: #if without #endif"))
-    }
+    Ok(())
 }
 
 /// Every shader variant wgattn can generate (for validation and translation tests).
 pub fn all_variants() -> Vec<ShaderVariant> {
     let mut all = crate::kernels::three_pass::variants();
+    all.extend(crate::kernels::flash::variants());
     all.sort();
     all.dedup();
     all

@@ -74,18 +74,25 @@ pub enum Kernel {
     #[default]
     Auto,
     /// QKᵀ → softmax → P·V through a stored score matrix (split when it exceeds device limits).
+    /// The only kernel that can return the probability matrix.
     ThreePass,
+    /// Fused online-softmax kernel: no score matrix, memory O(B·H·S·D).
+    Flash,
+    /// Fused kernel with the keys split across workgroups and a combine pass (decoding).
+    SplitKv,
 }
 
 impl Kernel {
     /// Every kernel name the CLI accepts.
-    pub const NAMES: &'static [&'static str] = &["auto", "three-pass"];
+    pub const NAMES: &'static [&'static str] = &["auto", "three-pass", "flash", "split-kv"];
 
     /// Name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Auto => "auto",
             Kernel::ThreePass => "three-pass",
+            Kernel::Flash => "flash",
+            Kernel::SplitKv => "split-kv",
         }
     }
 
@@ -94,6 +101,8 @@ impl Kernel {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "auto" => Ok(Kernel::Auto),
             "three-pass" | "threepass" | "3pass" => Ok(Kernel::ThreePass),
+            "flash" => Ok(Kernel::Flash),
+            "split-kv" | "splitkv" | "flash-decoding" => Ok(Kernel::SplitKv),
             other => Err(Error::spec(
                 "kernel",
                 other,
@@ -139,7 +148,8 @@ pub struct AttentionSpec {
     pub kernel: Kernel,
     /// Also return the log-sum-exp of each row, `[B, Hq, Sq]`.
     pub return_lse: bool,
-    /// Also return the probability matrix, `[B, Hq, Sq, Sk]` (three-pass kernel only).
+    /// Also return the probability matrix, `[B, Hq, Sq, Sk]` (three-pass kernel only; `Auto`
+    /// picks it when this is set).
     pub return_weights: bool,
 }
 

@@ -62,6 +62,21 @@ fn three_pass_matches_reference_on_grid() {
 }
 
 #[test]
+fn flash_matches_reference_on_grid() {
+    run_grid(Kernel::Flash, &validation::grid(MAX_FLOPS));
+}
+
+#[test]
+fn split_kv_matches_reference_on_grid() {
+    run_grid(Kernel::SplitKv, &validation::grid(MAX_FLOPS));
+}
+
+#[test]
+fn auto_matches_reference_on_grid() {
+    run_grid(Kernel::Auto, &validation::grid(MAX_FLOPS));
+}
+
+#[test]
 fn fully_masked_rows_are_zero_with_neg_inf_lse() {
     let Some(ctx) = common::ctx() else { return };
     let spec = AttentionSpec::new(2, 2, 1, 5, 16, 8)

@@ -65,8 +65,11 @@ pub(crate) struct SplitRule<'a> {
     pub scratch_bytes: &'a dyn Fn(u64, u64) -> u64,
     /// Query rows per workgroup tile: row chunks are multiples of it when split.
     pub row_tile: u32,
-    /// Most (batch·head) pairs one dispatch may cover (the grid's z-dimension limit).
-    pub max_bh_per_dispatch: u32,
+    /// Most units (see `bh_multiple`) one dispatch may cover (the grid's z-dimension limit).
+    pub max_units_per_dispatch: u32,
+    /// Chunks hold a multiple of this many (batch·head) pairs, starting at a multiple of it
+    /// (the fused kernels keep the query heads of one kv head together).
+    pub bh_multiple: u32,
 }
 
 /// Splits `spec` into as few chunks as fit `limits`: whole (batch·head) groups first, then
@@ -81,18 +84,19 @@ pub(crate) fn split(
     let sq = spec.seq_q as u64;
     let fits = |nbh: u64, nq: u64| try_split(spec, limits, elem_bytes, rule, nbh, nq);
     // Whole query ranges first, with as many (batch·head) pairs per chunk as fit ...
-    let max_bh = bh_total.min(rule.max_bh_per_dispatch.max(1) as u64);
-    if let Some(nbh) = largest(max_bh, |n| fits(n, sq).is_some()) {
-        return Ok(fits(nbh, sq).expect("checked above"));
+    let unit = rule.bh_multiple.max(1) as u64;
+    let max_units = (bh_total / unit).min(rule.max_units_per_dispatch.max(1) as u64);
+    if let Some(n) = largest(max_units, |n| fits(n * unit, sq).is_some()) {
+        return Ok(fits(n * unit, sq).expect("checked above"));
     }
-    // ... else one pair per chunk and as many query rows (in whole tiles when possible) as fit.
-    if let Some(nq) = largest(sq, |n| fits(1, n).is_some()) {
+    // ... else one unit per chunk and as many query rows (in whole tiles when possible) as fit.
+    if let Some(nq) = largest(sq, |n| fits(unit, n).is_some()) {
         let tile = rule.row_tile as u64;
         let nq = if nq >= tile { nq / tile * tile } else { nq };
-        return Ok(fits(1, nq).expect("a smaller chunk fits too"));
+        return Ok(fits(unit, nq).expect("a smaller chunk fits too"));
     }
     // Even one row of one head does not fit: say what is too big.
-    let scratch = (rule.scratch_bytes)(1, 1);
+    let scratch = (rule.scratch_bytes)(unit, 1);
     let ks = spec.kv_strides();
     let kv = ((spec.seq_k - 1) * ks.row + spec.head_dim) as u64 * elem_bytes;
     let (what, needed) = if scratch >= kv {

@@ -2,4 +2,6 @@
 //! time) and records its dispatches into a caller's encoder.
 
 pub(crate) mod chunks;
+pub(crate) mod flash;
+pub(crate) mod params;
 pub(crate) mod three_pass;

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use super::chunks::{self, Chunk, SplitRule};
+use super::params::{kv_lens_buffer, params};
 use crate::context::Context;
 use crate::error::Result;
 use crate::plan::Buffers;
@@ -23,42 +23,6 @@ const SOFTMAX_WG: u32 = 128;
 const PV_WG_Y: u32 = 16;
 /// Query rows per tile (both matmuls).
 const ROW_TILE: u32 = QK_WG.1 * 4;
-
-/// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    batch: u32,
-    q_heads: u32,
-    kv_heads: u32,
-    group: u32,
-    seq_q: u32,
-    seq_k: u32,
-    head_dim: u32,
-    scale: f32,
-    q_sb: u32,
-    q_sh: u32,
-    q_ss: u32,
-    q_shift: u32,
-    k_sb: u32,
-    k_sh: u32,
-    k_ss: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    lse_shift: u32,
-    w_shift: u32,
-    causal: u32,
-    causal_off: i32,
-    has_kv_lens: u32,
-    s_stride: u32,
-    bh0: u32,
-    nbh: u32,
-    i0: u32,
-    nq: u32,
-    neg_inf: f32,
-    _pad: [u32; 3],
-}
 
 /// Width of the P·V tile (head dims per workgroup) for a head_dim: 16, 32 or 64.
 fn pv_wg_x(head_dim: usize) -> u32 {
@@ -131,7 +95,8 @@ impl ThreePass {
             &SplitRule {
                 scratch_bytes: &scratch,
                 row_tile: ROW_TILE,
-                max_bh_per_dispatch: limits.max_workgroups_per_dim,
+                max_units_per_dispatch: limits.max_workgroups_per_dim,
+                bh_multiple: 1,
             },
         )?;
         let max_scratch = chunks
@@ -155,7 +120,7 @@ impl ThreePass {
             let chunks = chunks
                 .into_iter()
                 .map(|chunk| {
-                    let params = params(spec, &chunk);
+                    let params = params(spec, &chunk, score_stride(spec) as u32);
                     let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some("wgattn params"),
                         contents: bytemuck::bytes_of(&params),
@@ -263,52 +228,5 @@ impl ThreePass {
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
             }
         }
-    }
-}
-
-/// The kv_lens storage buffer (a single unused 0 when the spec has none).
-pub(crate) fn kv_lens_buffer(device: &wgpu::Device, spec: &AttentionSpec) -> wgpu::Buffer {
-    let lens: Vec<u32> = spec.kv_lens.clone().unwrap_or_else(|| vec![0]);
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("wgattn kv_lens"),
-        contents: bytemuck::cast_slice(&lens),
-        usage: wgpu::BufferUsages::STORAGE,
-    })
-}
-
-fn params(spec: &AttentionSpec, c: &Chunk) -> Params {
-    let qs = spec.q_strides();
-    let ks = spec.kv_strides();
-    Params {
-        batch: spec.batch as u32,
-        q_heads: spec.q_heads as u32,
-        kv_heads: spec.kv_heads as u32,
-        group: spec.group() as u32,
-        seq_q: spec.seq_q as u32,
-        seq_k: spec.seq_k as u32,
-        head_dim: spec.head_dim as u32,
-        scale: spec.effective_scale(),
-        q_sb: qs.batch as u32,
-        q_sh: qs.head as u32,
-        q_ss: qs.row as u32,
-        q_shift: c.q.shift,
-        k_sb: ks.batch as u32,
-        k_sh: ks.head as u32,
-        k_ss: ks.row as u32,
-        k_shift: c.kv.shift,
-        v_shift: c.kv.shift,
-        o_shift: c.q.shift,
-        lse_shift: c.lse.shift,
-        w_shift: c.weights.map_or(0, |w| w.shift),
-        causal: spec.causal.is_some() as u32,
-        causal_off: spec.causal_offset().unwrap_or(0) as i32,
-        has_kv_lens: spec.kv_lens.is_some() as u32,
-        s_stride: score_stride(spec) as u32,
-        bh0: c.bh0,
-        nbh: c.nbh,
-        i0: c.i0,
-        nq: c.nq,
-        neg_inf: f32::NEG_INFINITY,
-        _pad: [0; 3],
     }
 }

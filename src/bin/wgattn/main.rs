@@ -32,6 +32,8 @@ enum Command {
     Validate(commands::validate::Args),
     /// Run attention at 1×8×512×64 on the default adapter and compare with the CPU reference.
     Demo(commands::demo::Args),
+    /// Time attention shapes on the GPU (timestamp queries or wall time).
+    Bench(commands::bench::Args),
 }
 
 /// What a command ends with: success, numbers out of tolerance, or an error.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a, adapter),
         Command::Validate(a) => commands::validate::run(a, adapter),
         Command::Demo(a) => commands::demo::run(a, adapter),
+        Command::Bench(a) => commands::bench::run(a, adapter),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -1,0 +1,46 @@
+// Split-KV combine: merges the per-split normalised outputs and lse of flash.wgsl (SPLIT) into
+// the final output exactly: out = Σ_s w_s·o_s / Σ_s w_s with w_s = exp(lse_s − max lse),
+// lse = max + log Σ w_s. Splits that saw no key have lse −∞ and weight 0; a row no split saw
+// gets out 0 and lse −∞. One invocation per row of the chunk.
+#include "common.wgsl"
+
+const D4: u32 = D16 * 4u;
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> o_part: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> lse_part: array<f32>;
+
+#include "rows.wgsl"
+#include "out.wgsl"
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rows = P.group * P.nq;
+    let total = rows * (P.nbh / P.group);
+    let g = gid.x + gid.y * nwg.x * WG;
+    if (g >= total) {
+        return;
+    }
+    var mx = MASKED;
+    for (var s = 0u; s < P.n_splits; s++) {
+        mx = max(mx, lse_part[s * total + g]);
+    }
+    var acc: array<vec4<f32>, D4>;
+    for (var d4 = 0u; d4 < D4; d4++) {
+        acc[d4] = vec4<f32>(0.0);
+    }
+    var wsum = 0.0;
+    if (mx > MASKED_CUT) {
+        for (var s = 0u; s < P.n_splits; s++) {
+            let ls = lse_part[s * total + g];
+            let w = select(0.0, exp(ls - mx), ls > MASKED_CUT);
+            wsum += w;
+            for (var d4 = 0u; d4 < D4; d4++) {
+                acc[d4] += w * o_part[(s * total + g) * D4 + d4];
+            }
+        }
+    }
+    let inv = select(0.0, 1.0 / wsum, wsum > 0.0);
+    let row_lse = select(P.neg_inf, mx + log(wsum), wsum > 0.0);
+    store_out(row_of(g / rows, g % rows), acc, inv, row_lse);
+}

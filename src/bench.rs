@@ -1,0 +1,251 @@
+//! GPU-resident timing of one attention plan, shared by `wgattn bench` and the criterion
+//! benches. Inputs stay on the GPU; only the attention passes are timed.
+
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::plan::{Buffers, Plan};
+use crate::spec::{AttentionSpec, Kernel};
+use crate::testdata::{self, Dist};
+
+/// How a run is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timing {
+    /// GPU timestamps when the adapter has them, else wall time.
+    #[default]
+    Auto,
+    /// GPU timestamps at the beginning and end of the attention pass (TIMESTAMP_QUERY).
+    Gpu,
+    /// Wall time from submit until the device reports the work complete (like a device sync).
+    Wall,
+}
+
+impl Timing {
+    /// Parses `auto`, `gpu` or `wall`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Timing::Auto),
+            "gpu" => Ok(Timing::Gpu),
+            "wall" => Ok(Timing::Wall),
+            other => Err(Error::spec("timing", other, "is not auto, gpu or wall")),
+        }
+    }
+}
+
+/// When to stop measuring.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BenchConfig {
+    /// Untimed runs first (compilation, caches).
+    pub warmup: usize,
+    /// At least this many timed runs.
+    pub min_runs: usize,
+    /// At most this many timed runs.
+    pub max_runs: usize,
+    /// Stop after this much measuring once `min_runs` are done.
+    pub target: Duration,
+    /// How to time.
+    pub timing: Timing,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            warmup: 1,
+            min_runs: 5,
+            max_runs: 1000,
+            target: Duration::from_secs(2),
+            timing: Timing::Auto,
+        }
+    }
+}
+
+/// Timing of one spec.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// What ran.
+    pub spec: AttentionSpec,
+    /// The kernel the planner chose.
+    pub kernel: Kernel,
+    /// Key splits (split-KV).
+    pub splits: u32,
+    /// Timed runs.
+    pub runs: usize,
+    /// Median time, ms.
+    pub median_ms: f64,
+    /// Fastest run, ms.
+    pub min_ms: f64,
+    /// Slowest run, ms.
+    pub max_ms: f64,
+    /// `"gpu-timestamp"` or `"wall"`.
+    pub timing: &'static str,
+    /// FLOPs per run by [`AttentionSpec::flops`].
+    pub flops: f64,
+}
+
+impl BenchResult {
+    /// GFLOP/s at the median time.
+    pub fn gflops(&self) -> f64 {
+        self.flops / (self.median_ms * 1e-3) / 1e9
+    }
+
+    /// GB/s of K and V read once (2·B·Hkv·Sk·D·4 bytes) at the median time: the bound of decoding.
+    pub fn kv_gbps(&self) -> f64 {
+        let s = &self.spec;
+        let bytes = 2.0 * (s.batch * s.kv_heads * s.seq_k * s.head_dim) as f64 * 4.0;
+        bytes / (self.median_ms * 1e-3) / 1e9
+    }
+}
+
+struct Inputs {
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    out: wgpu::Buffer,
+    lse: wgpu::Buffer,
+}
+
+fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
+    let spec = plan.spec();
+    let (q, k, v) = testdata::inputs(spec, Dist::Normal, 1);
+    let sizes = plan.sizes();
+    let device = ctx.device();
+    ctx.gpu_scope("allocating benchmark buffers", || {
+        use wgpu::util::DeviceExt;
+        let init = |label, data: &[f32]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let empty = |label, size: u64| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        Inputs {
+            q: init("bench q", &q),
+            k: init("bench k", &k),
+            v: init("bench v", &v),
+            out: empty("bench out", sizes.q),
+            lse: empty("bench lse", sizes.lse),
+        }
+    })
+}
+
+/// Times `spec` on `ctx`. `progress(done, expected)` is called after every run.
+pub fn bench(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    config: &BenchConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BenchResult> {
+    let spec = spec.clone().with_weights(false);
+    let plan = ctx.plan(&spec)?;
+    let inputs = upload(ctx, &plan)?;
+    let has_ts = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let use_gpu = match config.timing {
+        Timing::Wall => false,
+        Timing::Auto => has_ts,
+        Timing::Gpu if has_ts => true,
+        Timing::Gpu => {
+            return Err(Error::KernelUnsupported {
+                kernel: "bench --timing gpu".into(),
+                reason: format!("adapter {} lacks TIMESTAMP_QUERY", ctx.adapter_info().name),
+            });
+        }
+    };
+    let device = ctx.device();
+    let queries = use_gpu.then(|| {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("wgattn bench timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgattn timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgattn timestamps read"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        (set, resolve, read)
+    });
+    let period_ns = ctx.queue().get_timestamp_period() as f64;
+    let bufs = Buffers {
+        q: &inputs.q,
+        k: &inputs.k,
+        v: &inputs.v,
+        out: &inputs.out,
+        lse: Some(&inputs.lse),
+        weights: None,
+    };
+    let run_once = || -> Result<f64> {
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgattn bench"),
+        });
+        let ts = queries
+            .as_ref()
+            .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+        plan.encode_timed(&mut enc, &bufs, ts)?;
+        if let Some((set, resolve, read)) = &queries {
+            enc.resolve_query_set(set, 0..2, resolve, 0);
+            enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        }
+        let cmd = enc.finish();
+        let started = Instant::now();
+        ctx.queue().submit([cmd]);
+        ctx.wait()?;
+        let wall = started.elapsed().as_secs_f64() * 1e3;
+        match &queries {
+            Some((_, _, read)) => {
+                let bytes = ctx.read_buffer(read, 16)?;
+                let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+                Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
+            }
+            None => Ok(wall),
+        }
+    };
+    for _ in 0..config.warmup {
+        ctx.gpu_scope("benchmark warm-up", &run_once)??;
+    }
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < config.max_runs.max(1)
+        && (times.len() < config.min_runs.max(1) || started.elapsed() < config.target)
+    {
+        times.push(ctx.gpu_scope("benchmark", &run_once)??);
+        let expected = if started.elapsed() < config.target {
+            let per = started.elapsed().as_secs_f64() / times.len() as f64;
+            ((config.target.as_secs_f64() / per) as usize).clamp(config.min_runs, config.max_runs)
+        } else {
+            times.len()
+        };
+        progress(times.len(), expected.max(times.len()));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(BenchResult {
+        kernel: plan.kernel(),
+        splits: plan.splits(),
+        runs: times.len(),
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        timing: if use_gpu { "gpu-timestamp" } else { "wall" },
+        flops: spec.flops(),
+        spec,
+    })
+}

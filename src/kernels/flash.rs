@@ -1,0 +1,371 @@
+//! The fused kernel (`shaders/flash.wgsl`): online softmax, no score matrix. With more than one
+//! key split it is the split-KV ("flash-decoding") kernel, whose partial results
+//! `shaders/combine.wgsl` merges.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use super::chunks::{self, Chunk, SplitRule};
+use super::params::{kv_lens_buffer, params};
+use crate::context::Caps;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::plan::Buffers;
+use crate::shaders::ShaderVariant;
+use crate::spec::AttentionSpec;
+
+/// Workgroup size of the combine pass.
+const COMBINE_WG: u32 = 64;
+
+/// Tile shape of one flash variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tiles {
+    /// Query rows per workgroup (one per invocation).
+    pub wg: u32,
+    /// Keys per block (the subgroup size with subgroups).
+    pub kb: u32,
+    /// head_dim class / 16 (the class is head_dim rounded up to a multiple of 16).
+    pub d16: u32,
+    /// q/k/v/out accessed as vec4.
+    pub vec4: bool,
+    /// Subgroup variant (K/V shared by subgroupBroadcast) or workgroup-memory variant.
+    pub subgroups: bool,
+}
+
+impl Tiles {
+    /// The tiles for `spec` on a device with `caps`.
+    pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
+        let limits = &caps.limits;
+        let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
+        let vec4 = spec.head_dim.is_multiple_of(4) && limits.storage_offset_alignment.is_multiple_of(16);
+        let rows = (spec.group() * spec.seq_q) as u32;
+        let wg = |min: u32| {
+            rows.next_power_of_two()
+                .clamp(min, 64)
+                .min(limits.max_invocations)
+        };
+        let mut t = match caps.subgroup_size {
+            Some(sg) => Tiles {
+                wg: wg(sg).max(sg),
+                kb: sg,
+                d16,
+                vec4,
+                subgroups: true,
+            },
+            None => {
+                // K and V blocks of kb keys must fit workgroup memory.
+                let kb = [8u32, 4, 2, 1]
+                    .into_iter()
+                    .find(|kb| 2 * kb * d16 * 64 <= limits.max_workgroup_storage)
+                    .unwrap_or(1);
+                Tiles {
+                    wg: wg(16),
+                    kb,
+                    d16,
+                    vec4,
+                    subgroups: false,
+                }
+            }
+        };
+        // Tuning knob: WGATTN_FLASH_WG=n overrides the rows per workgroup.
+        if let Some(wg) = std::env::var("WGATTN_FLASH_WG")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            t.wg = wg;
+        }
+        t
+    }
+
+    fn flash(&self, split: bool) -> ShaderVariant {
+        ShaderVariant::new("flash.wgsl")
+            .constant("WG", self.wg)
+            .constant("KB", self.kb)
+            .constant("D16", self.d16)
+            .flag("VEC4", self.vec4)
+            .flag("SUBGROUPS", self.subgroups)
+            .flag("SPLIT", split)
+    }
+
+    fn combine(&self) -> ShaderVariant {
+        ShaderVariant::new("combine.wgsl")
+            .constant("WG", COMBINE_WG)
+            .constant("D16", self.d16)
+            .flag("VEC4", self.vec4)
+    }
+}
+
+/// Every variant these kernels can generate: each head_dim class, with and without vec4,
+/// split and subgroups, at the tile sizes the planner can pick (subgroup sizes 8 to 64).
+pub(crate) fn variants() -> Vec<ShaderVariant> {
+    let mut out = Vec::new();
+    for d16 in 1..=16 {
+        for vec4 in [false, true] {
+            for split in [false, true] {
+                for wg in [16, 32, 64] {
+                    for kb in [1, 2, 4, 8] {
+                        out.push(
+                            Tiles {
+                                wg,
+                                kb,
+                                d16,
+                                vec4,
+                                subgroups: false,
+                            }
+                            .flash(split),
+                        );
+                    }
+                }
+                for sg in [8, 16, 32, 64] {
+                    for wg in [sg, 64.max(sg)] {
+                        out.push(
+                            Tiles {
+                                wg,
+                                kb: sg,
+                                d16,
+                                vec4,
+                                subgroups: true,
+                            }
+                            .flash(split),
+                        );
+                    }
+                }
+            }
+            out.push(
+                Tiles {
+                    wg: 64,
+                    kb: 1,
+                    d16,
+                    vec4,
+                    subgroups: false,
+                }
+                .combine(),
+            );
+        }
+    }
+    out
+}
+
+/// How many key splits split-KV uses for `spec`: enough workgroups to fill the device, each
+/// split at least 256 keys long.
+pub(crate) fn choose_splits(spec: &AttentionSpec, tiles: &Tiles, caps: &Caps) -> u32 {
+    let target_workgroups: u64 = match caps.device_type {
+        wgpu::DeviceType::Cpu => {
+            4 * std::thread::available_parallelism().map_or(2, |n| n.get()) as u64
+        }
+        _ => 512,
+    };
+    let rows = (spec.group() * spec.seq_q) as u64;
+    let blocks = rows.div_ceil(tiles.wg as u64) * (spec.batch * spec.kv_heads) as u64;
+    let by_keys = (spec.seq_k as u64 / 256).max(1);
+    target_workgroups
+        .div_ceil(blocks)
+        .clamp(1, by_keys.min(256)) as u32
+}
+
+struct ChunkPlan {
+    uniform: wgpu::Buffer,
+    grid: [u32; 3],
+    combine_grid: [u32; 3],
+    chunk: Chunk,
+}
+
+/// A compiled fused plan.
+pub(crate) struct Flash {
+    flash: Arc<wgpu::ComputePipeline>,
+    combine: Option<Arc<wgpu::ComputePipeline>>,
+    chunks: Vec<ChunkPlan>,
+    kv_lens: wgpu::Buffer,
+    /// (o_part, lse_part) when split.
+    partials: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    splits: u32,
+}
+
+impl Flash {
+    /// A plan with `splits` key splits (1 = plain flash).
+    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec, splits: u32) -> Result<Self> {
+        let limits = ctx.limits();
+        let tiles = Tiles::choose(spec, ctx.caps());
+        let split = splits > 1;
+        let row_bytes = tiles.d16 as u64 * 64;
+        let scratch = move |nbh: u64, nq: u64| {
+            if split {
+                splits as u64 * nbh * nq * row_bytes
+            } else {
+                0
+            }
+        };
+        let group = spec.group() as u32;
+        let chunks = chunks::split(
+            spec,
+            limits,
+            4,
+            &SplitRule {
+                scratch_bytes: &scratch,
+                row_tile: tiles.wg,
+                max_units_per_dispatch: limits.max_workgroups_per_dim,
+                bh_multiple: group,
+            },
+        )?;
+        let max_dim = limits.max_workgroups_per_dim.max(1);
+        let split_len = (spec.seq_k as u32)
+            .div_ceil(splits)
+            .next_multiple_of(tiles.kb);
+        let flash = ctx.pipeline(&tiles.flash(split))?;
+        let combine = if split {
+            Some(ctx.pipeline(&tiles.combine())?)
+        } else {
+            None
+        };
+        let mut plans = Vec::new();
+        for chunk in chunks {
+            let rows = group * chunk.nq;
+            let row_blocks = rows.div_ceil(tiles.wg);
+            if row_blocks > max_dim || splits > max_dim {
+                return Err(Error::TooLarge {
+                    what: format!("workgroups per dimension for {rows} rows × {splits} splits"),
+                    needed: row_blocks.max(splits) as u64,
+                    allowed: max_dim as u64,
+                    limit: "max_compute_workgroups_per_dimension",
+                });
+            }
+            let total = rows * (chunk.nbh / group);
+            let cblocks = total.div_ceil(COMBINE_WG);
+            let mut p = params(spec, &chunk, 0);
+            p.n_splits = splits;
+            p.split_len = split_len;
+            let grid = [row_blocks, splits, chunk.nbh / group];
+            let combine_grid = [cblocks.min(max_dim), cblocks.div_ceil(max_dim), 1];
+            plans.push((p, chunk, grid, combine_grid));
+        }
+        let max_rows = plans
+            .iter()
+            .map(|(_, c, _, _)| c.nbh as u64 * c.nq as u64)
+            .max()
+            .unwrap_or(1);
+        let device = ctx.device();
+        ctx.gpu_scope("allocating flash buffers", || {
+            let partials = split.then(|| {
+                let mk = |label, size| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size,
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    })
+                };
+                (
+                    mk("wgattn o_part", splits as u64 * max_rows * row_bytes),
+                    mk("wgattn lse_part", splits as u64 * max_rows * 4),
+                )
+            });
+            let chunks = plans
+                .into_iter()
+                .map(|(p, chunk, grid, combine_grid)| ChunkPlan {
+                    uniform: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("wgattn params"),
+                        contents: bytemuck::bytes_of(&p),
+                        usage: wgpu::BufferUsages::UNIFORM,
+                    }),
+                    grid,
+                    combine_grid,
+                    chunk,
+                })
+                .collect();
+            Flash {
+                flash,
+                combine,
+                chunks,
+                kv_lens: kv_lens_buffer(device, spec),
+                partials,
+                splits,
+            }
+        })
+    }
+
+    /// Number of chunks.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Number of key splits (1 = no split).
+    pub(crate) fn splits(&self) -> u32 {
+        self.splits
+    }
+
+    pub(crate) fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        bufs: &Buffers,
+        lse: &wgpu::Buffer,
+        timestamps: Option<wgpu::ComputePassTimestampWrites>,
+    ) {
+        let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
+        let groups: Vec<(wgpu::BindGroup, Option<wgpu::BindGroup>)> = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let ch = &c.chunk;
+                let mut entries = vec![
+                    entry(0, c.uniform.as_entire_binding()),
+                    entry(1, ch.q.bind(bufs.q)),
+                    entry(2, ch.kv.bind(bufs.k)),
+                    entry(3, ch.kv.bind(bufs.v)),
+                    entry(4, self.kv_lens.as_entire_binding()),
+                ];
+                match &self.partials {
+                    Some((o, l)) => {
+                        entries.push(entry(5, o.as_entire_binding()));
+                        entries.push(entry(6, l.as_entire_binding()));
+                    }
+                    None => {
+                        entries.push(entry(5, ch.q.bind(bufs.out)));
+                        entries.push(entry(6, ch.lse.bind(lse)));
+                    }
+                }
+                let flash = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgattn flash"),
+                    layout: &self.flash.get_bind_group_layout(0),
+                    entries: &entries,
+                });
+                let combine = match (&self.combine, &self.partials) {
+                    (Some(pipe), Some((o, l))) => {
+                        Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("wgattn combine"),
+                            layout: &pipe.get_bind_group_layout(0),
+                            entries: &[
+                                entry(0, c.uniform.as_entire_binding()),
+                                entry(1, o.as_entire_binding()),
+                                entry(2, l.as_entire_binding()),
+                                entry(5, ch.q.bind(bufs.out)),
+                                entry(6, ch.lse.bind(lse)),
+                            ],
+                        }))
+                    }
+                    _ => None,
+                };
+                (flash, combine)
+            })
+            .collect();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(if self.splits > 1 {
+                "wgattn split-kv"
+            } else {
+                "wgattn flash"
+            }),
+            timestamp_writes: timestamps,
+        });
+        for (c, (flash, combine)) in self.chunks.iter().zip(&groups) {
+            pass.set_pipeline(&self.flash);
+            pass.set_bind_group(0, flash, &[]);
+            pass.dispatch_workgroups(c.grid[0], c.grid[1], c.grid[2]);
+            if let (Some(pipe), Some(group)) = (&self.combine, combine) {
+                pass.set_pipeline(pipe);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(c.combine_grid[0], c.combine_grid[1], c.combine_grid[2]);
+            }
+        }
+    }
+}
