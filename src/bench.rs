@@ -220,14 +220,14 @@ pub fn bench(
         }
     };
     for _ in 0..config.warmup {
-        ctx.gpu_scope("benchmark warm-up", &run_once)??;
+        ctx.gpu_scope("benchmark warm-up", run_once)??;
     }
     let mut times = Vec::new();
     let started = Instant::now();
     while times.len() < config.max_runs.max(1)
         && (times.len() < config.min_runs.max(1) || started.elapsed() < config.target)
     {
-        times.push(ctx.gpu_scope("benchmark", &run_once)??);
+        times.push(ctx.gpu_scope("benchmark", run_once)??);
         let expected = if started.elapsed() < config.target {
             let per = started.elapsed().as_secs_f64() / times.len() as f64;
             ((config.target.as_secs_f64() / per) as usize).clamp(config.min_runs, config.max_runs)
