@@ -1,11 +1,12 @@
 // Fused attention with online softmax (FlashAttention-style): no score matrix is stored.
 //
-// Each invocation owns one query row of the query heads that share one kv head (rows.wgsl),
-// pre-scaled and held in registers with its output accumulator o, running max m and running
-// sum l. Keys are visited in blocks of KB; per block: scores, new max, rescale, P·V.
-// All per-row vectors are unrolled with #for (q_a_c, o_a_c: 16 dims per `a`, vec4 per `c`)
-// so that they stay in registers: compilers like llvmpipe turn loops over private arrays into
-// per-lane memory gathers.
+// Each invocation owns R consecutive query rows of the query heads that share one kv head
+// (rows.wgsl), pre-scaled and held in registers with their output accumulators o, running
+// maxima m and running sums l. Keys are visited in blocks of KB; per block: scores, new max,
+// rescale, P·V. Every K/V value fetched (or broadcast) serves R rows.
+// All per-row vectors are unrolled with #for (q_r_a_c, o_r_a_c: row r, 16 dims per `a`, vec4
+// per `c`) so that they stay in registers: compilers like llvmpipe turn loops over private
+// arrays into per-lane memory gathers.
 //
 // SUBGROUPS: the rows of a subgroup walk their keys independently, no workgroup memory and no
 //   barrier: lane t of the subgroup loads key row t0+t of the block (KB = subgroup size) and
@@ -16,7 +17,8 @@
 // kv_lens); blocks that every row sees in full are not masked.
 // SPLIT: grid.y splits the keys (split-KV / flash-decoding): each split writes its normalised
 //   partial output and lse to scratch and combine.wgsl merges them exactly.
-// Constants: WG (rows per workgroup), KB (keys per block), D16 (head_dim class / 16).
+// Constants: WG (invocations), R (rows per invocation), KB (keys per block), D16 (head_dim
+// class / 16).
 // VEC4: head_dim and row strides are multiples of 4, so q/k/v/out are accessed as vec4.
 #include "common.wgsl"
 
@@ -50,21 +52,26 @@ fn main(
 #endif
 ) {
     let rows = P.group * P.nq;
-    let r0 = wid.x * WG;
-    let r = r0 + li;
-    let valid = r < rows;
-    let row = row_of(wid.z, min(r, rows - 1u));
-    let b = row.b;
+    let r0 = wid.x * (WG * R);
     let kvh = kv_pair(wid.z).y;
-    let my_end = select(0u, visible_end(b, row.i), valid);
+    let b = kv_pair(wid.z).x;
+    var lo_end = P.seq_k; // fewest keys any valid row of this invocation sees
+    var hi_end = 0u;      // most keys any row of this invocation sees
+#for r in 0..R
+    let valid_{r} = r0 + li * R + {r}u < rows;
+    let row_{r} = row_of(wid.z, min(r0 + li * R + {r}u, rows - 1u));
+    let end_{r} = select(0u, visible_end(b, row_{r}.i), valid_{r});
+    lo_end = min(lo_end, select(P.seq_k, end_{r}, valid_{r}));
+    hi_end = max(hi_end, end_{r});
+#endfor
 #if SUBGROUPS
     // Keys of this subgroup: up to the last one any of its rows sees; below full_end every
     // row sees every key.
-    var k_hi = subgroupMax(my_end);
-    let full_end = subgroupMin(select(P.seq_k, my_end, valid));
+    var k_hi = subgroupMax(hi_end);
+    let full_end = subgroupMin(lo_end);
 #else
     // Keys of this workgroup (uniform, as the barriers need).
-    let r_last = min(r0 + WG, rows) - 1u;
+    let r_last = min(r0 + WG * R, rows) - 1u;
     var i_lo = P.i0 + r0 % P.nq;
     var i_hi = P.i0 + r_last % P.nq;
     if (r0 / P.nq != r_last / P.nq) {
@@ -80,15 +87,17 @@ fn main(
     k_hi = min(k_lo + P.split_len, k_hi);
 #endif
 
-    let q_at = b * P.q_sb + row.h * P.q_sh + row.i * P.q_ss - P.q_shift;
+#for r in 0..R
+    let q_at_{r} = b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.q_shift;
+    var m_{r} = MASKED;
+    var l_{r} = 0.0;
 #for a in 0..D16
 #for c in 0..4
-    let q_{a}_{c} = load4_q(q_at, {a}u * 16u + {c}u * 4u) * P.scale;
-    var o_{a}_{c} = vec4<f32>(0.0);
+    let q_{r}_{a}_{c} = load4_q(q_at_{r}, {a}u * 16u + {c}u * 4u) * P.scale;
+    var o_{r}_{a}_{c} = vec4<f32>(0.0);
 #endfor
 #endfor
-    var m = MASKED;
-    var l = 0.0;
+#endfor
     let kv_base = b * P.k_sb + kvh * P.k_sh;
 
     for (var t0 = k_lo; t0 < k_hi; t0 += KB) {
@@ -118,82 +127,97 @@ fn main(
         workgroupBarrier();
 #endif
         // Scores: partial dot products of 16 dims, then summed (two-level summation).
+#for r in 0..R
 #for jj in 0..KB
-        var s_{jj} = 0.0;
+        var s_{r}_{jj} = 0.0;
+#endfor
 #endfor
 #for a in 0..D16
 #for jj in 0..KB
+        {
+#for c in 0..4
 #if SUBGROUPS
-        s_{jj} += dot(q_{a}_0, subgroupBroadcast(k_{a}_0, {jj}u)) + dot(q_{a}_1, subgroupBroadcast(k_{a}_1, {jj}u)) + dot(q_{a}_2, subgroupBroadcast(k_{a}_2, {jj}u)) + dot(q_{a}_3, subgroupBroadcast(k_{a}_3, {jj}u));
+            let kb{c} = subgroupBroadcast(k_{a}_{c}, {jj}u);
 #else
-        s_{jj} += dot(q_{a}_0, kt[{jj}u * D4 + {a}u * 4u]) + dot(q_{a}_1, kt[{jj}u * D4 + {a}u * 4u + 1u]) + dot(q_{a}_2, kt[{jj}u * D4 + {a}u * 4u + 2u]) + dot(q_{a}_3, kt[{jj}u * D4 + {a}u * 4u + 3u]);
+            let kb{c} = kt[{jj}u * D4 + {a}u * 4u + {c}u];
 #endif
+#endfor
+#for r in 0..R
+            s_{r}_{jj} += dot(q_{r}_{a}_0, kb0) + dot(q_{r}_{a}_1, kb1) + dot(q_{r}_{a}_2, kb2) + dot(q_{r}_{a}_3, kb3);
+#endfor
+        }
 #endfor
 #endfor
         if (t0 + KB > full_end) {
-            let end = min(my_end, k_hi);
+#for r in 0..R
+            let end_b{r} = min(end_{r}, k_hi);
 #for jj in 0..KB
-            s_{jj} = select(MASKED, s_{jj}, t0 + {jj}u < end);
+            s_{r}_{jj} = select(MASKED, s_{r}_{jj}, t0 + {jj}u < end_b{r});
+#endfor
 #endfor
         }
         // Online softmax: masked scores give p = 0; a row that has seen no key keeps l = 0.
-        var mx = m;
+#for r in 0..R
+        var mx_{r} = m_{r};
 #for jj in 0..KB
-        mx = max(mx, s_{jj});
+        mx_{r} = max(mx_{r}, s_{r}_{jj});
 #endfor
-        let corr = exp(m - mx);
+        let corr_{r} = exp(m_{r} - mx_{r});
 #for jj in 0..KB
-        let p_{jj} = select(0.0, exp(s_{jj} - mx), s_{jj} > MASKED_CUT);
+        let p_{r}_{jj} = select(0.0, exp(s_{r}_{jj} - mx_{r}), s_{r}_{jj} > MASKED_CUT);
 #endfor
-        l = l * corr
+        l_{r} = l_{r} * corr_{r}
 #for jj in 0..KB
-            + p_{jj}
+            + p_{r}_{jj}
 #endfor
             ;
-        m = mx;
-#if SUBGROUPS
+        m_{r} = mx_{r};
+#endfor
 #for a in 0..D16
 #for c in 0..4
-        let v_{a}_{c} = select(vec4<f32>(0.0), load4_v(kv_row - P.v_shift, {a}u * 16u + {c}u * 4u), in_range);
-        o_{a}_{c} = o_{a}_{c} * corr
+        {
+#if SUBGROUPS
+            let vx = select(vec4<f32>(0.0), load4_v(kv_row - P.v_shift, {a}u * 16u + {c}u * 4u), in_range);
 #for jj in 0..KB
-            + p_{jj} * subgroupBroadcast(v_{a}_{c}, {jj}u)
-#endfor
-            ;
-#endfor
+            let vb{jj} = subgroupBroadcast(vx, {jj}u);
 #endfor
 #else
-#for a in 0..D16
-#for c in 0..4
-        o_{a}_{c} = o_{a}_{c} * corr
 #for jj in 0..KB
-            + p_{jj} * vt[{jj}u * D4 + {a}u * 4u + {c}u]
-#endfor
-            ;
-#endfor
+            let vb{jj} = vt[{jj}u * D4 + {a}u * 4u + {c}u];
 #endfor
 #endif
+#for r in 0..R
+            o_{r}_{a}_{c} = o_{r}_{a}_{c} * corr_{r}
+#for jj in 0..KB
+                + p_{r}_{jj} * vb{jj}
+#endfor
+                ;
+#endfor
+        }
+#endfor
+#endfor
     }
 
-    if (!valid) {
-        return;
-    }
-    // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
-    let inv = select(0.0, 1.0 / l, l > 0.0);
-    let row_lse = select(P.neg_inf, m + log(l), l > 0.0);
-    var acc: array<vec4<f32>, D4>;
+#for r in 0..R
+    if (valid_{r}) {
+        // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
+        let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
+        let row_lse = select(P.neg_inf, m_{r} + log(l_{r}), l_{r} > 0.0);
+        var acc: array<vec4<f32>, D4>;
 #for a in 0..D16
 #for c in 0..4
-    acc[{a}u * 4u + {c}u] = o_{a}_{c};
+        acc[{a}u * 4u + {c}u] = o_{r}_{a}_{c};
 #endfor
 #endfor
 #if SPLIT
-    let slot = wid.y * (rows * (P.nbh / P.group)) + wid.z * rows + r;
-    for (var d4 = 0u; d4 < D4; d4++) {
-        o_part[slot * D4 + d4] = acc[d4] * inv;
-    }
-    lse_part[slot] = row_lse;
+        let slot = wid.y * (rows * (P.nbh / P.group)) + wid.z * rows + r0 + li * R + {r}u;
+        for (var d4 = 0u; d4 < D4; d4++) {
+            o_part[slot * D4 + d4] = acc[d4] * inv;
+        }
+        lse_part[slot] = row_lse;
 #else
-    store_out(row, acc, inv, row_lse);
+        store_out(row_{r}, acc, inv, row_lse);
 #endif
+    }
+#endfor
 }

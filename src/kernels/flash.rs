@@ -21,8 +21,10 @@ const COMBINE_WG: u32 = 64;
 /// Tile shape of one flash variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tiles {
-    /// Query rows per workgroup (one per invocation).
+    /// Invocations per workgroup.
     pub wg: u32,
+    /// Query rows per invocation.
+    pub r: u32,
     /// Keys per block (the subgroup size with subgroups).
     pub kb: u32,
     /// head_dim class / 16 (the class is head_dim rounded up to a multiple of 16).
@@ -38,16 +40,22 @@ impl Tiles {
     pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
         let limits = &caps.limits;
         let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
-        let vec4 = spec.head_dim.is_multiple_of(4) && limits.storage_offset_alignment.is_multiple_of(16);
+        let vec4 =
+            spec.head_dim.is_multiple_of(4) && limits.storage_offset_alignment.is_multiple_of(16);
         let rows = (spec.group() * spec.seq_q) as u32;
+        // Two rows per invocation halve the K/V fetches and broadcasts per FMA; more rows
+        // than registers would spill. Short problems keep one row to keep more workgroups.
+        let r = if d16 <= 8 && rows >= 256 { 2 } else { 1 };
         let wg = |min: u32| {
-            rows.next_power_of_two()
+            rows.div_ceil(r)
+                .next_power_of_two()
                 .clamp(min, 64)
                 .min(limits.max_invocations)
         };
         let mut t = match caps.subgroup_size {
             Some(sg) => Tiles {
                 wg: wg(sg).max(sg),
+                r,
                 kb: sg,
                 d16,
                 vec4,
@@ -61,6 +69,7 @@ impl Tiles {
                     .unwrap_or(1);
                 Tiles {
                     wg: wg(16),
+                    r,
                     kb,
                     d16,
                     vec4,
@@ -68,12 +77,13 @@ impl Tiles {
                 }
             }
         };
-        // Tuning knob: WGATTN_FLASH_WG=n overrides the rows per workgroup.
-        if let Some(wg) = std::env::var("WGATTN_FLASH_WG")
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
+        // Tuning knobs: WGATTN_FLASH_WG / WGATTN_FLASH_R override invocations / rows each.
+        let knob = |name| std::env::var(name).ok().and_then(|s| s.parse::<u32>().ok());
+        if let Some(wg) = knob("WGATTN_FLASH_WG") {
             t.wg = wg;
+        }
+        if let Some(r) = knob("WGATTN_FLASH_R") {
+            t.r = r;
         }
         t
     }
@@ -81,6 +91,7 @@ impl Tiles {
     fn flash(&self, split: bool) -> ShaderVariant {
         ShaderVariant::new("flash.wgsl")
             .constant("WG", self.wg)
+            .constant("R", self.r)
             .constant("KB", self.kb)
             .constant("D16", self.d16)
             .flag("VEC4", self.vec4)
@@ -103,45 +114,44 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
     for d16 in 1..=16 {
         for vec4 in [false, true] {
             for split in [false, true] {
-                for wg in [16, 32, 64] {
-                    for kb in [1, 2, 4, 8] {
-                        out.push(
-                            Tiles {
+                for r in [1, 2] {
+                    for wg in [16, 32, 64] {
+                        for kb in [1, 2, 4, 8] {
+                            let t = Tiles {
                                 wg,
+                                r,
                                 kb,
                                 d16,
                                 vec4,
                                 subgroups: false,
-                            }
-                            .flash(split),
-                        );
+                            };
+                            out.push(t.flash(split));
+                        }
                     }
-                }
-                for sg in [8, 16, 32, 64] {
-                    for wg in [sg, 64.max(sg)] {
-                        out.push(
-                            Tiles {
+                    for sg in [8, 16, 32, 64] {
+                        for wg in [sg, 64.max(sg)] {
+                            let t = Tiles {
                                 wg,
+                                r,
                                 kb: sg,
                                 d16,
                                 vec4,
                                 subgroups: true,
-                            }
-                            .flash(split),
-                        );
+                            };
+                            out.push(t.flash(split));
+                        }
                     }
                 }
             }
-            out.push(
-                Tiles {
-                    wg: 64,
-                    kb: 1,
-                    d16,
-                    vec4,
-                    subgroups: false,
-                }
-                .combine(),
-            );
+            let t = Tiles {
+                wg: 64,
+                r: 1,
+                kb: 1,
+                d16,
+                vec4,
+                subgroups: false,
+            };
+            out.push(t.combine());
         }
     }
     out
@@ -157,7 +167,7 @@ pub(crate) fn choose_splits(spec: &AttentionSpec, tiles: &Tiles, caps: &Caps) ->
         _ => 512,
     };
     let rows = (spec.group() * spec.seq_q) as u64;
-    let blocks = rows.div_ceil(tiles.wg as u64) * (spec.batch * spec.kv_heads) as u64;
+    let blocks = rows.div_ceil((tiles.wg * tiles.r) as u64) * (spec.batch * spec.kv_heads) as u64;
     let by_keys = (spec.seq_k as u64 / 256).max(1);
     target_workgroups
         .div_ceil(blocks)
@@ -203,7 +213,7 @@ impl Flash {
             4,
             &SplitRule {
                 scratch_bytes: &scratch,
-                row_tile: tiles.wg,
+                row_tile: tiles.wg * tiles.r,
                 max_units_per_dispatch: limits.max_workgroups_per_dim,
                 bh_multiple: group,
             },
@@ -221,7 +231,7 @@ impl Flash {
         let mut plans = Vec::new();
         for chunk in chunks {
             let rows = group * chunk.nq;
-            let row_blocks = rows.div_ceil(tiles.wg);
+            let row_blocks = rows.div_ceil(tiles.wg * tiles.r);
             if row_blocks > max_dim || splits > max_dim {
                 return Err(Error::TooLarge {
                     what: format!("workgroups per dimension for {rows} rows × {splits} splits"),

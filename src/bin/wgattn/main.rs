@@ -34,6 +34,8 @@ enum Command {
     Demo(commands::demo::Args),
     /// Time attention shapes on the GPU (timestamp queries or wall time).
     Bench(commands::bench::Args),
+    /// Write a random case file (q, k, v, optionally the reference `out`).
+    Gen(commands::generate::Args),
 }
 
 /// What a command ends with: success, numbers out of tolerance, or an error.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => commands::validate::run(a, adapter),
         Command::Demo(a) => commands::demo::run(a, adapter),
         Command::Bench(a) => commands::bench::run(a, adapter),
+        Command::Gen(a) => commands::generate::run(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

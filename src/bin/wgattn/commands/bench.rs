@@ -55,7 +55,8 @@ pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (1, 8, 8, 1, 4096, 64, false),
 ];
 
-fn parse_shape(s: &str) -> Result<AttentionSpec> {
+/// Parses `B,Hq,Hkv,Sq,Sk,D`.
+pub fn parse_shape(s: &str) -> Result<AttentionSpec> {
     let v: Vec<usize> = s
         .split(',')
         .map(|x| x.trim().parse::<usize>())

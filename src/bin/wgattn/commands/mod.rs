@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod generate;
 pub mod info;
 pub mod run;
 pub mod validate;
