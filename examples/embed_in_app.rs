@@ -95,17 +95,7 @@ pub fn run_frame() -> Result<Report, Box<dyn std::error::Error>> {
         pass.set_bind_group(0, &fill_group, &[]);
         pass.dispatch_workgroups((spec.q_len().max(spec.kv_len()) as u32).div_ceil(64), 1, 1);
     }
-    plan.encode(
-        &mut encoder,
-        &Buffers {
-            q: &q,
-            k: &k,
-            v: &v,
-            out: &out,
-            lse: None,
-            weights: None,
-        },
-    )?;
+    plan.encode(&mut encoder, &Buffers::new(&q, &k, &v, &out))?;
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&consume);

@@ -226,12 +226,8 @@ impl<'a> Runner<'a> {
                     end_of_pass_write_index: Some(1),
                 });
             let bufs = Buffers {
-                q: &inputs.q,
-                k: &inputs.k,
-                v: &inputs.v,
-                out: &inputs.out,
                 lse: Some(&inputs.lse),
-                weights: None,
+                ..Buffers::new(&inputs.q, &inputs.k, &inputs.v, &inputs.out)
             };
             self.plan.encode_timed(&mut enc, &bufs, ts)?;
             if let Some((set, resolve, read)) = &self.queries {

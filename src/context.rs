@@ -20,6 +20,9 @@ pub struct ContextOptions {
     pub max_buffer_size: Option<u64>,
     /// Use the workgroup-memory variants even when the adapter has subgroups (testing).
     pub disable_subgroups: bool,
+    /// Read and write f16 data packed in u32 words even when the adapter has SHADER_F16, as on
+    /// adapters without it (testing).
+    pub disable_shader_f16: bool,
 }
 
 /// What the kernels may use on a device: its limits and the optional features that select
@@ -42,7 +45,7 @@ impl Caps {
         limits: DeviceLimits,
         features: wgpu::Features,
         info: &wgpu::AdapterInfo,
-        disable_subgroups: bool,
+        options: &ContextOptions,
     ) -> Caps {
         let fixed = info.subgroup_min_size == info.subgroup_max_size;
         let size = info.subgroup_min_size;
@@ -52,9 +55,9 @@ impl Caps {
                 && fixed
                 && (4..=128).contains(&size)
                 && size.is_power_of_two()
-                && !disable_subgroups)
+                && !options.disable_subgroups)
                 .then_some(size),
-            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_shader_f16,
             device_type: info.device_type,
         }
     }
@@ -248,18 +251,18 @@ impl Context {
     /// device's enabled features and limits and never changes its error handlers.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::assemble(device, queue, info, false)
+        Self::assemble(device, queue, info, &ContextOptions::default())
     }
 
     fn assemble(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        disable_subgroups: bool,
+        options: &ContextOptions,
     ) -> Self {
         let limits = DeviceLimits::from_wgpu(&device.limits());
         Context {
-            caps: Caps::new(limits, device.features(), &info, disable_subgroups),
+            caps: Caps::new(limits, device.features(), &info, options),
             features: device.features(),
             device,
             queue,

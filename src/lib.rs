@@ -20,6 +20,7 @@ pub mod bench;
 mod context;
 mod error;
 mod host;
+mod inputs;
 pub mod io;
 mod kernels;
 mod limits;
@@ -37,4 +38,8 @@ pub use error::{Error, Result, SpecProblem};
 pub use limits::DeviceLimits;
 pub use output::{ErrorStats, Output};
 pub use plan::{BufferSizes, Buffers, Plan};
-pub use spec::{AttentionSpec, CausalAlign, Kernel, Layout, MAX_HEAD_DIM, Strides};
+pub use inputs::{Inputs, Tensor};
+pub use spec::{
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
+    Window, standard_alibi_slopes,
+};

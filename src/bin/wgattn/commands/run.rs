@@ -67,7 +67,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     spec.return_weights = args.weights;
     let ctx = super::open(adapter)?;
     let started = std::time::Instant::now();
-    let out = ctx.attention(&spec, &case.q, &case.k, &case.v)?;
+    let out = ctx.attention_with(&spec, &case.inputs())?;
     let elapsed = started.elapsed();
     wgattn::io::write_output(&args.output, &spec, &out)?;
     println!(
@@ -82,7 +82,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     if args.check {
         let (got, expected) = match &args.check_rows {
             None => {
-                let cpu = wgattn::reference::attention(&spec, &case.q, &case.k, &case.v)?;
+                let cpu = wgattn::reference::attention_with(&spec, &case.inputs())?;
                 (out.out.clone(), cpu.out)
             }
             Some(list) => sampled_rows(&spec, &case, &out.out, list)?,
@@ -120,7 +120,7 @@ fn sampled_rows(
             }
         }
     }
-    let cpu = wgattn::reference::attention_rows(spec, &case.q, &case.k, &case.v, &rows)?;
+    let cpu = wgattn::reference::attention_rows(spec, &case.inputs(), &rows)?;
     let qs = spec.q_strides();
     let mut got = Vec::new();
     let mut expected = Vec::new();
