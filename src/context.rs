@@ -239,12 +239,7 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgattn: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::assemble(
-            device,
-            queue,
-            info,
-            options.disable_subgroups,
-        ))
+        Ok(Self::assemble(device, queue, info, &options))
     }
 
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
