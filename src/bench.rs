@@ -103,19 +103,23 @@ struct Inputs {
     v: wgpu::Buffer,
     out: wgpu::Buffer,
     lse: wgpu::Buffer,
+    bias: Option<wgpu::Buffer>,
+    mask: Option<wgpu::Buffer>,
 }
 
+/// Random inputs (with the bias and mask the spec declares) uploaded in the spec's storage.
 fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let spec = plan.spec();
-    let (q, k, v) = testdata::inputs(spec, Dist::Normal, 1);
+    let data = testdata::generate(spec, Dist::Normal, 1);
+    let inputs = data.inputs();
     let sizes = plan.sizes();
     let device = ctx.device();
     ctx.gpu_scope("allocating benchmark buffers", || {
         use wgpu::util::DeviceExt;
-        let init = |label, data: &[f32]| {
+        let init = |label, bytes: &[u8]| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::cast_slice(data),
+                contents: bytes,
                 usage: wgpu::BufferUsages::STORAGE,
             })
         };
@@ -127,12 +131,19 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
                 mapped_at_creation: false,
             })
         };
+        let gpu = crate::host::gpu_bytes;
         Inputs {
-            q: init("bench q", &q),
-            k: init("bench k", &k),
-            v: init("bench v", &v),
+            q: init("bench q", &gpu(&inputs.q, spec.dtype)),
+            k: init("bench k", &gpu(&inputs.k, spec.dtype)),
+            v: init("bench v", &gpu(&inputs.v, spec.dtype)),
             out: empty("bench out", sizes.q),
             lse: empty("bench lse", sizes.lse),
+            bias: inputs
+                .bias
+                .map(|b| init("bench bias", &gpu(&b, crate::DType::F32))),
+            mask: inputs
+                .mask
+                .map(|m| init("bench mask", &crate::host::mask_bytes(m))),
         }
     })
 }
@@ -227,6 +238,8 @@ impl<'a> Runner<'a> {
                 });
             let bufs = Buffers {
                 lse: Some(&inputs.lse),
+                bias: inputs.bias.as_ref(),
+                mask: inputs.mask.as_ref(),
                 ..Buffers::new(&inputs.q, &inputs.k, &inputs.v, &inputs.out)
             };
             self.plan.encode_timed(&mut enc, &bufs, ts)?;

@@ -57,7 +57,8 @@ impl Caps {
                 && size.is_power_of_two()
                 && !options.disable_subgroups)
                 .then_some(size),
-            shader_f16: features.contains(wgpu::Features::SHADER_F16) && !options.disable_shader_f16,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16)
+                && !options.disable_shader_f16,
             device_type: info.device_type,
         }
     }

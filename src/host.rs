@@ -35,7 +35,12 @@ pub(crate) struct HostCache {
     allocations: AtomicU64,
 }
 
-fn buffer(device: &wgpu::Device, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+fn buffer(
+    device: &wgpu::Device,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: size.max(4),
@@ -50,7 +55,8 @@ impl HostBuffers {
         let input = U::STORAGE | U::COPY_DST;
         let output = U::STORAGE | U::COPY_SRC;
         let read = U::MAP_READ | U::COPY_DST;
-        let optional = |label, size: u64, usage| (size > 0).then(|| buffer(device, label, size, usage));
+        let optional =
+            |label, size: u64, usage| (size > 0).then(|| buffer(device, label, size, usage));
         HostBuffers {
             sizes,
             q: buffer(device, "wgattn q", sizes.q, input),
@@ -74,8 +80,13 @@ fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// A tensor in the GPU storage format of `dtype`.
-fn encode(t: &Tensor, dtype: DType) -> Vec<u8> {
+/// A mask in its GPU format: one byte per element, padded to 4 bytes.
+pub(crate) fn mask_bytes(mask: &[bool]) -> Vec<u8> {
+    padded(mask.iter().map(|&m| m as u8).collect())
+}
+
+/// A tensor in the GPU storage format of `dtype`, padded to 4 bytes.
+pub(crate) fn gpu_bytes(t: &Tensor, dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => padded(bytemuck::cast_slice(&t.to_f32()).to_vec()),
         DType::F16 => padded(bytemuck::cast_slice(&t.to_f16()).to_vec()),
@@ -125,14 +136,14 @@ impl Context {
         let b = bufs_slot.as_ref().expect("buffers were just set");
         self.gpu_scope("running attention", || -> Result<()> {
             let queue = self.queue();
-            queue.write_buffer(&b.q, 0, &encode(&inputs.q, spec.dtype));
-            queue.write_buffer(&b.k, 0, &encode(&inputs.k, spec.dtype));
-            queue.write_buffer(&b.v, 0, &encode(&inputs.v, spec.dtype));
+            queue.write_buffer(&b.q, 0, &gpu_bytes(&inputs.q, spec.dtype));
+            queue.write_buffer(&b.k, 0, &gpu_bytes(&inputs.k, spec.dtype));
+            queue.write_buffer(&b.v, 0, &gpu_bytes(&inputs.v, spec.dtype));
             if let (Some(buf), Some(bias)) = (&b.bias, &inputs.bias) {
-                queue.write_buffer(buf, 0, &encode(bias, DType::F32));
+                queue.write_buffer(buf, 0, &gpu_bytes(bias, DType::F32));
             }
             if let (Some(buf), Some(mask)) = (&b.mask, inputs.mask) {
-                queue.write_buffer(buf, 0, &padded(mask.iter().map(|&m| m as u8).collect()));
+                queue.write_buffer(buf, 0, &mask_bytes(mask));
             }
             let mut enc = self
                 .device()

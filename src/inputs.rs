@@ -98,7 +98,11 @@ pub struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     /// q, k and v, without bias or mask.
-    pub fn new(q: impl Into<Tensor<'a>>, k: impl Into<Tensor<'a>>, v: impl Into<Tensor<'a>>) -> Self {
+    pub fn new(
+        q: impl Into<Tensor<'a>>,
+        k: impl Into<Tensor<'a>>,
+        v: impl Into<Tensor<'a>>,
+    ) -> Self {
         Inputs {
             q: q.into(),
             k: k.into(),
@@ -169,7 +173,12 @@ impl AttentionSpec {
         declared("bias", self.bias.is_some(), inputs.bias.is_some())?;
         declared("mask", self.mask.is_some(), inputs.mask.is_some())?;
         if let (Some(b), Some(data)) = (self.bias, &inputs.bias) {
-            length("bias", b.len(self), data.len(), format!("{:?}", b.shape(self)))?;
+            length(
+                "bias",
+                b.len(self),
+                data.len(),
+                format!("{:?}", b.shape(self)),
+            )?;
             if let Some((index, value)) = data.find(|x| x.is_nan() || x == f32::INFINITY) {
                 return Err(Error::NonFinite {
                     tensor: "bias",
@@ -179,7 +188,12 @@ impl AttentionSpec {
             }
         }
         if let (Some(m), Some(data)) = (self.mask, inputs.mask) {
-            length("mask", m.len(self), data.len(), format!("{:?}", m.shape(self)))?;
+            length(
+                "mask",
+                m.len(self),
+                data.len(),
+                format!("{:?}", m.shape(self)),
+            )?;
         }
         Ok(())
     }

@@ -91,12 +91,42 @@ fn tensor_bool(path: &Path, st: &SafeTensors, name: &str) -> Result<(Vec<usize>,
         .tensor(name)
         .map_err(|_| bad(path, format!("missing tensor `{name}`")))?;
     match t.dtype() {
-        Dtype::BOOL | Dtype::U8 => Ok((t.shape().to_vec(), t.data().iter().map(|&b| b != 0).collect())),
+        Dtype::BOOL | Dtype::U8 => Ok((
+            t.shape().to_vec(),
+            t.data().iter().map(|&b| b != 0).collect(),
+        )),
         other => Err(bad(
             path,
             format!("tensor `{name}` has dtype {other:?}, expected BOOL or U8"),
         )),
     }
+}
+
+fn load(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_file<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))
+}
+
+/// Reads tensor `name` (F32 or F16) of a safetensors file as f32, with its shape.
+pub fn read_float_tensor(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let path = path.as_ref();
+    let bytes = load(path)?;
+    let (shape, data, _) = tensor_f32(path, &parse_file(path, &bytes)?, name)?;
+    Ok((shape, data))
+}
+
+/// Reads tensor `name` (BOOL, or U8 with nonzero = true) of a safetensors file, with its shape.
+pub fn read_bool_tensor(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usize>, Vec<bool>)> {
+    let path = path.as_ref();
+    let bytes = load(path)?;
+    tensor_bool(path, &parse_file(path, &bytes)?, name)
 }
 
 /// Parses a comma-separated list of numbers.
@@ -114,7 +144,11 @@ fn numbers<T: std::str::FromStr>(field: &str, s: &str) -> Result<Vec<T>> {
 pub fn parse_window(s: &str) -> Result<Window> {
     match numbers::<i64>("window", s)?.as_slice() {
         &[left, right] => Ok(Window { left, right }),
-        _ => Err(Error::spec("window", s, "is not two integers L,R (-1 = unbounded)")),
+        _ => Err(Error::spec(
+            "window",
+            s,
+            "is not two integers L,R (-1 = unbounded)",
+        )),
     }
 }
 
@@ -163,12 +197,8 @@ pub fn read_case(path: impl AsRef<Path>) -> Result<Case> {
 /// Like [`read_case`], with the layout given by the caller instead of the file's metadata.
 pub fn read_case_as(path: impl AsRef<Path>, layout: Option<Layout>) -> Result<Case> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
+    let bytes = load(path)?;
+    let st = parse_file(path, &bytes)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
@@ -269,13 +299,21 @@ pub fn read_case_as(path: impl AsRef<Path>, layout: Option<Layout>) -> Result<Ca
         None if q_half => DType::F16,
         None => DType::F32,
     };
-    if let Some(w) = metadata.get("window").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    if let Some(w) = metadata
+        .get("window")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         spec.window = Some(parse_window(w).map_err(meta_err)?);
     }
     if let Some(a) = metadata.get("alibi") {
         spec.alibi = parse_alibi(a).map_err(meta_err)?;
     }
-    if let Some(c) = metadata.get("softcap").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    if let Some(c) = metadata
+        .get("softcap")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         spec.softcap = Some(
             c.parse()
                 .map_err(|_| bad(path, format!("metadata softcap = {c:?} is not a number")))?,

@@ -142,9 +142,7 @@ impl Context {
         let kernel = choice.kernel;
         let inner = match kernel {
             Kernel::Auto | Kernel::ThreePass => Inner::ThreePass(ThreePass::new(self, spec)?),
-            Kernel::Flash | Kernel::SplitKv => {
-                Inner::Flash(Flash::new(self, spec, choice.splits)?)
-            }
+            Kernel::Flash | Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits)?),
         };
         let packing = match Storage::of(spec, self.caps()) {
             Storage::Packed => {
@@ -237,7 +235,10 @@ impl Plan {
             q: bufs.q,
             k: bufs.k,
             v: bufs.v,
-            out: self.packing.as_ref().map_or(bufs.out, |(scratch, _)| scratch),
+            out: self
+                .packing
+                .as_ref()
+                .map_or(bufs.out, |(scratch, _)| scratch),
             lse: bufs.lse.unwrap_or(&self.lse_scratch),
             weights: bufs.weights,
             bias: bufs.bias,
@@ -277,9 +278,14 @@ impl Plan {
             ("mask", s.mask.is_some(), bufs.mask.is_some()),
         ] {
             match (wanted, given) {
-                (true, false) => return bad(name, format!("the spec asks for {name} but none was given")),
+                (true, false) => {
+                    return bad(name, format!("the spec asks for {name} but none was given"));
+                }
                 (false, true) => {
-                    return bad(name, format!("given, but the plan was built without {name}"));
+                    return bad(
+                        name,
+                        format!("given, but the plan was built without {name}"),
+                    );
                 }
                 _ => {}
             }

@@ -52,7 +52,34 @@ pub fn attention_f16_plain(spec: &AttentionSpec, inputs: &Inputs) -> Result<Outp
 }
 
 /// Computes only the given query rows (for checking problems too large for a full reference).
-pub fn attention_rows(spec: &AttentionSpec, inputs: &Inputs, rows: &[RowId]) -> Result<Vec<RowOutput>> {
+pub fn attention_rows(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+) -> Result<Vec<RowOutput>> {
+    rows_with(spec, inputs, rows, Precision::F64)
+}
+
+/// [`attention_f16_plain`] for the given query rows only.
+pub fn attention_rows_f16_plain(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+) -> Result<Vec<RowOutput>> {
+    rows_with(
+        &spec.clone().dtype(DType::F16),
+        inputs,
+        rows,
+        Precision::PlainF16,
+    )
+}
+
+fn rows_with(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+    precision: Precision,
+) -> Result<Vec<RowOutput>> {
     spec.validate(&DeviceLimits::unbounded())?;
     spec.check_inputs(inputs)?;
     for r in rows {
@@ -71,7 +98,7 @@ pub fn attention_rows(spec: &AttentionSpec, inputs: &Inputs, rows: &[RowId]) -> 
     Ok(parallel_map(rows, |&r| {
         let mut out = vec![0f64; spec.head_dim];
         let mut w = vec![0f64; spec.seq_k];
-        let lse = row(spec, &data, r, &mut out, &mut w, Precision::F64);
+        let lse = row(spec, &data, r, &mut out, &mut w, precision);
         RowOutput {
             row: r,
             out: out.into_iter().map(|x| x as f32).collect(),
@@ -129,7 +156,14 @@ fn compute(spec: &AttentionSpec, inputs: &Inputs, precision: Precision) -> Resul
         let mut row_out = vec![0f64; d];
         let mut row_w = vec![0f64; sk];
         for i in 0..sq {
-            lse[i] = row(spec, &data, RowId { b, h, i }, &mut row_out, &mut row_w, precision) as f32;
+            lse[i] = row(
+                spec,
+                &data,
+                RowId { b, h, i },
+                &mut row_out,
+                &mut row_w,
+                precision,
+            ) as f32;
             for (o, &x) in out[i * d..(i + 1) * d].iter_mut().zip(&row_out) {
                 *o = x as f32;
             }

@@ -219,7 +219,8 @@ fn block(
             k = end + 1;
         } else if let Some(rest) = t.strip_prefix("#include ") {
             let file = rest.trim().trim_matches('"');
-            let text = template(file).ok_or_else(|| format!("{}: no template named {file}", at()))?;
+            let text =
+                template(file).ok_or_else(|| format!("{}: no template named {file}", at()))?;
             if depth > 8 {
                 return Err(format!("{}: #include nested too deeply", at()));
             }

@@ -543,16 +543,26 @@ impl AttentionSpec {
     }
 
     /// Floating-point operations by the convention of the benchmarks: 4·B·Hq·Sq·Sk·D, halved
-    /// for causal with Sq = Sk; other causal shapes count their visible (query, key) pairs
-    /// exactly. Key padding is not subtracted.
+    /// for causal with Sq = Sk; other causal shapes and sliding windows count their visible
+    /// (query, key) pairs exactly. Key padding and mask tensors are not subtracted.
     pub fn flops(&self) -> f64 {
         let per_pair = 4.0 * (self.batch * self.q_heads * self.head_dim) as f64;
-        let pairs = match self.causal_offset() {
-            None => (self.seq_q * self.seq_k) as f64,
-            Some(_) if self.seq_q == self.seq_k => (self.seq_q * self.seq_k) as f64 / 2.0,
-            Some(off) => (0..self.seq_q)
-                .map(|i| (i as i64 + off + 1).clamp(0, self.seq_k as i64) as f64)
-                .sum(),
+        let pairs = if self.window.is_none() && (self.causal.is_none() || self.seq_q == self.seq_k)
+        {
+            let all = (self.seq_q * self.seq_k) as f64;
+            if self.causal.is_some() {
+                all / 2.0
+            } else {
+                all
+            }
+        } else {
+            let unpadded = AttentionSpec {
+                kv_lens: None,
+                ..self.clone()
+            };
+            (0..self.seq_q)
+                .map(|i| unpadded.visible_keys(0, i).len() as f64)
+                .sum()
         };
         per_pair * pairs
     }
@@ -601,7 +611,11 @@ impl AttentionSpec {
         if let Some(w) = self.window {
             for (side, n) in [("window.left", w.left), ("window.right", w.right)] {
                 if n < -1 {
-                    bad(side, n.to_string(), "must be >= 0, or -1 for unbounded".into());
+                    bad(
+                        side,
+                        n.to_string(),
+                        "must be >= 0, or -1 for unbounded".into(),
+                    );
                 }
             }
         }

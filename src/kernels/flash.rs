@@ -115,7 +115,14 @@ fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
         match subgroup {
             Some(sg) => {
                 for wg in [sg, sg.max(64)] {
-                    let t = Tiles { wg, r, kb: sg, d16, vec4, subgroups: true };
+                    let t = Tiles {
+                        wg,
+                        r,
+                        kb: sg,
+                        d16,
+                        vec4,
+                        subgroups: true,
+                    };
                     if !out.contains(&t) {
                         out.push(t);
                     }
@@ -123,7 +130,14 @@ fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
             }
             None => {
                 for wg in [16, 64] {
-                    out.push(Tiles { wg, r, kb: 8, d16, vec4, subgroups: false });
+                    out.push(Tiles {
+                        wg,
+                        r,
+                        kb: 8,
+                        d16,
+                        vec4,
+                        subgroups: false,
+                    });
                 }
             }
         }
@@ -149,7 +163,14 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                     out.push(t.flash(true));
                 }
             }
-            let t = Tiles { wg: 64, r: 1, kb: 8, d16, vec4, subgroups: false };
+            let t = Tiles {
+                wg: 64,
+                r: 1,
+                kb: 8,
+                d16,
+                vec4,
+                subgroups: false,
+            };
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(t.combine_for(storage));
             }
@@ -161,8 +182,22 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
             for vec4 in [false, true] {
                 for split in [false, true] {
                     for t in [
-                        Tiles { wg: 64, r: 2, kb: 8, d16, vec4, subgroups: true },
-                        Tiles { wg: 64, r: 1, kb: 8, d16, vec4, subgroups: false },
+                        Tiles {
+                            wg: 64,
+                            r: 2,
+                            kb: 8,
+                            d16,
+                            vec4,
+                            subgroups: true,
+                        },
+                        Tiles {
+                            wg: 64,
+                            r: 1,
+                            kb: 8,
+                            d16,
+                            vec4,
+                            subgroups: false,
+                        },
                     ] {
                         let mut v = t.flash(split);
                         v.flags.extend(flags.iter().copied());
@@ -251,7 +286,8 @@ impl Flash {
             None
         };
         let device = ctx.device();
-        let (aux, alibi_at) = ctx.gpu_scope("allocating aux buffer", || aux_buffer(device, spec))?;
+        let (aux, alibi_at) =
+            ctx.gpu_scope("allocating aux buffer", || aux_buffer(device, spec))?;
         let mut plans = Vec::new();
         for chunk in chunks {
             let rows = group * chunk.nq;

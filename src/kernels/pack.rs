@@ -71,7 +71,11 @@ impl Pack {
                 })
                 .collect()
         })?;
-        Ok(Pack { pipeline, ranges, elems })
+        Ok(Pack {
+            pipeline,
+            ranges,
+            elems,
+        })
     }
 
     /// Records the packing of `src` (f32) into `dst` (packed f16).
@@ -87,18 +91,29 @@ impl Pack {
             .iter()
             .map(|r| {
                 let src_bytes = (self.elems - 2 * r.first_word).min(2 * r.words) * 4;
-                let bind = |buffer, offset, size: u64| wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer,
-                    offset,
-                    size: std::num::NonZeroU64::new(size.next_multiple_of(4)),
-                });
+                let bind = |buffer, offset, size: u64| {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset,
+                        size: std::num::NonZeroU64::new(size.next_multiple_of(4)),
+                    })
+                };
                 let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgattn pack"),
                     layout: &self.pipeline.get_bind_group_layout(0),
                     entries: &[
-                        wgpu::BindGroupEntry { binding: 0, resource: r.uniform.as_entire_binding() },
-                        wgpu::BindGroupEntry { binding: 1, resource: bind(src, r.first_word * 8, src_bytes) },
-                        wgpu::BindGroupEntry { binding: 2, resource: bind(dst, r.first_word * 4, r.words * 4) },
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: r.uniform.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: bind(src, r.first_word * 8, src_bytes),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: bind(dst, r.first_word * 4, r.words * 4),
+                        },
                     ],
                 });
                 (group, r.words)

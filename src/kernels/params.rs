@@ -50,7 +50,11 @@ impl Storage {
 }
 
 /// Adds the flags every kernel reads: storage format and score modifiers.
-pub(crate) fn common_flags(v: ShaderVariant, spec: &AttentionSpec, storage: Storage) -> ShaderVariant {
+pub(crate) fn common_flags(
+    v: ShaderVariant,
+    spec: &AttentionSpec,
+    storage: Storage,
+) -> ShaderVariant {
     v.flag("F16", storage == Storage::F16)
         .flag("PACKED", storage == Storage::Packed)
         .flag("BIAS", spec.bias.is_some())

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod generate;
 pub mod info;
 pub mod run;
+pub mod spec_flags;
 pub mod validate;
 
 use wgattn::{Context, ContextOptions, Result};
