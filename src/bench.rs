@@ -115,13 +115,14 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let sizes = plan.sizes();
     let device = ctx.device();
     ctx.gpu_scope("allocating benchmark buffers", || {
-        use wgpu::util::DeviceExt;
         let init = |label, bytes: &[u8]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+            crate::context::init_buffer(
+                device,
+                ctx.queue(),
+                label,
+                bytes,
+                wgpu::BufferUsages::STORAGE,
+            )
         };
         let empty = |label, size: u64| {
             device.create_buffer(&wgpu::BufferDescriptor {

@@ -41,6 +41,23 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// Which shader variants the kernels use here, in words.
+    pub fn variants(&self) -> Vec<String> {
+        vec![
+            match self.subgroup_size {
+                Some(n) => {
+                    format!("flash/split-kv: subgroup variant (K/V by subgroupBroadcast, size {n})")
+                }
+                None => "flash/split-kv: workgroup-memory variant (no fixed-size subgroups)".into(),
+            },
+            if self.shader_f16 {
+                "f16: native f16 storage (SHADER_F16)".into()
+            } else {
+                "f16: packed in u32 (unpack2x16float) + packing pass (no SHADER_F16)".into()
+            },
+        ]
+    }
+
     fn new(
         limits: DeviceLimits,
         features: wgpu::Features,
@@ -73,6 +90,8 @@ pub struct AdapterSummary {
     pub features: wgpu::Features,
     /// The limits that matter to wgattn.
     pub limits: DeviceLimits,
+    /// What the kernels would use on this adapter.
+    pub caps: Caps,
 }
 
 impl AdapterSummary {
@@ -109,8 +128,13 @@ fn wanted(features: wgpu::Features) -> wgpu::Features {
         })
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// One wgpu instance per process: contexts made by wgattn share it, so resources of two such
+/// contexts mixed up are reported by wgpu as a device mismatch rather than unknown ids.
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    })
 }
 
 /// Preference order: discrete > integrated > virtual > CPU > other; then Vulkan, Metal, DX12, GL.
@@ -149,10 +173,16 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
 pub fn adapter_summaries() -> Vec<AdapterSummary> {
     adapters()
         .iter()
-        .map(|a| AdapterSummary {
-            info: a.get_info(),
-            features: wanted(a.features()),
-            limits: DeviceLimits::from_wgpu(&a.limits()),
+        .map(|a| {
+            let info = a.get_info();
+            let limits = DeviceLimits::from_wgpu(&a.limits());
+            let features = wanted(a.features());
+            AdapterSummary {
+                caps: Caps::new(limits, features, &info, &ContextOptions::default()),
+                info,
+                features,
+                limits,
+            }
         })
         .collect()
 }
@@ -173,6 +203,8 @@ pub struct Context {
     features: wgpu::Features,
     pipelines: Mutex<HashMap<ShaderVariant, Arc<wgpu::ComputePipeline>>>,
     compiled: AtomicU64,
+    /// Set by the device-lost callback of contexts wgattn created.
+    lost: Arc<Mutex<Option<String>>>,
     pub(crate) host: crate::host::HostCache,
 }
 
@@ -240,7 +272,13 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgattn: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::assemble(device, queue, info, &options))
+        let ctx = Self::assemble(device, queue, info, &options);
+        let lost = ctx.lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        Ok(ctx)
     }
 
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
@@ -265,6 +303,7 @@ impl Context {
             info,
             pipelines: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
+            lost: Arc::new(Mutex::new(None)),
             host: Default::default(),
         }
     }
@@ -338,8 +377,15 @@ impl Context {
         Ok(pipeline)
     }
 
-    /// Runs `f` inside wgpu error scopes; see [`gpu_scope`].
+    /// Runs `f` inside wgpu error scopes; see [`gpu_scope`]. Fails at once, without calling
+    /// `f`, when the device is known to be lost.
     pub(crate) fn gpu_scope<T, F: FnOnce() -> T>(&self, during: &'static str, f: F) -> Result<T> {
+        if let Some(reason) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Error::Gpu {
+                during,
+                message: format!("the device was lost ({reason})"),
+            });
+        }
         gpu_scope(&self.device, during, f)
     }
 
@@ -382,7 +428,8 @@ impl Context {
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and turns
-/// any error wgpu reports into [`Error::Gpu`].
+/// any error wgpu reports into [`Error::Gpu`]. A panic inside wgpu (it panics on resources
+/// from another wgpu instance, for one) becomes an [`Error::Gpu`] too.
 pub(crate) fn gpu_scope<T>(
     device: &wgpu::Device,
     during: &'static str,
@@ -391,7 +438,22 @@ pub(crate) fn gpu_scope<T>(
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let value = f();
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let value = match value {
+        Ok(v) => v,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "wgpu panicked".into());
+            drop((validation, internal, oom));
+            return Err(Error::Gpu {
+                during,
+                message: format!("wgpu panicked: {message}"),
+            });
+        }
+    };
     let errors = [
         pollster::block_on(validation.pop()),
         pollster::block_on(internal.pop()),
@@ -404,4 +466,26 @@ pub(crate) fn gpu_scope<T>(
             message: e.to_string(),
         }),
     }
+}
+
+/// A buffer holding `bytes` (padded to 4), written through the queue rather than mapped at
+/// creation: mapping panics in wgpu's helper when the device is lost.
+pub(crate) fn init_buffer(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    label: &str,
+    bytes: &[u8],
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    let size = (bytes.len() as u64).next_multiple_of(4).max(4);
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: usage | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut padded = bytes.to_vec();
+    padded.resize(size as usize, 0);
+    queue.write_buffer(&buffer, 0, &padded);
+    buffer
 }

@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use super::chunks::{self, Chunk, ElemBytes, SplitRule};
 use super::params::{Storage, all_flag_sets, aux_buffer, common_flags, params};
-use crate::context::Caps;
 use crate::context::Context;
+use crate::context::{Caps, init_buffer};
 use crate::error::{Error, Result};
 use crate::plan::Targets;
 use crate::shaders::ShaderVariant;
@@ -286,8 +284,7 @@ impl Flash {
             None
         };
         let device = ctx.device();
-        let (aux, alibi_at) =
-            ctx.gpu_scope("allocating aux buffer", || aux_buffer(device, spec))?;
+        let (aux, alibi_at) = ctx.gpu_scope("allocating aux buffer", || aux_buffer(ctx, spec))?;
         let mut plans = Vec::new();
         for chunk in chunks {
             let rows = group * chunk.nq;
@@ -332,11 +329,13 @@ impl Flash {
             let chunks = plans
                 .into_iter()
                 .map(|(p, chunk, grid, combine_grid)| ChunkPlan {
-                    uniform: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("wgattn params"),
-                        contents: bytemuck::bytes_of(&p),
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    }),
+                    uniform: init_buffer(
+                        device,
+                        ctx.queue(),
+                        "wgattn params",
+                        bytemuck::bytes_of(&p),
+                        wgpu::BufferUsages::UNIFORM,
+                    ),
                     grid,
                     combine_grid,
                     chunk,

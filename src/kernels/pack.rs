@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
-use crate::context::Context;
+use crate::context::{Context, init_buffer};
 use crate::error::Result;
 use crate::shaders::ShaderVariant;
 
@@ -62,11 +61,13 @@ impl Pack {
                     Range {
                         first_word,
                         words: n,
-                        uniform: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: Some("wgattn pack params"),
-                            contents: bytemuck::bytes_of(&p),
-                            usage: wgpu::BufferUsages::UNIFORM,
-                        }),
+                        uniform: init_buffer(
+                            device,
+                            ctx.queue(),
+                            "wgattn pack params",
+                            bytemuck::bytes_of(&p),
+                            wgpu::BufferUsages::UNIFORM,
+                        ),
                     }
                 })
                 .collect()

@@ -3,10 +3,9 @@
 //! tensors and the shader flags that follow from the spec.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::chunks::Chunk;
-use crate::context::Caps;
+use crate::context::{Caps, Context, init_buffer};
 use crate::shaders::ShaderVariant;
 use crate::spec::{AttentionSpec, DType};
 
@@ -131,17 +130,19 @@ pub(crate) struct Params {
 
 /// The aux storage buffer: kv_lens (B entries, or one unused 0) followed by the ALiBi slopes
 /// (Hq entries, f32 bits). Returns the buffer and where the slopes start.
-pub(crate) fn aux_buffer(device: &wgpu::Device, spec: &AttentionSpec) -> (wgpu::Buffer, u32) {
+pub(crate) fn aux_buffer(ctx: &Context, spec: &AttentionSpec) -> (wgpu::Buffer, u32) {
     let mut words: Vec<u32> = spec.kv_lens.clone().unwrap_or_else(|| vec![0]);
     let alibi_at = words.len() as u32;
     if let Some(alibi) = &spec.alibi {
         words.extend(alibi.slopes(spec.q_heads).iter().map(|s| s.to_bits()));
     }
-    let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("wgattn aux"),
-        contents: bytemuck::cast_slice(&words),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
+    let buffer = init_buffer(
+        ctx.device(),
+        ctx.queue(),
+        "wgattn aux",
+        bytemuck::cast_slice(&words),
+        wgpu::BufferUsages::STORAGE,
+    );
     (buffer, alibi_at)
 }
 

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use super::chunks::{self, Chunk, ElemBytes, SplitRule};
 use super::params::{Storage, aux_buffer, common_flags, params};
-use crate::context::Context;
+use crate::context::{Context, init_buffer};
 use crate::error::Result;
 use crate::plan::Targets;
 use crate::shaders::ShaderVariant;
@@ -130,17 +128,19 @@ impl ThreePass {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            let (aux, alibi_at) = aux_buffer(device, spec);
+            let (aux, alibi_at) = aux_buffer(ctx, spec);
             let max_dim = limits.max_workgroups_per_dim.max(1);
             let chunks = chunks
                 .into_iter()
                 .map(|chunk| {
                     let params = params(spec, &chunk, stride as u32, alibi_at);
-                    let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("wgattn params"),
-                        contents: bytemuck::bytes_of(&params),
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    });
+                    let uniform = init_buffer(
+                        device,
+                        ctx.queue(),
+                        "wgattn params",
+                        bytemuck::bytes_of(&params),
+                        wgpu::BufferUsages::UNIFORM,
+                    );
                     let rows = chunk.nbh * chunk.nq;
                     ChunkPlan {
                         qk_grid: [
