@@ -142,7 +142,8 @@ impl Context {
         let kernel = choice.kernel;
         let inner = match kernel {
             Kernel::Auto | Kernel::ThreePass => Inner::ThreePass(ThreePass::new(self, spec)?),
-            Kernel::Flash | Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits)?),
+            Kernel::Flash => Inner::Flash(Flash::new(self, spec, 1, false)?),
+            Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits, true)?),
         };
         let packing = match Storage::of(spec, self.caps()) {
             Storage::Packed => {

@@ -2,8 +2,11 @@
 //!
 //! The rule behind [`Kernel::Auto`]:
 //! 1. The probability matrix is asked for → three-pass (the only kernel that stores it).
-//! 2. Few query rows per kv head (decoding: `seq_q ≤ 16`) and enough keys that splitting them
-//!    gives the device more workgroups (see [`split_count`]) → split-KV.
+//! 2. Decoding (`seq_q ≤ 16`), when the device has the decoding variant (fixed subgroups of 8,
+//!    16 or 32 and at most 8 query rows per kv head: lanes split head_dim, K/V rows are read
+//!    contiguously) or when splitting the keys gives the device more workgroups (see
+//!    [`split_count`]) → split-KV, with as many key splits as [`split_count`] says (one split
+//!    means no combine pass).
 //! 3. Otherwise → flash: it never stores the Sq×Sk score matrix, so its memory is O(B·H·S·D)
 //!    and it is faster than three-pass from seq 1024 up (BENCHMARKS.md).
 //!
@@ -12,6 +15,11 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::flash::{Tiles, choose_splits};
+
+/// True when split-KV would use the decoding variant for `spec` on `ctx`.
+pub fn has_decode_variant(spec: &AttentionSpec, ctx: &Context) -> bool {
+    Tiles::decode(spec, ctx.caps()).is_some()
+}
 use crate::spec::{AttentionSpec, Kernel};
 
 /// Largest `seq_q` that counts as decoding for `Auto`.
@@ -61,7 +69,7 @@ pub fn plan_kernel(spec: &AttentionSpec, ctx: &Context) -> Result<Choice> {
                 return choice(Kernel::ThreePass, 1);
             }
             let splits = split_count(spec, ctx);
-            if spec.seq_q <= DECODE_MAX_SEQ_Q && splits > 1 {
+            if spec.seq_q <= DECODE_MAX_SEQ_Q && (splits > 1 || has_decode_variant(spec, ctx)) {
                 choice(Kernel::SplitKv, splits)
             } else {
                 choice(Kernel::Flash, 1)

@@ -25,6 +25,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("out.wgsl", include_str!("../shaders/out.wgsl")),
     ("flash.wgsl", include_str!("../shaders/flash.wgsl")),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
+    ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
 ];
 
 /// One specialisation of a template: the unit that is compiled into a pipeline and cached.

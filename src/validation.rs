@@ -354,6 +354,10 @@ pub fn option_grid() -> Vec<GridCase> {
             .layout(Layout::Bshd)
             .causal(CausalAlign::TopLeft),
         AttentionSpec::new(3, 2, 1, 7, 257, 80).kv_lens(vec![1, 257, 100]),
+        // decoding: 2 rows per kv head, the split-KV decoding variant
+        AttentionSpec::new(2, 4, 2, 1, 300, 64)
+            .causal(CausalAlign::BottomRight)
+            .kv_lens(vec![300, 77]),
     ];
     let mut cases = Vec::new();
     for (n, (name, modify)) in options().into_iter().enumerate() {

@@ -31,7 +31,17 @@ pub(crate) struct Tiles {
     pub vec4: bool,
     /// Subgroup variant (K/V shared by subgroupBroadcast) or workgroup-memory variant.
     pub subgroups: bool,
+    /// Decoding variant (`decode.wgsl`): lanes own keys, every lane holds all `r` rows of the
+    /// kv head; one subgroup (`wg` = `kb` = subgroup size) per workgroup.
+    pub decode: bool,
 }
+
+/// Most rows per kv head (group × seq_q) the decoding variant holds in every lane.
+pub(crate) const DECODE_MAX_ROWS: u32 = 8;
+/// Keys per block of the decoding variant.
+pub(crate) const DECODE_KEYS_PER_BLOCK: u32 = 4;
+/// Subgroup sizes the decoding variant is built for.
+const DECODE_SUBGROUPS: [u32; 3] = [8, 16, 32];
 
 impl Tiles {
     /// The tiles for `spec` on a device with `caps`.
@@ -54,6 +64,7 @@ impl Tiles {
                 d16,
                 vec4,
                 subgroups: true,
+                decode: false,
             },
             // K and V blocks of 8 keys: 2·8·256·4 B = 16 KiB at most, WebGPU's guaranteed
             // workgroup storage.
@@ -64,16 +75,42 @@ impl Tiles {
                 d16,
                 vec4,
                 subgroups: false,
+                decode: false,
             },
         }
     }
 
+    /// The decoding tiles for `spec`, when the device has a suitable fixed subgroup size and
+    /// the kv head has at most [`DECODE_MAX_ROWS`] query rows.
+    pub(crate) fn decode(spec: &AttentionSpec, caps: &Caps) -> Option<Tiles> {
+        let rows = (spec.group() * spec.seq_q) as u32;
+        let sg = caps
+            .subgroup_size
+            .filter(|sg| DECODE_SUBGROUPS.contains(sg))?;
+        (rows <= DECODE_MAX_ROWS).then(|| Tiles {
+            wg: sg,
+            r: rows,
+            kb: sg,
+            decode: true,
+            ..Tiles::choose(spec, caps)
+        })
+    }
+
     fn flash(&self, split: bool) -> ShaderVariant {
+        if self.decode {
+            return ShaderVariant::new("decode.wgsl")
+                .constant("SG", self.kb)
+                .constant("R", self.r)
+                .constant("D16", self.d16)
+                .constant("DL", (4 * self.d16).div_ceil(self.kb))
+                .constant("KU", DECODE_KEYS_PER_BLOCK)
+                .flag("VEC4", self.vec4)
+                .flag("SPLIT", split);
+        }
         ShaderVariant::new("flash.wgsl")
             .constant("WG", self.wg)
             .constant("R", self.r)
             .constant("KB", self.kb)
-
             .constant("D16", self.d16)
             .flag("VEC4", self.vec4)
             .flag("SUBGROUPS", self.subgroups)
@@ -103,9 +140,18 @@ impl Tiles {
     }
 }
 
-/// The tile shapes [`Tiles::choose`] can return for a head_dim class, subgroup setting and
-/// vec4 choice.
+/// The tile shapes [`Tiles::choose`] and [`Tiles::decode`] can return for a head_dim class,
+/// subgroup setting and vec4 choice.
 fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
+    let base = Tiles {
+        wg: 64,
+        r: 1,
+        kb: 8,
+        d16,
+        vec4,
+        subgroups: false,
+        decode: false,
+    };
     let mut out = Vec::new();
     for r in [1, 2] {
         if r == 2 && d16 > 8 {
@@ -118,9 +164,8 @@ fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
                         wg,
                         r,
                         kb: sg,
-                        d16,
-                        vec4,
                         subgroups: true,
+                        ..base
                     };
                     if !out.contains(&t) {
                         out.push(t);
@@ -129,16 +174,21 @@ fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
             }
             None => {
                 for wg in [16, 64] {
-                    out.push(Tiles {
-                        wg,
-                        r,
-                        kb: 8,
-                        d16,
-                        vec4,
-                        subgroups: false,
-                    });
+                    out.push(Tiles { wg, r, ..base });
                 }
             }
+        }
+    }
+    if let Some(sg) = subgroup.filter(|sg| DECODE_SUBGROUPS.contains(sg)) {
+        for rows in 1..=DECODE_MAX_ROWS {
+            out.push(Tiles {
+                wg: sg,
+                r: rows,
+                kb: sg,
+                subgroups: true,
+                decode: true,
+                ..base
+            });
         }
     }
     out
@@ -149,9 +199,9 @@ const SUBGROUP_SETTINGS: [Option<u32>; 5] = [None, Some(8), Some(16), Some(32), 
 
 /// Every variant these kernels generate: every tile shape of every head_dim class, subgroup
 /// setting, vec4 and split choice with f32 storage and no modifiers; and every storage /
-/// modifier flag combination with each vec4, split and subgroup code path on the smallest and
-/// a mid head_dim class (the flags add code around the per-score and per-element steps,
-/// independent of tile size and head_dim class).
+/// modifier flag combination with each vec4, split and code path (subgroup, workgroup
+/// memory, decoding) on the smallest and a mid head_dim class (the flags add code around the
+/// per-score and per-element steps, independent of tile size and head_dim class).
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut out = Vec::new();
     for d16 in 1..=16 {
@@ -169,6 +219,7 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                 d16,
                 vec4,
                 subgroups: false,
+                decode: false,
             };
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(t.combine_for(storage));
@@ -180,22 +231,28 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
         for d16 in [1, 5] {
             for vec4 in [false, true] {
                 for split in [false, true] {
+                    let base = Tiles {
+                        wg: 64,
+                        r: 1,
+                        kb: 8,
+                        d16,
+                        vec4,
+                        subgroups: false,
+                        decode: false,
+                    };
                     for t in [
                         Tiles {
-                            wg: 64,
                             r: 2,
-                            kb: 8,
-                            d16,
-                            vec4,
                             subgroups: true,
+                            ..base
                         },
+                        base,
                         Tiles {
-                            wg: 64,
-                            r: 1,
-                            kb: 8,
-                            d16,
-                            vec4,
-                            subgroups: false,
+                            wg: 8,
+                            r: 3,
+                            subgroups: true,
+                            decode: true,
+                            ..base
                         },
                     ] {
                         let mut v = t.flash(split);
@@ -246,9 +303,17 @@ pub(crate) struct Flash {
 
 impl Flash {
     /// A plan with `splits` key splits (1 = plain flash).
-    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec, splits: u32) -> Result<Self> {
+    /// A plan with `splits` key splits (1 = plain flash); `decode` asks for the decoding
+    /// variant where the device and shape allow it.
+    pub(crate) fn new(
+        ctx: &Context,
+        spec: &AttentionSpec,
+        splits: u32,
+        decode: bool,
+    ) -> Result<Self> {
         let limits = ctx.limits();
-        let tiles = Tiles::choose(spec, ctx.caps());
+        let decode_tiles = decode.then(|| Tiles::decode(spec, ctx.caps())).flatten();
+        let tiles = decode_tiles.unwrap_or_else(|| Tiles::choose(spec, ctx.caps()));
         let storage = Storage::of(spec, ctx.caps());
         let split = splits > 1;
         let row_bytes = tiles.d16 as u64 * 64;
@@ -269,11 +334,19 @@ impl Flash {
             },
             &SplitRule {
                 scratch_bytes: &scratch,
-                row_tile: tiles.wg * tiles.r,
+                // the decoding variant holds all rows of a kv head: never split them
+                row_tile: if tiles.decode {
+                    spec.seq_q as u32
+                } else {
+                    tiles.wg * tiles.r
+                },
                 max_units_per_dispatch: limits.max_workgroups_per_dim,
                 bh_multiple: group,
             },
         )?;
+        if tiles.decode && chunks.iter().any(|c| c.nq as usize != spec.seq_q) {
+            return Flash::new(ctx, spec, splits, false);
+        }
         let max_dim = limits.max_workgroups_per_dim.max(1);
         let split_len = (spec.seq_k as u32)
             .div_ceil(splits)

@@ -1,0 +1,156 @@
+// Decoding attention (split-KV / flash-decoding) for few query rows per kv head. One subgroup
+// per workgroup walks the keys one block of KU keys at a time; its lanes split head_dim:
+// lane t owns vec4 slots t, t+SG, t+2·SG, … (DL of them), so each K/V row is read by all lanes
+// together in contiguous 16-byte pieces, and the dot product of a key is finished with one
+// subgroupAdd. Scores, running max and sum are then the same in every lane (base 2, q
+// pre-scaled); each lane rescales and accumulates only its own slots of the output.
+// grid.y splits the keys across workgroups (SPLIT: partial outputs and lse for combine.wgsl),
+// grid.z is the (batch, kv head). All R rows of the kv head (group × nq) are done together, so
+// K and V are read once for them.
+// Constants: SG (subgroup size = workgroup size), R (rows), D16 (head_dim class / 16),
+// DL (vec4 slots per lane = ceil(4·D16 / SG)), KU (keys per block).
+// Flags: VEC4, SPLIT, MODS and the storage / modifier flags.
+#include "common.wgsl"
+
+const D4: u32 = D16 * 4u;
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
+
+@group(0) @binding(0) var<uniform> P: Params;
+#define USE_q
+#define USE_k
+#define USE_v
+#if !SPLIT
+#define USE_out
+#endif
+#include "elem.wgsl"
+@group(0) @binding(4) var<storage, read> aux: array<u32>;
+
+#include "visible.wgsl"
+#include "score.wgsl"
+#include "rows.wgsl"
+#if SPLIT
+@group(0) @binding(9) var<storage, read_write> o_part: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> lse_part: array<f32>;
+#else
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+#endif
+
+// Element offset of slot `t` of this lane, and whether it lies inside the head_dim class.
+fn slot_d(lane: u32, t: u32) -> u32 {
+    return (lane + SG * t) * 4u;
+}
+
+@compute @workgroup_size(SG, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let kvh = kv_pair(wid.z).y;
+    let b = kv_pair(wid.z).x;
+    var k_lo = P.seq_k;
+    var k_hi = 0u;
+#for r in 0..R
+    let row_{r} = row_of(wid.z, {r}u);
+    let rng_{r} = visible_range(b, row_{r}.i);
+    k_lo = min(k_lo, rng_{r}.x);
+    k_hi = max(k_hi, rng_{r}.y);
+#endfor
+#if SPLIT
+    k_lo = max(k_lo, wid.y * P.split_len);
+    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
+#endif
+
+#for r in 0..R
+    let q_at_{r} = b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.q_shift;
+    var m_{r} = MASKED;
+    var l_{r} = 0.0;
+#for t in 0..DL
+    let q_{r}_{t} = ld4_q(q_at_{r}, slot_d(lane, {t}u)) * (P.scale * LOG2E);
+    var o_{r}_{t} = vec4<f32>(0.0);
+#endfor
+#endfor
+    let kv_base = b * P.k_sb + kvh * P.k_sh;
+
+    for (var t0 = k_lo; t0 < k_hi; t0 += KU) {
+#for u in 0..KU
+        let kv_row{u} = kv_base + min(t0 + {u}u, k_hi - 1u) * P.k_ss;
+#for t in 0..DL
+        let k{u}_{t} = ld4_k(kv_row{u} - P.k_shift, slot_d(lane, {t}u));
+#endfor
+#endfor
+#for r in 0..R
+#for u in 0..KU
+        var s_{r}_{u} = subgroupAdd(0.0
+#for t in 0..DL
+            + dot(q_{r}_{t}, k{u}_{t})
+#endfor
+            );
+#if MODS
+        {
+            let x = modify(s_{r}_{u} * LN2, b, row_{r}.h, row_{r}.i, t0 + {u}u);
+            s_{r}_{u} = select(MASKED, x * LOG2E, x > MASKED_CUT);
+        }
+#endif
+        s_{r}_{u} = select(MASKED, s_{r}_{u}, t0 + {u}u < k_hi && t0 + {u}u >= rng_{r}.x && t0 + {u}u < rng_{r}.y);
+#endfor
+        var mx_{r} = m_{r};
+#for u in 0..KU
+        mx_{r} = max(mx_{r}, s_{r}_{u});
+#endfor
+        let corr_{r} = exp2(m_{r} - mx_{r});
+#for u in 0..KU
+        let p_{r}_{u} = select(0.0, exp2(s_{r}_{u} - mx_{r}), s_{r}_{u} > MASKED_CUT);
+#endfor
+        l_{r} = l_{r} * corr_{r}
+#for u in 0..KU
+            + p_{r}_{u}
+#endfor
+            ;
+        m_{r} = mx_{r};
+#endfor
+#for t in 0..DL
+        {
+#for u in 0..KU
+            let v{u} = select(vec4<f32>(0.0), ld4_v(kv_row{u} - P.v_shift, slot_d(lane, {t}u)), t0 + {u}u < k_hi);
+#endfor
+#for r in 0..R
+            o_{r}_{t} = o_{r}_{t} * corr_{r}
+#for u in 0..KU
+                + p_{r}_{u} * v{u}
+#endfor
+                ;
+#endfor
+        }
+#endfor
+    }
+
+    // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
+#for r in 0..R
+    {
+        let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
+        let row_lse = select(P.neg_inf, (m_{r} + log2(l_{r})) * LN2, l_{r} > 0.0);
+#if SPLIT
+        let slot = wid.y * (R * (P.nbh / P.group)) + wid.z * R + {r}u;
+#for t in 0..DL
+        if (lane + SG * {t}u < D4) {
+            o_part[slot * D4 + lane + SG * {t}u] = o_{r}_{t} * inv;
+        }
+#endfor
+        if (lane == 0u) {
+            lse_part[slot] = row_lse;
+        }
+#else
+        let at = row_{r}.b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.o_shift;
+#for t in 0..DL
+        if (lane + SG * {t}u < D4) {
+            st4_out(at, slot_d(lane, {t}u), o_{r}_{t} * inv);
+        }
+#endfor
+        if (lane == 0u) {
+            lse[lse_index(row_{r}) - P.lse_shift] = row_lse;
+        }
+#endif
+    }
+#endfor
+}
