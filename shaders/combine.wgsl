@@ -7,8 +7,10 @@
 const D4: u32 = D16 * 4u;
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> o_part: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> lse_part: array<f32>;
+@group(0) @binding(9) var<storage, read> o_part: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> lse_part: array<f32>;
+#define USE_out
+#include "elem.wgsl"
 
 #include "rows.wgsl"
 #include "out.wgsl"

@@ -1,13 +1,17 @@
-// Shared by all kernels: the per-dispatch parameters and the mask rule.
+// Shared by all kernels: the per-dispatch parameters and the masked-logit sentinel.
 // Specialised by wgattn's template step (src/shaders.rs): constants are prepended, and
-// `#if NAME` / `#else` / `#endif` / `#include "file"` lines are resolved before compilation.
+// #if / #else / #endif / #for / #define / #include lines are resolved before compilation.
+//
+// Bindings, the same in every kernel: 0 params, 1 q, 2 k, 3 v, 4 aux (kv_lens, then ALiBi
+// slopes as f32 bits), 5 out, 6 lse, 7 bias, 8 mask, 9 scores / partial outputs,
+// 10 weights / partial lse.
 
 struct Params {
     batch: u32, q_heads: u32, kv_heads: u32, group: u32,
     seq_q: u32, seq_k: u32, head_dim: u32, scale: f32,
-    // element strides of q/out (batch, head, row) and the shift of the bound window
+    // element strides of q/out (batch, head, row) and the start of q's bound window
     q_sb: u32, q_sh: u32, q_ss: u32, q_shift: u32,
-    // element strides of k/v and the shift of k's bound window
+    // element strides of k/v and the start of k's bound window
     k_sb: u32, k_sh: u32, k_ss: u32, k_shift: u32,
     v_shift: u32, o_shift: u32, lse_shift: u32, w_shift: u32,
     // causal: 0 = none, 1 = j <= i + causal_off; has_kv_lens: 0/1; s_stride: score row stride
@@ -15,9 +19,14 @@ struct Params {
     // the chunk of work: (batch*head) rows bh0..bh0+nbh, query rows i0..i0+nq
     bh0: u32, nbh: u32, i0: u32, nq: u32,
     // flash / split-KV: number of key splits and keys per split
-    neg_inf: f32, n_splits: u32, split_len: u32, _pad0: u32,
+    neg_inf: f32, n_splits: u32, split_len: u32, alibi_at: u32,
+    // sliding window around the diagonal i + align_off (-1: unbounded); soft-cap
+    align_off: i32, win_left: i32, win_right: i32, softcap: f32,
+    // bias / mask (bytes) strides per batch and head (0 when broadcast) and window starts
+    bias_sb: u32, bias_sh: u32, bias_shift: u32, mask_sb: u32,
+    mask_sh: u32, mask_shift: u32, _pad0: u32, _pad1: u32,
 }
 
-// Masked logits hold MASKED; anything at or below MASKED_CUT counts as masked.
+// Masked logits hold MASKED; anything at or below MASKED_CUT (a -inf bias too) is masked.
 const MASKED: f32 = -3.0e38;
 const MASKED_CUT: f32 = -1.0e38;

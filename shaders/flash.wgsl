@@ -13,8 +13,9 @@
 //   subgroupBroadcast shares it with the other lanes.
 // otherwise: the workgroup stages each block of K and V in workgroup memory (the fallback for
 //   adapters without subgroups, e.g. GL).
-// Blocks past the last key any row of the subgroup (workgroup) sees are skipped (causal,
-// kv_lens); blocks that every row sees in full are not masked.
+// Only the keys some row of the subgroup (workgroup) sees are visited (causal, kv_lens,
+// sliding window: masked blocks are skipped); blocks that every row sees in full are not
+// masked. MODS: soft-cap, ALiBi, bias and mask tensor (score.wgsl) modify each score.
 // SPLIT: grid.y splits the keys (split-KV / flash-decoding): each split writes its normalised
 //   partial output and lse to scratch and combine.wgsl merges them exactly.
 // Constants: WG (invocations), R (rows per invocation), KB (keys per block), D16 (head_dim
@@ -25,15 +26,22 @@
 const D4: u32 = D16 * 4u;
 
 @group(0) @binding(0) var<uniform> P: Params;
-#include "load4.wgsl"
-@group(0) @binding(4) var<storage, read> kv_lens: array<u32>;
+#define USE_q
+#define USE_k
+#define USE_v
+#if !SPLIT
+#define USE_out
+#endif
+#include "elem.wgsl"
+@group(0) @binding(4) var<storage, read> aux: array<u32>;
 
 #include "visible.wgsl"
+#include "score.wgsl"
 #include "rows.wgsl"
 #if SPLIT
 // [split][row of chunk][D4] and [split][row of chunk]
-@group(0) @binding(5) var<storage, read_write> o_part: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> lse_part: array<f32>;
+@group(0) @binding(9) var<storage, read_write> o_part: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> lse_part: array<f32>;
 #else
 #include "out.wgsl"
 #endif
@@ -55,22 +63,29 @@ fn main(
     let r0 = wid.x * (WG * R);
     let kvh = kv_pair(wid.z).y;
     let b = kv_pair(wid.z).x;
-    var lo_end = P.seq_k; // fewest keys any valid row of this invocation sees
-    var hi_end = 0u;      // most keys any row of this invocation sees
+    // Key ranges of this invocation's valid rows: earliest/latest start and end.
+    var lo_min = P.seq_k;
+    var lo_max = 0u;
+    var hi_min = P.seq_k;
+    var hi_max = 0u;
 #for r in 0..R
     let valid_{r} = r0 + li * R + {r}u < rows;
     let row_{r} = row_of(wid.z, min(r0 + li * R + {r}u, rows - 1u));
-    let end_{r} = select(0u, visible_end(b, row_{r}.i), valid_{r});
-    lo_end = min(lo_end, select(P.seq_k, end_{r}, valid_{r}));
-    hi_end = max(hi_end, end_{r});
+    let rng_{r} = select(vec2<u32>(0u), visible_range(b, row_{r}.i), valid_{r});
+    lo_min = min(lo_min, select(P.seq_k, rng_{r}.x, valid_{r}));
+    lo_max = max(lo_max, rng_{r}.x);
+    hi_min = min(hi_min, select(P.seq_k, rng_{r}.y, valid_{r}));
+    hi_max = max(hi_max, rng_{r}.y);
 #endfor
 #if SUBGROUPS
-    // Keys of this subgroup: up to the last one any of its rows sees; below full_end every
-    // row sees every key.
-    var k_hi = subgroupMax(hi_end);
-    let full_end = subgroupMin(lo_end);
+    // Keys of this subgroup: those any of its rows sees; in full_lo..full_hi every row sees
+    // every key.
+    var k_lo = subgroupMin(lo_min);
+    var k_hi = subgroupMax(hi_max);
+    let full_lo = subgroupMax(lo_max);
+    let full_hi = subgroupMin(hi_min);
 #else
-    // Keys of this workgroup (uniform, as the barriers need).
+    // Keys of this workgroup (uniform, as the barriers need); ranges only grow with the row.
     let r_last = min(r0 + WG * R, rows) - 1u;
     var i_lo = P.i0 + r0 % P.nq;
     var i_hi = P.i0 + r_last % P.nq;
@@ -78,13 +93,16 @@ fn main(
         i_lo = P.i0;
         i_hi = P.i0 + P.nq - 1u;
     }
-    let full_end = visible_end(b, i_lo);
-    var k_hi = visible_end(b, i_hi);
+    let first = visible_range(b, i_lo);
+    let last = visible_range(b, i_hi);
+    var k_lo = first.x;
+    var k_hi = last.y;
+    let full_lo = last.x;
+    let full_hi = first.y;
 #endif
-    var k_lo = 0u;
 #if SPLIT
-    k_lo = min(wid.y * P.split_len, k_hi);
-    k_hi = min(k_lo + P.split_len, k_hi);
+    k_lo = max(k_lo, wid.y * P.split_len);
+    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
 #endif
 
 #for r in 0..R
@@ -93,7 +111,7 @@ fn main(
     var l_{r} = 0.0;
 #for a in 0..D16
 #for c in 0..4
-    let q_{r}_{a}_{c} = load4_q(q_at_{r}, {a}u * 16u + {c}u * 4u) * P.scale;
+    let q_{r}_{a}_{c} = ld4_q(q_at_{r}, {a}u * 16u + {c}u * 4u) * P.scale;
     var o_{r}_{a}_{c} = vec4<f32>(0.0);
 #endfor
 #endfor
@@ -107,7 +125,7 @@ fn main(
         let kv_row = kv_base + min(j, k_hi - 1u) * P.k_ss;
 #for a in 0..D16
 #for c in 0..4
-        let k_{a}_{c} = load4_k(kv_row - P.k_shift, {a}u * 16u + {c}u * 4u);
+        let k_{a}_{c} = ld4_k(kv_row - P.k_shift, {a}u * 16u + {c}u * 4u);
 #endfor
 #endfor
 #else
@@ -118,8 +136,8 @@ fn main(
             var kx = vec4<f32>(0.0);
             var vx = vec4<f32>(0.0);
             if (j < k_hi) {
-                kx = load4_k(kv_base + j * P.k_ss - P.k_shift, d);
-                vx = load4_v(kv_base + j * P.k_ss - P.v_shift, d);
+                kx = ld4_k(kv_base + j * P.k_ss - P.k_shift, d);
+                vx = ld4_v(kv_base + j * P.k_ss - P.v_shift, d);
             }
             kt[e] = kx;
             vt[e] = vx;
@@ -148,11 +166,19 @@ fn main(
         }
 #endfor
 #endfor
-        if (t0 + KB > full_end) {
+#if MODS
 #for r in 0..R
-            let end_b{r} = min(end_{r}, k_hi);
 #for jj in 0..KB
-            s_{r}_{jj} = select(MASKED, s_{r}_{jj}, t0 + {jj}u < end_b{r});
+        s_{r}_{jj} = modify(s_{r}_{jj}, b, row_{r}.h, row_{r}.i, t0 + {jj}u);
+#endfor
+#endfor
+#endif
+        if (t0 < full_lo || t0 + KB > min(full_hi, k_hi)) {
+#for r in 0..R
+            let lo_b{r} = rng_{r}.x;
+            let hi_b{r} = min(rng_{r}.y, k_hi);
+#for jj in 0..KB
+            s_{r}_{jj} = select(MASKED, s_{r}_{jj}, t0 + {jj}u >= lo_b{r} && t0 + {jj}u < hi_b{r});
 #endfor
 #endfor
         }
@@ -177,7 +203,7 @@ fn main(
 #for c in 0..4
         {
 #if SUBGROUPS
-            let vx = select(vec4<f32>(0.0), load4_v(kv_row - P.v_shift, {a}u * 16u + {c}u * 4u), in_range);
+            let vx = select(vec4<f32>(0.0), ld4_v(kv_row - P.v_shift, {a}u * 16u + {c}u * 4u), in_range);
 #for jj in 0..KB
             let vb{jj} = subgroupBroadcast(vx, {jj}u);
 #endfor

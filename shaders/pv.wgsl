@@ -1,14 +1,15 @@
 // Pass 3 of 3: O = P V for one chunk. Register-tiled like pass 1: a workgroup computes a
 // TM x TN tile of O (query rows x head dims), each invocation a 4x4 block, over key tiles of
-// TK staged in workgroup memory. The key loop stops at the last key any row of the tile sees,
-// and V rows past it (padding) are never read.
+// TK staged in workgroup memory. The key loop covers only the keys some row of the tile sees,
+// and V rows outside them (padding) are never read.
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> p: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read> kv_lens: array<u32>;
-@group(0) @binding(4) var<storage, read_write> o: array<f32>;
+#define USE_v
+#define USE_out
+#include "elem.wgsl"
+@group(0) @binding(4) var<storage, read> aux: array<u32>;
+@group(0) @binding(9) var<storage, read> p: array<f32>;
 
 #include "visible.wgsl"
 
@@ -19,18 +20,6 @@ const WG_SIZE: u32 = WG_X * WG_Y;
 // pt[kk * TM/4 + m/4][m % 4] = P[row r0 + m, key j0 + kk]; vt[kk * TN/4 + n/4][n % 4] = V[j0 + kk, d0 + n]
 var<workgroup> pt: array<vec4<f32>, TK * TM / 4u>;
 var<workgroup> vt: array<vec4<f32>, TK * TN / 4u>;
-
-fn store_row(o_base: u32, row: u32, d: u32, acc: vec4<f32>) {
-    if (row >= P.nq) {
-        return;
-    }
-    let at = o_base + row * P.q_ss + d;
-    for (var t = 0u; t < 4u; t++) {
-        if (d + t < P.head_dim) {
-            o[at + t] = acc[t];
-        }
-    }
-}
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(
@@ -47,13 +36,14 @@ fn main(
     let dc0 = wid.x * TN;
     let p_base = bh_local * P.nq * P.s_stride;
     let v_base = b * P.k_sb + kvh * P.k_sh - P.v_shift;
-    let key_end = visible_end(b, P.i0 + min(r0 + TM, P.nq) - 1u);
+    let key_lo = visible_range(b, P.i0 + r0).x;
+    let key_end = visible_range(b, P.i0 + min(r0 + TM, P.nq) - 1u).y;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var j0 = 0u; j0 < key_end; j0 += TK) {
+    for (var j0 = key_lo; j0 < key_end; j0 += TK) {
         for (var t = 0u; t < TM * TK / WG_SIZE; t++) {
             let e = li + t * WG_SIZE;
             let m = e / TK;
@@ -74,7 +64,7 @@ fn main(
             let d = dc0 + n;
             var x = 0.0;
             if (j < key_end && d < P.head_dim) {
-                x = v[v_base + j * P.k_ss + d];
+                x = ld_v(v_base + j * P.k_ss + d);
             }
             vt[kk * (TN / 4u) + n / 4u][n % 4u] = x;
         }
@@ -92,8 +82,10 @@ fn main(
     let o_base = b * P.q_sb + h * P.q_sh + P.i0 * P.q_ss - P.o_shift;
     let rr = r0 + lid.y * 4u;
     let d = dc0 + lid.x * 4u;
-    store_row(o_base, rr, d, acc0);
-    store_row(o_base, rr + 1u, d, acc1);
-    store_row(o_base, rr + 2u, d, acc2);
-    store_row(o_base, rr + 3u, d, acc3);
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var r = 0u; r < 4u; r++) {
+        if (rr + r < P.nq) {
+            st4_out(o_base + (rr + r) * P.q_ss, d, accs[r]);
+        }
+    }
 }

@@ -1,16 +1,19 @@
-// Pass 1 of 3: S = scale * Q Kᵀ with masks, for one chunk of (batch*head, query rows).
-// Register-tiled matmul: a workgroup of WG_X x WG_Y invocations computes a TM x TN tile of S,
-// each invocation a 4x4 block; Q and K tiles of TK dims are staged in workgroup memory.
-// Tiles that are entirely masked (causal / kv_lens) write MASKED without any arithmetic.
+// Pass 1 of 3: S = modify(scale * Q Kᵀ) with all masks, for one chunk of
+// (batch*head, query rows). Register-tiled matmul: a workgroup of WG_X x WG_Y invocations
+// computes a TM x TN tile of S, each invocation a 4x4 block; Q and K tiles of TK dims are staged
+// in workgroup memory. Tiles that are entirely masked (causal, kv_lens, window) write MASKED
+// without any arithmetic.
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> kv_lens: array<u32>;
-@group(0) @binding(4) var<storage, read_write> s: array<vec4<f32>>;
+#define USE_q
+#define USE_k
+#include "elem.wgsl"
+@group(0) @binding(4) var<storage, read> aux: array<u32>;
+@group(0) @binding(9) var<storage, read_write> s: array<vec4<f32>>;
 
 #include "visible.wgsl"
+#include "score.wgsl"
 
 const TM: u32 = WG_Y * 4u;
 const TN: u32 = WG_X * 4u;
@@ -21,13 +24,21 @@ var<workgroup> qt: array<vec4<f32>, TK * TM / 4u>;
 var<workgroup> kt: array<vec4<f32>, TK * TN / 4u>;
 
 // Writes 4 scores of local query row `row` starting at key `col`, masking invisible keys.
-fn store_row(row_base: u32, row: u32, col: u32, b: u32, acc: vec4<f32>) {
+fn store_row(row_base: u32, row: u32, col: u32, b: u32, h: u32, acc: vec4<f32>) {
     if (row >= P.nq || col >= P.s_stride) {
         return;
     }
-    let end = visible_end(b, P.i0 + row);
-    let cols = vec4<u32>(col, col + 1u, col + 2u, col + 3u);
-    let val = select(vec4<f32>(MASKED), acc * P.scale, cols < vec4<u32>(end));
+    let i = P.i0 + row;
+    let range = visible_range(b, i);
+    var val = acc * P.scale;
+    for (var t = 0u; t < 4u; t++) {
+        let j = col + t;
+        var x = MASKED;
+        if (j >= range.x && j < range.y) {
+            x = modify(val[t], b, h, i, j);
+        }
+        val[t] = select(MASKED, x, x > MASKED_CUT);
+    }
     s[(row_base + row) * (P.s_stride / 4u) + col / 4u] = val;
 }
 
@@ -47,9 +58,11 @@ fn main(
     let row_base = bh_local * P.nq;
     let col = c0 + lid.x * 4u;
 
-    // The last row of the tile sees the most keys (visibility grows with i).
-    let tile_end = visible_end(b, P.i0 + min(r0 + TM, P.nq) - 1u);
-    if (c0 >= tile_end) {
+    // Visible keys only grow with the row: the first row of the tile starts latest, the
+    // last row ends latest.
+    let tile_lo = visible_range(b, P.i0 + r0).x;
+    let tile_hi = visible_range(b, P.i0 + min(r0 + TM, P.nq) - 1u).y;
+    if (c0 >= tile_hi || c0 + TN <= tile_lo) {
         for (var r = 0u; r < 4u; r++) {
             let row = r0 + lid.y * 4u + r;
             if (row < P.nq && col < P.s_stride) {
@@ -74,7 +87,7 @@ fn main(
             let d = d0 + kk;
             var x = 0.0;
             if (row < P.nq && d < P.head_dim) {
-                x = q[q_base + row * P.q_ss + d];
+                x = ld_q(q_base + row * P.q_ss + d);
             }
             qt[kk * (TM / 4u) + m / 4u][m % 4u] = x;
         }
@@ -85,8 +98,8 @@ fn main(
             let j = c0 + n;
             let d = d0 + kk;
             var x = 0.0;
-            if (j < tile_end && d < P.head_dim) {
-                x = k[k_base + j * P.k_ss + d];
+            if (j < tile_hi && d < P.head_dim) {
+                x = ld_k(k_base + j * P.k_ss + d);
             }
             kt[kk * (TN / 4u) + n / 4u][n % 4u] = x;
         }
@@ -112,8 +125,8 @@ fn main(
         workgroupBarrier();
     }
     let rr = r0 + lid.y * 4u;
-    store_row(row_base, rr, col, b, acc0);
-    store_row(row_base, rr + 1u, col, b, acc1);
-    store_row(row_base, rr + 2u, col, b, acc2);
-    store_row(row_base, rr + 3u, col, b, acc3);
+    store_row(row_base, rr, col, b, h, acc0);
+    store_row(row_base, rr + 1u, col, b, h, acc1);
+    store_row(row_base, rr + 2u, col, b, h, acc2);
+    store_row(row_base, rr + 3u, col, b, h, acc3);
 }

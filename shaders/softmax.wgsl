@@ -5,10 +5,10 @@
 #include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read_write> s: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(9) var<storage, read_write> s: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 #if WEIGHTS
-@group(0) @binding(3) var<storage, read_write> w: array<f32>;
+@group(0) @binding(10) var<storage, read_write> w: array<f32>;
 #endif
 
 var<workgroup> red: array<f32, WG>;

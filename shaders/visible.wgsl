@@ -1,12 +1,21 @@
-// The keys visible to query row i of batch entry b are 0..visible_end(b, i): key padding
-// (kv_lens) and the causal mask both cut a prefix. Needs `P: Params` and `kv_lens`.
-fn visible_end(b: u32, i: u32) -> u32 {
-    var hi = P.seq_k;
+// The keys visible to query row i of batch entry b under key padding (kv_lens), the causal
+// mask and the sliding window: the half-open range x..y. Needs `P` and `aux` (binding 4).
+fn visible_range(b: u32, i: u32) -> vec2<u32> {
+    var lo = 0;
+    var hi = i32(P.seq_k);
     if (P.has_kv_lens != 0u) {
-        hi = min(hi, kv_lens[b]);
+        hi = min(hi, i32(aux[b]));
     }
     if (P.causal != 0u) {
-        hi = u32(clamp(i32(i) + P.causal_off + 1, 0, i32(hi)));
+        hi = min(hi, i32(i) + P.causal_off + 1);
     }
-    return hi;
+    let diag = i32(i) + P.align_off;
+    if (P.win_left >= 0) {
+        lo = max(lo, diag - P.win_left);
+    }
+    if (P.win_right >= 0) {
+        hi = min(hi, diag + P.win_right + 1);
+    }
+    hi = max(hi, 0);
+    return vec2<u32>(u32(clamp(lo, 0, hi)), u32(hi));
 }

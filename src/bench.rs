@@ -103,21 +103,26 @@ struct Inputs {
     v: wgpu::Buffer,
     out: wgpu::Buffer,
     lse: wgpu::Buffer,
+    bias: Option<wgpu::Buffer>,
+    mask: Option<wgpu::Buffer>,
 }
 
+/// Random inputs (with the bias and mask the spec declares) uploaded in the spec's storage.
 fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let spec = plan.spec();
-    let (q, k, v) = testdata::inputs(spec, Dist::Normal, 1);
+    let data = testdata::generate(spec, Dist::Normal, 1);
+    let inputs = data.inputs();
     let sizes = plan.sizes();
     let device = ctx.device();
     ctx.gpu_scope("allocating benchmark buffers", || {
-        use wgpu::util::DeviceExt;
-        let init = |label, data: &[f32]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(data),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+        let init = |label, bytes: &[u8]| {
+            crate::context::init_buffer(
+                device,
+                ctx.queue(),
+                label,
+                bytes,
+                wgpu::BufferUsages::STORAGE,
+            )
         };
         let empty = |label, size: u64| {
             device.create_buffer(&wgpu::BufferDescriptor {
@@ -127,14 +132,138 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
                 mapped_at_creation: false,
             })
         };
+        let gpu = crate::host::gpu_bytes;
         Inputs {
-            q: init("bench q", &q),
-            k: init("bench k", &k),
-            v: init("bench v", &v),
+            q: init("bench q", &gpu(&inputs.q, spec.dtype)),
+            k: init("bench k", &gpu(&inputs.k, spec.dtype)),
+            v: init("bench v", &gpu(&inputs.v, spec.dtype)),
             out: empty("bench out", sizes.q),
             lse: empty("bench lse", sizes.lse),
+            bias: inputs
+                .bias
+                .map(|b| init("bench bias", &gpu(&b, crate::DType::F32))),
+            mask: inputs
+                .mask
+                .map(|m| init("bench mask", &crate::host::mask_bytes(m))),
         }
     })
+}
+
+/// A plan with its GPU-resident inputs, ready to be timed run after run.
+pub struct Runner<'a> {
+    ctx: &'a Context,
+    plan: Plan,
+    inputs: Inputs,
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl<'a> Runner<'a> {
+    /// Plans `spec` (weights off), uploads random inputs and prepares the timing.
+    pub fn new(ctx: &'a Context, spec: &AttentionSpec, timing: Timing) -> Result<Self> {
+        let spec = spec.clone().with_weights(false);
+        let plan = ctx.plan(&spec)?;
+        let inputs = upload(ctx, &plan)?;
+        let has_ts = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let use_gpu = match timing {
+            Timing::Wall => false,
+            Timing::Auto => has_ts,
+            Timing::Gpu if has_ts => true,
+            Timing::Gpu => {
+                return Err(Error::KernelUnsupported {
+                    kernel: "bench --timing gpu".into(),
+                    reason: format!("adapter {} lacks TIMESTAMP_QUERY", ctx.adapter_info().name),
+                });
+            }
+        };
+        let device = ctx.device();
+        let queries = use_gpu.then(|| {
+            let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("wgattn bench timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let buffer = |label, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 16,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            use wgpu::BufferUsages as U;
+            (
+                set,
+                buffer("wgattn timestamps", U::QUERY_RESOLVE | U::COPY_SRC),
+                buffer("wgattn timestamps read", U::MAP_READ | U::COPY_DST),
+            )
+        });
+        Ok(Runner {
+            ctx,
+            plan,
+            inputs,
+            queries,
+        })
+    }
+
+    /// The plan being timed.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// `"gpu-timestamp"` or `"wall"`.
+    pub fn timing(&self) -> &'static str {
+        if self.queries.is_some() {
+            "gpu-timestamp"
+        } else {
+            "wall"
+        }
+    }
+
+    /// Runs the attention once and returns its time in ms: between the pass's timestamps, or
+    /// wall time from submit until the device reports the work complete.
+    pub fn run_once(&self) -> Result<f64> {
+        let (ctx, inputs) = (self.ctx, &self.inputs);
+        ctx.gpu_scope("benchmark", || -> Result<f64> {
+            let mut enc = ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgattn bench"),
+                });
+            let ts = self
+                .queries
+                .as_ref()
+                .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                });
+            let bufs = Buffers {
+                lse: Some(&inputs.lse),
+                bias: inputs.bias.as_ref(),
+                mask: inputs.mask.as_ref(),
+                ..Buffers::new(&inputs.q, &inputs.k, &inputs.v, &inputs.out)
+            };
+            self.plan.encode_timed(&mut enc, &bufs, ts)?;
+            if let Some((set, resolve, read)) = &self.queries {
+                enc.resolve_query_set(set, 0..2, resolve, 0);
+                enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+            }
+            let cmd = enc.finish();
+            let started = Instant::now();
+            ctx.queue().submit([cmd]);
+            ctx.wait()?;
+            let wall = started.elapsed().as_secs_f64() * 1e3;
+            match &self.queries {
+                Some((_, _, read)) => {
+                    let bytes = ctx.read_buffer(read, 16)?;
+                    let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+                    let period_ns = ctx.queue().get_timestamp_period() as f64;
+                    Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
+                }
+                None => Ok(wall),
+            }
+        })?
+    }
 }
 
 /// Times `spec` on `ctx`. `progress(done, expected)` is called after every run.
@@ -144,90 +273,16 @@ pub fn bench(
     config: &BenchConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<BenchResult> {
-    let spec = spec.clone().with_weights(false);
-    let plan = ctx.plan(&spec)?;
-    let inputs = upload(ctx, &plan)?;
-    let has_ts = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-    let use_gpu = match config.timing {
-        Timing::Wall => false,
-        Timing::Auto => has_ts,
-        Timing::Gpu if has_ts => true,
-        Timing::Gpu => {
-            return Err(Error::KernelUnsupported {
-                kernel: "bench --timing gpu".into(),
-                reason: format!("adapter {} lacks TIMESTAMP_QUERY", ctx.adapter_info().name),
-            });
-        }
-    };
-    let device = ctx.device();
-    let queries = use_gpu.then(|| {
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("wgattn bench timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgattn timestamps"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let read = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgattn timestamps read"),
-            size: 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        (set, resolve, read)
-    });
-    let period_ns = ctx.queue().get_timestamp_period() as f64;
-    let bufs = Buffers {
-        q: &inputs.q,
-        k: &inputs.k,
-        v: &inputs.v,
-        out: &inputs.out,
-        lse: Some(&inputs.lse),
-        weights: None,
-    };
-    let run_once = || -> Result<f64> {
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("wgattn bench"),
-        });
-        let ts = queries
-            .as_ref()
-            .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
-        plan.encode_timed(&mut enc, &bufs, ts)?;
-        if let Some((set, resolve, read)) = &queries {
-            enc.resolve_query_set(set, 0..2, resolve, 0);
-            enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
-        }
-        let cmd = enc.finish();
-        let started = Instant::now();
-        ctx.queue().submit([cmd]);
-        ctx.wait()?;
-        let wall = started.elapsed().as_secs_f64() * 1e3;
-        match &queries {
-            Some((_, _, read)) => {
-                let bytes = ctx.read_buffer(read, 16)?;
-                let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
-                Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
-            }
-            None => Ok(wall),
-        }
-    };
+    let runner = Runner::new(ctx, spec, config.timing)?;
     for _ in 0..config.warmup {
-        ctx.gpu_scope("benchmark warm-up", run_once)??;
+        runner.run_once()?;
     }
     let mut times = Vec::new();
     let started = Instant::now();
     while times.len() < config.max_runs.max(1)
         && (times.len() < config.min_runs.max(1) || started.elapsed() < config.target)
     {
-        times.push(ctx.gpu_scope("benchmark", run_once)??);
+        times.push(runner.run_once()?);
         let expected = if started.elapsed() < config.target {
             let per = started.elapsed().as_secs_f64() / times.len() as f64;
             ((config.target.as_secs_f64() / per) as usize).clamp(config.min_runs, config.max_runs)
@@ -237,6 +292,7 @@ pub fn bench(
         progress(times.len(), expected.max(times.len()));
     }
     times.sort_by(f64::total_cmp);
+    let plan = runner.plan();
     Ok(BenchResult {
         kernel: plan.kernel(),
         splits: plan.splits(),
@@ -244,8 +300,8 @@ pub fn bench(
         median_ms: times[times.len() / 2],
         min_ms: times[0],
         max_ms: times[times.len() - 1],
-        timing: if use_gpu { "gpu-timestamp" } else { "wall" },
-        flops: spec.flops(),
-        spec,
+        timing: runner.timing(),
+        flops: plan.spec().flops(),
+        spec: plan.spec().clone(),
     })
 }

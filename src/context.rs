@@ -20,6 +20,9 @@ pub struct ContextOptions {
     pub max_buffer_size: Option<u64>,
     /// Use the workgroup-memory variants even when the adapter has subgroups (testing).
     pub disable_subgroups: bool,
+    /// Read and write f16 data packed in u32 words even when the adapter has SHADER_F16, as on
+    /// adapters without it (testing).
+    pub disable_shader_f16: bool,
 }
 
 /// What the kernels may use on a device: its limits and the optional features that select
@@ -38,11 +41,28 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// Which shader variants the kernels use here, in words.
+    pub fn variants(&self) -> Vec<String> {
+        vec![
+            match self.subgroup_size {
+                Some(n) => {
+                    format!("flash/split-kv: subgroup variant (K/V by subgroupBroadcast, size {n})")
+                }
+                None => "flash/split-kv: workgroup-memory variant (no fixed-size subgroups)".into(),
+            },
+            if self.shader_f16 {
+                "f16: native f16 storage (SHADER_F16)".into()
+            } else {
+                "f16: packed in u32 (unpack2x16float) + packing pass (no SHADER_F16)".into()
+            },
+        ]
+    }
+
     fn new(
         limits: DeviceLimits,
         features: wgpu::Features,
         info: &wgpu::AdapterInfo,
-        disable_subgroups: bool,
+        options: &ContextOptions,
     ) -> Caps {
         let fixed = info.subgroup_min_size == info.subgroup_max_size;
         let size = info.subgroup_min_size;
@@ -52,9 +72,10 @@ impl Caps {
                 && fixed
                 && (4..=128).contains(&size)
                 && size.is_power_of_two()
-                && !disable_subgroups)
+                && !options.disable_subgroups)
                 .then_some(size),
-            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16)
+                && !options.disable_shader_f16,
             device_type: info.device_type,
         }
     }
@@ -69,6 +90,8 @@ pub struct AdapterSummary {
     pub features: wgpu::Features,
     /// The limits that matter to wgattn.
     pub limits: DeviceLimits,
+    /// What the kernels would use on this adapter.
+    pub caps: Caps,
 }
 
 impl AdapterSummary {
@@ -105,8 +128,13 @@ fn wanted(features: wgpu::Features) -> wgpu::Features {
         })
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// One wgpu instance per process: contexts made by wgattn share it, so resources of two such
+/// contexts mixed up are reported by wgpu as a device mismatch rather than unknown ids.
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    })
 }
 
 /// Preference order: discrete > integrated > virtual > CPU > other; then Vulkan, Metal, DX12, GL.
@@ -145,10 +173,16 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
 pub fn adapter_summaries() -> Vec<AdapterSummary> {
     adapters()
         .iter()
-        .map(|a| AdapterSummary {
-            info: a.get_info(),
-            features: wanted(a.features()),
-            limits: DeviceLimits::from_wgpu(&a.limits()),
+        .map(|a| {
+            let info = a.get_info();
+            let limits = DeviceLimits::from_wgpu(&a.limits());
+            let features = wanted(a.features());
+            AdapterSummary {
+                caps: Caps::new(limits, features, &info, &ContextOptions::default()),
+                info,
+                features,
+                limits,
+            }
         })
         .collect()
 }
@@ -169,6 +203,8 @@ pub struct Context {
     features: wgpu::Features,
     pipelines: Mutex<HashMap<ShaderVariant, Arc<wgpu::ComputePipeline>>>,
     compiled: AtomicU64,
+    /// Set by the device-lost callback of contexts wgattn created.
+    lost: Arc<Mutex<Option<String>>>,
     pub(crate) host: crate::host::HostCache,
 }
 
@@ -236,36 +272,38 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgattn: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::assemble(
-            device,
-            queue,
-            info,
-            options.disable_subgroups,
-        ))
+        let ctx = Self::assemble(device, queue, info, &options);
+        let lost = ctx.lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        Ok(ctx)
     }
 
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
     /// device's enabled features and limits and never changes its error handlers.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::assemble(device, queue, info, false)
+        Self::assemble(device, queue, info, &ContextOptions::default())
     }
 
     fn assemble(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        disable_subgroups: bool,
+        options: &ContextOptions,
     ) -> Self {
         let limits = DeviceLimits::from_wgpu(&device.limits());
         Context {
-            caps: Caps::new(limits, device.features(), &info, disable_subgroups),
+            caps: Caps::new(limits, device.features(), &info, options),
             features: device.features(),
             device,
             queue,
             info,
             pipelines: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
+            lost: Arc::new(Mutex::new(None)),
             host: Default::default(),
         }
     }
@@ -339,8 +377,15 @@ impl Context {
         Ok(pipeline)
     }
 
-    /// Runs `f` inside wgpu error scopes; see [`gpu_scope`].
+    /// Runs `f` inside wgpu error scopes; see [`gpu_scope`]. Fails at once, without calling
+    /// `f`, when the device is known to be lost.
     pub(crate) fn gpu_scope<T, F: FnOnce() -> T>(&self, during: &'static str, f: F) -> Result<T> {
+        if let Some(reason) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Error::Gpu {
+                during,
+                message: format!("the device was lost ({reason})"),
+            });
+        }
         gpu_scope(&self.device, during, f)
     }
 
@@ -383,7 +428,8 @@ impl Context {
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and turns
-/// any error wgpu reports into [`Error::Gpu`].
+/// any error wgpu reports into [`Error::Gpu`]. A panic inside wgpu (it panics on resources
+/// from another wgpu instance, for one) becomes an [`Error::Gpu`] too.
 pub(crate) fn gpu_scope<T>(
     device: &wgpu::Device,
     during: &'static str,
@@ -392,7 +438,22 @@ pub(crate) fn gpu_scope<T>(
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let value = f();
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let value = match value {
+        Ok(v) => v,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "wgpu panicked".into());
+            drop((validation, internal, oom));
+            return Err(Error::Gpu {
+                during,
+                message: format!("wgpu panicked: {message}"),
+            });
+        }
+    };
     let errors = [
         pollster::block_on(validation.pop()),
         pollster::block_on(internal.pop()),
@@ -405,4 +466,26 @@ pub(crate) fn gpu_scope<T>(
             message: e.to_string(),
         }),
     }
+}
+
+/// A buffer holding `bytes` (padded to 4), written through the queue rather than mapped at
+/// creation: mapping panics in wgpu's helper when the device is lost.
+pub(crate) fn init_buffer(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    label: &str,
+    bytes: &[u8],
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    let size = (bytes.len() as u64).next_multiple_of(4).max(4);
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: usage | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut padded = bytes.to_vec();
+    padded.resize(size as usize, 0);
+    queue.write_buffer(&buffer, 0, &padded);
+    buffer
 }

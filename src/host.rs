@@ -4,11 +4,14 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use half::f16;
+
 use crate::context::Context;
 use crate::error::Result;
+use crate::inputs::{Inputs, Tensor};
 use crate::output::Output;
 use crate::plan::{BufferSizes, Buffers, Plan};
-use crate::spec::AttentionSpec;
+use crate::spec::{AttentionSpec, DType};
 
 struct HostBuffers {
     sizes: BufferSizes,
@@ -18,6 +21,8 @@ struct HostBuffers {
     out: wgpu::Buffer,
     lse: wgpu::Buffer,
     weights: Option<wgpu::Buffer>,
+    bias: Option<wgpu::Buffer>,
+    mask: Option<wgpu::Buffer>,
     read_out: wgpu::Buffer,
     read_lse: wgpu::Buffer,
     read_weights: Option<wgpu::Buffer>,
@@ -50,7 +55,8 @@ impl HostBuffers {
         let input = U::STORAGE | U::COPY_DST;
         let output = U::STORAGE | U::COPY_SRC;
         let read = U::MAP_READ | U::COPY_DST;
-        let has_w = sizes.weights > 0;
+        let optional =
+            |label, size: u64, usage| (size > 0).then(|| buffer(device, label, size, usage));
         HostBuffers {
             sizes,
             q: buffer(device, "wgattn q", sizes.q, input),
@@ -58,11 +64,32 @@ impl HostBuffers {
             v: buffer(device, "wgattn v", sizes.kv, input),
             out: buffer(device, "wgattn out", sizes.q, output),
             lse: buffer(device, "wgattn lse", sizes.lse, output),
-            weights: has_w.then(|| buffer(device, "wgattn weights", sizes.weights, output)),
+            weights: optional("wgattn weights", sizes.weights, output),
+            bias: optional("wgattn bias", sizes.bias, input),
+            mask: optional("wgattn mask", sizes.mask, input),
             read_out: buffer(device, "wgattn read out", sizes.q, read),
             read_lse: buffer(device, "wgattn read lse", sizes.lse, read),
-            read_weights: has_w.then(|| buffer(device, "wgattn read weights", sizes.weights, read)),
+            read_weights: optional("wgattn read weights", sizes.weights, read),
         }
+    }
+}
+
+/// `bytes` padded with zeros to a multiple of 4 (the copy alignment).
+fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes
+}
+
+/// A mask in its GPU format: one byte per element, padded to 4 bytes.
+pub(crate) fn mask_bytes(mask: &[bool]) -> Vec<u8> {
+    padded(mask.iter().map(|&m| m as u8).collect())
+}
+
+/// A tensor in the GPU storage format of `dtype`, padded to 4 bytes.
+pub(crate) fn gpu_bytes(t: &Tensor, dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => padded(bytemuck::cast_slice(&t.to_f32()).to_vec()),
+        DType::F16 => padded(bytemuck::cast_slice(&t.to_f16()).to_vec()),
     }
 }
 
@@ -71,9 +98,9 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
 }
 
 impl Context {
-    /// Computes attention on the GPU from host slices (f32, layout of the spec) and reads the
-    /// result back. Inputs must be finite ([`Error::NonFinite`](crate::Error::NonFinite)
-    /// otherwise). Buffers and the plan are reused across calls with the same sizes / spec.
+    /// Computes attention on the GPU from f32 host slices (layout of the spec; rounded to f16
+    /// first when the spec's dtype is f16) and reads the result back. Same as
+    /// [`Context::attention_with`] without bias or mask.
     pub fn attention(
         &self,
         spec: &AttentionSpec,
@@ -81,8 +108,16 @@ impl Context {
         k: &[f32],
         v: &[f32],
     ) -> Result<Output> {
+        self.attention_with(spec, &Inputs::new(q, k, v))
+    }
+
+    /// Computes attention on the GPU from host inputs and reads the result back. Inputs are
+    /// checked first (`AttentionSpec::check_inputs`): lengths, declared bias/mask, and no NaN
+    /// or ±Inf in q, k, v. With dtype f16, `Output::out` holds the f16 results as f32 (exactly).
+    /// Buffers and the plan are reused across calls with the same sizes / spec.
+    pub fn attention_with(&self, spec: &AttentionSpec, inputs: &Inputs) -> Result<Output> {
         spec.validate(self.limits())?;
-        spec.check_inputs(q, k, v)?;
+        spec.check_inputs(inputs)?;
         let mut state = self.host.state.lock().unwrap_or_else(|e| e.into_inner());
         let (plan_slot, bufs_slot) = &mut *state;
         if plan_slot.as_ref().is_none_or(|p| p.spec() != spec) {
@@ -100,9 +135,16 @@ impl Context {
         }
         let b = bufs_slot.as_ref().expect("buffers were just set");
         self.gpu_scope("running attention", || -> Result<()> {
-            self.queue().write_buffer(&b.q, 0, bytemuck::cast_slice(q));
-            self.queue().write_buffer(&b.k, 0, bytemuck::cast_slice(k));
-            self.queue().write_buffer(&b.v, 0, bytemuck::cast_slice(v));
+            let queue = self.queue();
+            queue.write_buffer(&b.q, 0, &gpu_bytes(&inputs.q, spec.dtype));
+            queue.write_buffer(&b.k, 0, &gpu_bytes(&inputs.k, spec.dtype));
+            queue.write_buffer(&b.v, 0, &gpu_bytes(&inputs.v, spec.dtype));
+            if let (Some(buf), Some(bias)) = (&b.bias, &inputs.bias) {
+                queue.write_buffer(buf, 0, &gpu_bytes(bias, DType::F32));
+            }
+            if let (Some(buf), Some(mask)) = (&b.mask, inputs.mask) {
+                queue.write_buffer(buf, 0, &mask_bytes(mask));
+            }
             let mut enc = self
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -111,12 +153,11 @@ impl Context {
             plan.encode(
                 &mut enc,
                 &Buffers {
-                    q: &b.q,
-                    k: &b.k,
-                    v: &b.v,
-                    out: &b.out,
                     lse: Some(&b.lse),
                     weights: b.weights.as_ref(),
+                    bias: b.bias.as_ref(),
+                    mask: b.mask.as_ref(),
+                    ..Buffers::new(&b.q, &b.k, &b.v, &b.out)
                 },
             )?;
             enc.copy_buffer_to_buffer(&b.out, 0, &b.read_out, 0, sizes.q);
@@ -126,10 +167,17 @@ impl Context {
             if let (Some(w), Some(r)) = (&b.weights, &b.read_weights) {
                 enc.copy_buffer_to_buffer(w, 0, r, 0, sizes.weights);
             }
-            self.queue().submit([enc.finish()]);
+            queue.submit([enc.finish()]);
             Ok(())
         })??;
-        let out = floats(&self.read_buffer(&b.read_out, sizes.q)?);
+        let raw = self.read_buffer(&b.read_out, sizes.q)?;
+        let out = match spec.dtype {
+            DType::F32 => floats(&raw),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(&raw[..spec.q_len() * 2])
+                .into_iter()
+                .map(f16::to_f32)
+                .collect(),
+        };
         let lse = if spec.return_lse {
             Some(floats(&self.read_buffer(&b.read_lse, sizes.lse)?))
         } else {

@@ -21,6 +21,7 @@ mod context;
 mod error;
 pub mod heatmap;
 mod host;
+mod inputs;
 pub mod io;
 mod kernels;
 mod limits;
@@ -35,7 +36,11 @@ pub mod validation;
 
 pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
+pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;
 pub use output::{ErrorStats, Output};
 pub use plan::{BufferSizes, Buffers, Plan};
-pub use spec::{AttentionSpec, CausalAlign, Kernel, Layout, MAX_HEAD_DIM, Strides};
+pub use spec::{
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
+    Window, standard_alibi_slopes,
+};

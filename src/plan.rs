@@ -4,15 +4,21 @@
 use crate::context::{Context, gpu_scope};
 use crate::error::{Error, Result};
 use crate::kernels::flash::Flash;
+use crate::kernels::pack::Pack;
+use crate::kernels::params::Storage;
 use crate::kernels::three_pass::ThreePass;
 use crate::planner;
 use crate::spec::{AttentionSpec, Kernel};
 
-/// The caller's buffers for one [`Plan::encode`]. All need `STORAGE` usage; sizes are those of
-/// [`Plan::sizes`]. `out`, `lse` and `weights` must not alias any other buffer.
+/// The caller's buffers for one [`Plan::encode`]. All need `STORAGE` usage and at least the
+/// sizes of [`Plan::sizes`]. `out`, `lse` and `weights` must not alias any other buffer.
+///
+/// Formats: q, k, v and out hold the spec's dtype (f16 as IEEE half, 2 bytes per element,
+/// sizes padded to 4 bytes); lse and weights are f32; bias is f32; mask holds one byte per
+/// element (0 = masked, anything else = keep), padded to 4 bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Buffers<'a> {
-    /// Queries, f32, layout of the spec.
+    /// Queries, layout of the spec.
     pub q: &'a wgpu::Buffer,
     /// Keys.
     pub k: &'a wgpu::Buffer,
@@ -24,9 +30,47 @@ pub struct Buffers<'a> {
     pub lse: Option<&'a wgpu::Buffer>,
     /// Probabilities `[B, Hq, Sq, Sk]`; required exactly when the spec asks for weights.
     pub weights: Option<&'a wgpu::Buffer>,
+    /// Additive bias; required exactly when the spec declares one.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// Boolean mask as bytes; required exactly when the spec declares one.
+    pub mask: Option<&'a wgpu::Buffer>,
 }
 
-/// Bytes each buffer of a plan needs.
+impl<'a> Buffers<'a> {
+    /// q, k, v and out, nothing optional.
+    pub fn new(
+        q: &'a wgpu::Buffer,
+        k: &'a wgpu::Buffer,
+        v: &'a wgpu::Buffer,
+        out: &'a wgpu::Buffer,
+    ) -> Self {
+        Buffers {
+            q,
+            k,
+            v,
+            out,
+            lse: None,
+            weights: None,
+            bias: None,
+            mask: None,
+        }
+    }
+}
+
+/// What the kernels bind: the caller's buffers, with plan-owned stand-ins where needed.
+pub(crate) struct Targets<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    /// Where the kernels write out (the f32 scratch when f16 is packed).
+    pub out: &'a wgpu::Buffer,
+    pub lse: &'a wgpu::Buffer,
+    pub weights: Option<&'a wgpu::Buffer>,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub mask: Option<&'a wgpu::Buffer>,
+}
+
+/// Bytes each buffer of a plan needs (0 for buffers the spec does not use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BufferSizes {
     /// q and out.
@@ -35,8 +79,32 @@ pub struct BufferSizes {
     pub kv: u64,
     /// lse.
     pub lse: u64,
-    /// weights (0 when not asked for).
+    /// weights.
     pub weights: u64,
+    /// bias.
+    pub bias: u64,
+    /// mask.
+    pub mask: u64,
+}
+
+impl BufferSizes {
+    /// The sizes for `spec`.
+    pub fn of(spec: &AttentionSpec) -> Self {
+        let es = spec.dtype.size() as u64;
+        let pad = |bytes: u64| bytes.next_multiple_of(4);
+        BufferSizes {
+            q: pad(spec.q_len() as u64 * es),
+            kv: pad(spec.kv_len() as u64 * es),
+            lse: spec.lse_len() as u64 * 4,
+            weights: if spec.return_weights {
+                spec.weights_len() as u64 * 4
+            } else {
+                0
+            },
+            bias: spec.bias.map_or(0, |b| b.len(spec) as u64 * 4),
+            mask: spec.mask.map_or(0, |m| pad(m.len(spec) as u64)),
+        }
+    }
 }
 
 enum Inner {
@@ -52,6 +120,8 @@ pub struct Plan {
     inner: Inner,
     /// Where lse goes when the caller passes none.
     lse_scratch: wgpu::Buffer,
+    /// f32 output and its packing pass, for f16 without SHADER_F16.
+    packing: Option<(wgpu::Buffer, Pack)>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -74,6 +144,21 @@ impl Context {
             Kernel::Auto | Kernel::ThreePass => Inner::ThreePass(ThreePass::new(self, spec)?),
             Kernel::Flash | Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits)?),
         };
+        let packing = match Storage::of(spec, self.caps()) {
+            Storage::Packed => {
+                let pack = Pack::new(self, spec.q_len() as u64)?;
+                let scratch = self.gpu_scope("allocating f32 output scratch", || {
+                    self.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgattn f32 out"),
+                        size: spec.q_len() as u64 * 4,
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    })
+                })?;
+                Some((scratch, pack))
+            }
+            _ => None,
+        };
         let lse_scratch = self.gpu_scope("allocating lse scratch", || {
             self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgattn lse scratch"),
@@ -88,6 +173,7 @@ impl Context {
             device: self.device().clone(),
             inner,
             lse_scratch,
+            packing,
         })
     }
 }
@@ -119,19 +205,15 @@ impl Plan {
         }
     }
 
+    /// True when f16 data is read and written packed in u32 words (no SHADER_F16), with an
+    /// extra packing pass at the end.
+    pub fn packs_f16(&self) -> bool {
+        self.packing.is_some()
+    }
+
     /// Bytes each caller buffer needs.
     pub fn sizes(&self) -> BufferSizes {
-        let s = &self.spec;
-        BufferSizes {
-            q: s.q_len() as u64 * 4,
-            kv: s.kv_len() as u64 * 4,
-            lse: s.lse_len() as u64 * 4,
-            weights: if s.return_weights {
-                s.weights_len() as u64 * 4
-            } else {
-                0
-            },
-        }
+        BufferSizes::of(&self.spec)
     }
 
     /// Records the attention into `encoder`. Checks every buffer first (typed
@@ -140,7 +222,8 @@ impl Plan {
         self.encode_timed(encoder, bufs, None)
     }
 
-    /// Like [`Plan::encode`], writing the begin/end timestamps of the pass into `timestamps`.
+    /// Like [`Plan::encode`], writing the begin/end timestamps of the attention pass into
+    /// `timestamps`.
     pub fn encode_timed(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -148,16 +231,34 @@ impl Plan {
         timestamps: Option<wgpu::ComputePassTimestampWrites>,
     ) -> Result<()> {
         self.check(bufs)?;
-        let lse = bufs.lse.unwrap_or(&self.lse_scratch);
-        gpu_scope(&self.device, "encoding attention", || match &self.inner {
-            Inner::ThreePass(t) => t.encode(&self.device, encoder, bufs, lse, timestamps),
-            Inner::Flash(f) => f.encode(&self.device, encoder, bufs, lse, timestamps),
+        let targets = Targets {
+            q: bufs.q,
+            k: bufs.k,
+            v: bufs.v,
+            out: self
+                .packing
+                .as_ref()
+                .map_or(bufs.out, |(scratch, _)| scratch),
+            lse: bufs.lse.unwrap_or(&self.lse_scratch),
+            weights: bufs.weights,
+            bias: bufs.bias,
+            mask: bufs.mask,
+        };
+        gpu_scope(&self.device, "encoding attention", || {
+            match &self.inner {
+                Inner::ThreePass(t) => t.encode(&self.device, encoder, &targets, timestamps),
+                Inner::Flash(f) => f.encode(&self.device, encoder, &targets, timestamps),
+            }
+            if let Some((scratch, pack)) = &self.packing {
+                pack.encode(&self.device, encoder, scratch, bufs.out);
+            }
         })
     }
 
     fn check(&self, bufs: &Buffers) -> Result<()> {
         let sizes = self.sizes();
         let bad = |buffer, problem: String| Err(Error::BadBuffer { buffer, problem });
+        let s = &self.spec;
         let mut list = vec![
             ("q", Some(bufs.q), sizes.q),
             ("k", Some(bufs.k), sizes.kv),
@@ -165,24 +266,29 @@ impl Plan {
             ("out", Some(bufs.out), sizes.q),
             ("lse", bufs.lse, sizes.lse),
             ("weights", bufs.weights, sizes.weights),
+            ("bias", bufs.bias, sizes.bias),
+            ("mask", bufs.mask, sizes.mask),
         ];
-        if self.spec.return_lse && bufs.lse.is_none() {
+        if s.return_lse && bufs.lse.is_none() {
             return bad("lse", "the spec asks for lse but none was given".into());
         }
-        match (self.spec.return_weights, bufs.weights.is_some()) {
-            (true, false) => {
-                return bad(
-                    "weights",
-                    "the spec asks for weights but none was given".into(),
-                );
+        for (name, wanted, given) in [
+            ("weights", s.return_weights, bufs.weights.is_some()),
+            ("bias", s.bias.is_some(), bufs.bias.is_some()),
+            ("mask", s.mask.is_some(), bufs.mask.is_some()),
+        ] {
+            match (wanted, given) {
+                (true, false) => {
+                    return bad(name, format!("the spec asks for {name} but none was given"));
+                }
+                (false, true) => {
+                    return bad(
+                        name,
+                        format!("given, but the plan was built without {name}"),
+                    );
+                }
+                _ => {}
             }
-            (false, true) => {
-                return bad(
-                    "weights",
-                    "given, but the plan was built without return_weights".into(),
-                );
-            }
-            _ => {}
         }
         for (name, buf, need) in &list {
             let Some(buf) = buf else { continue };

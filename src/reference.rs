@@ -1,10 +1,14 @@
 //! The CPU reference: exact DESIGN.md semantics with f64 accumulation. Every GPU path is tested
-//! against it.
+//! against it. [`attention_f16_plain`] is the "plain f16 implementation" that bounds the
+//! tolerance of the f16 paths.
+
+use half::f16;
 
 use crate::error::Result;
+use crate::inputs::Inputs;
 use crate::limits::DeviceLimits;
 use crate::output::Output;
-use crate::spec::AttentionSpec;
+use crate::spec::{AttentionSpec, DType};
 
 /// One query row, named by batch entry, query head and row index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +32,118 @@ pub struct RowOutput {
     pub lse: f32,
 }
 
-/// Computes attention on the CPU with f64 accumulation. Returns lse and weights when the spec
-/// asks for them. Validates the spec and the inputs like the GPU path does.
+/// Computes attention on the CPU with f64 accumulation from f32 slices (no bias or mask).
 pub fn attention(spec: &AttentionSpec, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output> {
+    attention_with(spec, &Inputs::new(q, k, v))
+}
+
+/// Computes attention on the CPU with f64 accumulation. Returns lse and weights when the spec
+/// asks for them. With `dtype` f16 the inputs are first rounded to f16, as the GPU sees them;
+/// the output is not rounded (it is the exact answer for those inputs).
+pub fn attention_with(spec: &AttentionSpec, inputs: &Inputs) -> Result<Output> {
+    compute(spec, inputs, Precision::F64)
+}
+
+/// A plain f16 implementation: f16 inputs, logits and probabilities rounded to f16, f32
+/// accumulation, output rounded to f16. The f16 GPU paths are held to twice its error
+/// against [`attention_with`] (plus 1e-5), as FlashAttention's tests do.
+pub fn attention_f16_plain(spec: &AttentionSpec, inputs: &Inputs) -> Result<Output> {
+    compute(&spec.clone().dtype(DType::F16), inputs, Precision::PlainF16)
+}
+
+/// Computes only the given query rows (for checking problems too large for a full reference).
+pub fn attention_rows(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+) -> Result<Vec<RowOutput>> {
+    rows_with(spec, inputs, rows, Precision::F64)
+}
+
+/// [`attention_f16_plain`] for the given query rows only.
+pub fn attention_rows_f16_plain(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+) -> Result<Vec<RowOutput>> {
+    rows_with(
+        &spec.clone().dtype(DType::F16),
+        inputs,
+        rows,
+        Precision::PlainF16,
+    )
+}
+
+fn rows_with(
+    spec: &AttentionSpec,
+    inputs: &Inputs,
+    rows: &[RowId],
+    precision: Precision,
+) -> Result<Vec<RowOutput>> {
     spec.validate(&DeviceLimits::unbounded())?;
-    spec.check_inputs(q, k, v)?;
+    spec.check_inputs(inputs)?;
+    for r in rows {
+        if r.b >= spec.batch || r.h >= spec.q_heads || r.i >= spec.seq_q {
+            return Err(crate::Error::spec(
+                "row",
+                format!("({}, {}, {})", r.b, r.h, r.i),
+                format!(
+                    "is outside batch = {}, q_heads = {}, seq_q = {}",
+                    spec.batch, spec.q_heads, spec.seq_q
+                ),
+            ));
+        }
+    }
+    let data = Data::new(spec, inputs);
+    Ok(parallel_map(rows, |&r| {
+        let mut out = vec![0f64; spec.head_dim];
+        let mut w = vec![0f64; spec.seq_k];
+        let lse = row(spec, &data, r, &mut out, &mut w, precision);
+        RowOutput {
+            row: r,
+            out: out.into_iter().map(|x| x as f32).collect(),
+            lse: lse as f32,
+        }
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    F64,
+    PlainF16,
+}
+
+/// The inputs as f32 (rounded through f16 when the spec stores f16), plus the ALiBi slopes.
+struct Data<'a> {
+    q: std::borrow::Cow<'a, [f32]>,
+    k: std::borrow::Cow<'a, [f32]>,
+    v: std::borrow::Cow<'a, [f32]>,
+    bias: Option<std::borrow::Cow<'a, [f32]>>,
+    mask: Option<&'a [bool]>,
+    slopes: Option<Vec<f32>>,
+}
+
+impl<'a> Data<'a> {
+    fn new(spec: &AttentionSpec, inputs: &Inputs<'a>) -> Self {
+        let stored = |t: &crate::inputs::Tensor<'a>| match spec.dtype {
+            DType::F32 => t.to_f32(),
+            DType::F16 => std::borrow::Cow::Owned(t.to_f16().iter().map(|x| x.to_f32()).collect()),
+        };
+        Data {
+            q: stored(&inputs.q),
+            k: stored(&inputs.k),
+            v: stored(&inputs.v),
+            bias: inputs.bias.as_ref().map(|b| b.to_f32()),
+            mask: inputs.mask,
+            slopes: spec.alibi.as_ref().map(|a| a.slopes(spec.q_heads)),
+        }
+    }
+}
+
+fn compute(spec: &AttentionSpec, inputs: &Inputs, precision: Precision) -> Result<Output> {
+    spec.validate(&DeviceLimits::unbounded())?;
+    spec.check_inputs(inputs)?;
+    let data = Data::new(spec, inputs);
     let (d, sq, sk) = (spec.head_dim, spec.seq_q, spec.seq_k);
     let pairs: Vec<(usize, usize)> = (0..spec.batch)
         .flat_map(|b| (0..spec.q_heads).map(move |h| (b, h)))
@@ -45,7 +156,14 @@ pub fn attention(spec: &AttentionSpec, q: &[f32], k: &[f32], v: &[f32]) -> Resul
         let mut row_out = vec![0f64; d];
         let mut row_w = vec![0f64; sk];
         for i in 0..sq {
-            lse[i] = row(spec, q, k, v, RowId { b, h, i }, &mut row_out, &mut row_w) as f32;
+            lse[i] = row(
+                spec,
+                &data,
+                RowId { b, h, i },
+                &mut row_out,
+                &mut row_w,
+                precision,
+            ) as f32;
             for (o, &x) in out[i * d..(i + 1) * d].iter_mut().zip(&row_out) {
                 *o = x as f32;
             }
@@ -79,83 +197,85 @@ pub fn attention(spec: &AttentionSpec, q: &[f32], k: &[f32], v: &[f32]) -> Resul
     Ok(result)
 }
 
-/// Computes only the given query rows (for checking problems too large for a full reference).
-pub fn attention_rows(
-    spec: &AttentionSpec,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    rows: &[RowId],
-) -> Result<Vec<RowOutput>> {
-    spec.validate(&DeviceLimits::unbounded())?;
-    spec.check_inputs(q, k, v)?;
-    for r in rows {
-        if r.b >= spec.batch || r.h >= spec.q_heads || r.i >= spec.seq_q {
-            return Err(crate::Error::spec(
-                "row",
-                format!("({}, {}, {})", r.b, r.h, r.i),
-                format!(
-                    "is outside batch = {}, q_heads = {}, seq_q = {}",
-                    spec.batch, spec.q_heads, spec.seq_q
-                ),
-            ));
-        }
+/// Rounds through f16 in the plain-f16 mode.
+fn round(x: f64, precision: Precision) -> f64 {
+    match precision {
+        Precision::F64 => x,
+        Precision::PlainF16 => f16::from_f64(x).to_f64(),
     }
-    Ok(parallel_map(rows, |&r| {
-        let mut out = vec![0f64; spec.head_dim];
-        let mut w = vec![0f64; spec.seq_k];
-        let lse = row(spec, q, k, v, r, &mut out, &mut w);
-        RowOutput {
-            row: r,
-            out: out.into_iter().map(|x| x as f32).collect(),
-            lse: lse as f32,
-        }
-    }))
 }
 
 /// One query row: fills `out` (head_dim) and `weights` (seq_k), returns lse.
 fn row(
     spec: &AttentionSpec,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    data: &Data,
     r: RowId,
     out: &mut [f64],
     weights: &mut [f64],
+    precision: Precision,
 ) -> f64 {
     let d = spec.head_dim;
     let scale = spec.effective_scale() as f64;
     let kvh = r.h / spec.group();
     let qa = spec.q_strides().at(r.b, r.h, r.i);
-    let qrow = &q[qa..qa + d];
+    let qrow = &data.q[qa..qa + d];
     let ks = spec.kv_strides();
+    let diag = r.i as i64 + spec.align_offset();
     out.fill(0.0);
     weights.fill(0.0);
+    // Logits of the visible keys; None where the mask tensor or a −∞ bias hides the key.
     let visible = spec.visible_keys(r.b, r.i);
-    if visible.is_empty() {
+    let mut logits: Vec<(usize, f64)> = Vec::with_capacity(visible.len());
+    for j in visible {
+        if let (Some(mask), Some(m)) = (data.mask, spec.mask)
+            && !mask[m.index(spec, r.b, r.h, r.i, j)]
+        {
+            continue;
+        }
+        let ka = ks.at(r.b, kvh, j);
+        let dot = match precision {
+            Precision::F64 => qrow
+                .iter()
+                .zip(&data.k[ka..ka + d])
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>(),
+            Precision::PlainF16 => qrow
+                .iter()
+                .zip(&data.k[ka..ka + d])
+                .map(|(&a, &b)| a * b)
+                .sum::<f32>() as f64,
+        };
+        let mut s = dot * scale;
+        if let Some(cap) = spec.softcap {
+            s = cap as f64 * (s / cap as f64).tanh();
+        }
+        if let Some(slopes) = &data.slopes {
+            s -= slopes[r.h] as f64 * (diag - j as i64).abs() as f64;
+        }
+        if let (Some(bias), Some(bb)) = (&data.bias, spec.bias) {
+            s += bias[bb.index(spec, r.b, r.h, r.i, j)] as f64;
+        }
+        if s == f64::NEG_INFINITY {
+            continue;
+        }
+        logits.push((j, round(s, precision)));
+    }
+    if logits.is_empty() {
         return f64::NEG_INFINITY;
     }
-    let mut max = f64::NEG_INFINITY;
-    for j in visible.clone() {
-        let ka = ks.at(r.b, kvh, j);
-        let dot: f64 = qrow
-            .iter()
-            .zip(&k[ka..ka + d])
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum();
-        weights[j] = dot * scale;
-        max = max.max(weights[j]);
-    }
-    let mut sum = 0.0;
-    for j in visible.clone() {
-        weights[j] = (weights[j] - max).exp();
-        sum += weights[j];
-    }
-    for j in visible {
-        weights[j] /= sum;
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &(_, s)| m.max(s));
+    let sum: f64 = logits.iter().map(|&(_, s)| (s - max).exp()).sum();
+    for &(j, s) in &logits {
+        let p = round((s - max).exp() / sum, precision);
+        weights[j] = p;
         let va = ks.at(r.b, kvh, j);
-        for (o, &x) in out.iter_mut().zip(&v[va..va + d]) {
-            *o += weights[j] * x as f64;
+        for (o, &x) in out.iter_mut().zip(&data.v[va..va + d]) {
+            *o += p * x as f64;
+        }
+    }
+    if precision == Precision::PlainF16 {
+        for o in out.iter_mut() {
+            *o = round(*o as f32 as f64, precision);
         }
     }
     max + sum.ln()

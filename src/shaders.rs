@@ -1,9 +1,9 @@
 //! WGSL templates from `shaders/` and the small template step that specialises them.
 //!
-//! A template is plain WGSL plus directive lines: `#include "file.wgsl"`,
+//! A template is plain WGSL plus directive lines: `#include "file.wgsl"`, `#define FLAG`,
 //! `#if NAME` / `#if !NAME`, `#else`, `#endif`, and `#for VAR in A..B` … `#endfor`, which
 //! repeats its body with `{VAR}` replaced by A, A+1, …, B−1 (A and B are integers or constant
-//! names). Unrolling with `#for` keeps per-invocation vectors in registers: compilers such as
+//! names), or `#for VAR in q,k,v` over words; `{VAR}` is replaced in directive lines too. Unrolling with `#for` keeps per-invocation vectors in registers: compilers such as
 //! Mesa's llvmpipe turn loops over private arrays into per-lane memory gathers. A
 //! [`ShaderVariant`] names the template, the flags that are set and the `u32` constants to
 //! prepend as `const NAME: u32 = V;`. Every variant the crate can generate is listed by
@@ -19,7 +19,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("softmax.wgsl", include_str!("../shaders/softmax.wgsl")),
     ("pv.wgsl", include_str!("../shaders/pv.wgsl")),
     ("rows.wgsl", include_str!("../shaders/rows.wgsl")),
-    ("load4.wgsl", include_str!("../shaders/load4.wgsl")),
+    ("elem.wgsl", include_str!("../shaders/elem.wgsl")),
+    ("score.wgsl", include_str!("../shaders/score.wgsl")),
+    ("pack.wgsl", include_str!("../shaders/pack.wgsl")),
     ("out.wgsl", include_str!("../shaders/out.wgsl")),
     ("flash.wgsl", include_str!("../shaders/flash.wgsl")),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
@@ -104,8 +106,18 @@ fn expand(
     }
     let text = template(name).ok_or_else(|| format!("no template named {name}"))?;
     let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(n, l)| (n + 1, l)).collect();
-    let mut loops = Vec::new();
-    block(name, &lines, variant, &mut loops, out, depth)
+    let mut state = State {
+        flags: variant.flags.iter().map(|f| f.to_string()).collect(),
+        loops: Vec::new(),
+    };
+    block(name, &lines, variant, &mut state, out, depth)
+}
+
+/// Expansion state: the flags set so far (the variant's and `#define`d ones) and the values
+/// of the enclosing `#for` loops.
+struct State {
+    flags: Vec<String>,
+    loops: Vec<(String, String)>,
 }
 
 /// The value of a `#for` bound: an integer or the name of a constant of the variant.
@@ -138,18 +150,23 @@ fn closing(lines: &[(usize, &str)], start: usize, open: &str, close: &str) -> Op
 }
 
 /// Emits `lines`, resolving `#if`/`#else`/`#endif`, `#for`/`#endfor` (body repeated with
-/// `{var}` replaced by each value) and `#include`.
+/// `{var}` replaced by each value), `#define FLAG` and `#include`.
 fn block(
     name: &str,
     lines: &[(usize, &str)],
     variant: &ShaderVariant,
-    loops: &mut Vec<(String, u32)>,
+    state: &mut State,
     out: &mut String,
     depth: usize,
 ) -> Result<(), String> {
     let mut k = 0;
     while k < lines.len() {
-        let (n, line) = lines[k];
+        let (n, raw) = lines[k];
+        let mut subst = raw.to_string();
+        for (var, value) in state.loops.iter() {
+            subst = subst.replace(&format!("{{{var}}}"), value);
+        }
+        let line = subst.as_str();
         let t = line.trim();
         let at = || format!("{name}:{n}");
         if let Some(rest) = t.strip_prefix("#if ") {
@@ -160,7 +177,7 @@ fn block(
                 Some(f) => (true, f.trim()),
                 None => (false, rest),
             };
-            let on = variant.flags.contains(&flag) != neg;
+            let on = state.flags.iter().any(|f| f == flag) != neg;
             // Find this level's #else, skipping nested #if blocks.
             let mut split = end;
             let mut j = k + 1;
@@ -179,39 +196,45 @@ fn block(
             } else {
                 ((split + 1).min(end), end)
             };
-            block(name, &lines[lo..hi], variant, loops, out, depth)?;
+            block(name, &lines[lo..hi], variant, state, out, depth)?;
             k = end + 1;
         } else if let Some(rest) = t.strip_prefix("#for ") {
             let end = closing(lines, k, "#for ", "#endfor")
                 .ok_or_else(|| format!("{}: #for without #endfor", at()))?;
             let (var, range) = rest
                 .split_once(" in ")
-                .ok_or_else(|| format!("{}: expected `#for NAME in A..B`", at()))?;
-            let (a, b) = range
-                .trim()
-                .split_once("..")
-                .ok_or_else(|| format!("{}: expected a range A..B", at()))?;
-            let (a, b) = match (bound(a.trim(), variant), bound(b.trim(), variant)) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(format!("{}: unknown bound in {range}", at())),
+                .ok_or_else(|| format!("{}: expected `#for NAME in A..B` or `in a,b,c`", at()))?;
+            let values: Vec<String> = match range.trim().split_once("..") {
+                Some((a, b)) => match (bound(a.trim(), variant), bound(b.trim(), variant)) {
+                    (Some(a), Some(b)) => (a..b).map(|v| v.to_string()).collect(),
+                    _ => return Err(format!("{}: unknown bound in {range}", at())),
+                },
+                None => range.split(',').map(|w| w.trim().to_string()).collect(),
             };
-            for value in a..b {
-                loops.push((var.trim().to_string(), value));
-                block(name, &lines[k + 1..end], variant, loops, out, depth)?;
-                loops.pop();
+            for value in values {
+                state.loops.push((var.trim().to_string(), value));
+                block(name, &lines[k + 1..end], variant, state, out, depth)?;
+                state.loops.pop();
             }
             k = end + 1;
         } else if let Some(rest) = t.strip_prefix("#include ") {
-            expand(rest.trim().trim_matches('"'), variant, out, depth + 1)?;
+            let file = rest.trim().trim_matches('"');
+            let text =
+                template(file).ok_or_else(|| format!("{}: no template named {file}", at()))?;
+            if depth > 8 {
+                return Err(format!("{}: #include nested too deeply", at()));
+            }
+            let inner: Vec<(usize, &str)> =
+                text.lines().enumerate().map(|(n, l)| (n + 1, l)).collect();
+            block(file, &inner, variant, state, out, depth + 1)?;
+            k += 1;
+        } else if let Some(flag) = t.strip_prefix("#define ") {
+            state.flags.push(flag.trim().to_string());
             k += 1;
         } else if t.starts_with('#') {
             return Err(format!("{}: unexpected directive {t}", at()));
         } else {
-            let mut l = line.to_string();
-            for (var, value) in loops.iter() {
-                l = l.replace(&format!("{{{var}}}"), &value.to_string());
-            }
-            out.push_str(&l);
+            out.push_str(line);
             out.push('\n');
             k += 1;
         }

@@ -118,6 +118,172 @@ impl std::fmt::Display for Kernel {
     }
 }
 
+/// Storage type of q, k, v and out on the GPU. Arithmetic is f32 in every kernel; lse and
+/// weights are always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DType {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit floats (`half::f16` on the host).
+    F16,
+}
+
+impl DType {
+    /// Name used on the command line and in benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+
+    /// Parses `f32` / `f16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(DType::F32),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            other => Err(Error::spec("dtype", other, "is not f32 or f16")),
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
+/// How a bias or mask tensor of shape `[B or 1, Hq or 1, Sq, Sk]` broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Broadcast {
+    /// The first dimension is B (one matrix per batch entry) rather than 1.
+    pub per_batch: bool,
+    /// The second dimension is Hq (one matrix per query head) rather than 1.
+    pub per_head: bool,
+}
+
+impl Broadcast {
+    /// One `[Sq, Sk]` matrix for every batch entry and head.
+    pub const SHARED: Broadcast = Broadcast {
+        per_batch: false,
+        per_head: false,
+    };
+    /// A full `[B, Hq, Sq, Sk]` tensor.
+    pub const FULL: Broadcast = Broadcast {
+        per_batch: true,
+        per_head: true,
+    };
+
+    /// The tensor shape for `spec`.
+    pub fn shape(self, spec: &AttentionSpec) -> [usize; 4] {
+        [
+            if self.per_batch { spec.batch } else { 1 },
+            if self.per_head { spec.q_heads } else { 1 },
+            spec.seq_q,
+            spec.seq_k,
+        ]
+    }
+
+    /// Elements of the tensor for `spec`.
+    pub fn len(self, spec: &AttentionSpec) -> usize {
+        self.shape(spec).iter().product()
+    }
+
+    /// Element strides (batch, head); 0 where broadcast. Rows are `seq_k` apart.
+    pub fn strides(self, spec: &AttentionSpec) -> (usize, usize) {
+        let mat = spec.seq_q * spec.seq_k;
+        let head = if self.per_head { mat } else { 0 };
+        let batch = if self.per_batch {
+            mat * if self.per_head { spec.q_heads } else { 1 }
+        } else {
+            0
+        };
+        (batch, head)
+    }
+
+    /// Flat index of element (b, h, i, j).
+    pub fn index(self, spec: &AttentionSpec, b: usize, h: usize, i: usize, j: usize) -> usize {
+        let (sb, sh) = self.strides(spec);
+        b * sb + h * sh + i * spec.seq_k + j
+    }
+
+    /// The broadcast of a tensor called `name` with `shape`, or a typed error naming the
+    /// dimension that does not fit `[B or 1, Hq or 1, Sq, Sk]`.
+    pub fn from_shape(name: &str, shape: &[usize], spec: &AttentionSpec) -> Result<Self> {
+        let want = format!(
+            "must be [{} or 1, {} or 1, {}, {}]",
+            spec.batch, spec.q_heads, spec.seq_q, spec.seq_k
+        );
+        let bad = || Error::spec(format!("{name}.shape"), format!("{shape:?}"), want.clone());
+        let &[b, h, sq, sk] = shape else {
+            return Err(bad());
+        };
+        if sq != spec.seq_q || sk != spec.seq_k {
+            return Err(bad());
+        }
+        let dim = |n: usize, full: usize| match n {
+            1 if full != 1 => Ok(false),
+            n if n == full => Ok(true),
+            _ => Err(bad()),
+        };
+        Ok(Broadcast {
+            per_batch: dim(b, spec.batch)?,
+            per_head: dim(h, spec.q_heads)?,
+        })
+    }
+}
+
+/// A sliding window in keys around the aligned diagonal (FlashAttention's `window_size`):
+/// query i sees keys `i' − left ..= i' + right` with `i' = i + offset` (the causal alignment
+/// if causal is set, else bottom-right). `-1` means unbounded on that side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Keys to the left of the diagonal (−1: unbounded).
+    pub left: i64,
+    /// Keys to the right of the diagonal (−1: unbounded).
+    pub right: i64,
+}
+
+/// ALiBi: a bias of −slope_h · |i' − j| (with i' as for [`Window`]) added to every logit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Alibi {
+    /// The geometric slopes of the ALiBi paper for Hq heads (2^(−8k/n), with the usual
+    /// interleaving when Hq is not a power of two).
+    Standard,
+    /// One slope per query head.
+    Slopes(Vec<f32>),
+}
+
+impl Alibi {
+    /// The slope of every query head.
+    pub fn slopes(&self, q_heads: usize) -> Vec<f32> {
+        match self {
+            Alibi::Slopes(s) => s.clone(),
+            Alibi::Standard => standard_alibi_slopes(q_heads),
+        }
+    }
+}
+
+/// The ALiBi paper's slopes for `n` heads.
+pub fn standard_alibi_slopes(n: usize) -> Vec<f32> {
+    fn pow2(n: usize) -> Vec<f64> {
+        let start = 2f64.powf(-8.0 / n as f64);
+        (1..=n).map(|i| start.powi(i as i32)).collect()
+    }
+    if n == 0 {
+        return Vec::new();
+    }
+    let m = 1usize << (usize::BITS - 1 - n.leading_zeros());
+    let mut slopes = pow2(m);
+    if m < n {
+        slopes.extend(pow2(2 * m).into_iter().step_by(2).take(n - m));
+    }
+    slopes.into_iter().map(|x| x as f32).collect()
+}
+
 /// One scaled dot-product attention problem.
 ///
 /// Build it with [`AttentionSpec::new`] and the chained setters; every field is public for
@@ -144,6 +310,18 @@ pub struct AttentionSpec {
     pub causal: Option<CausalAlign>,
     /// Valid key length per batch entry (keys j ≥ kv_lens\[b\] are masked).
     pub kv_lens: Option<Vec<u32>>,
+    /// Storage type of q, k, v and out.
+    pub dtype: DType,
+    /// An additive bias tensor `[B or 1, Hq or 1, Sq, Sk]` is given (f32 on the GPU; −∞ masks).
+    pub bias: Option<Broadcast>,
+    /// A boolean mask tensor `[B or 1, Hq or 1, Sq, Sk]` is given (true = keep, as in PyTorch).
+    pub mask: Option<Broadcast>,
+    /// Sliding window.
+    pub window: Option<Window>,
+    /// ALiBi slopes.
+    pub alibi: Option<Alibi>,
+    /// Logit soft-capping: s ← cap·tanh(s / cap) on the scaled logits, before bias and masks.
+    pub softcap: Option<f32>,
     /// Kernel to use.
     pub kernel: Kernel,
     /// Also return the log-sum-exp of each row, `[B, Hq, Sq]`.
@@ -174,6 +352,12 @@ impl AttentionSpec {
             scale: None,
             causal: None,
             kv_lens: None,
+            dtype: DType::F32,
+            bias: None,
+            mask: None,
+            window: None,
+            alibi: None,
+            softcap: None,
             kernel: Kernel::Auto,
             return_lse: false,
             return_weights: false,
@@ -198,6 +382,36 @@ impl AttentionSpec {
     /// Sets per-batch valid key lengths.
     pub fn kv_lens(mut self, kv_lens: impl Into<Vec<u32>>) -> Self {
         self.kv_lens = Some(kv_lens.into());
+        self
+    }
+    /// Sets the storage type.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+    /// Declares an additive bias tensor with this broadcast.
+    pub fn bias(mut self, bias: impl Into<Option<Broadcast>>) -> Self {
+        self.bias = bias.into();
+        self
+    }
+    /// Declares a boolean mask tensor with this broadcast.
+    pub fn mask(mut self, mask: impl Into<Option<Broadcast>>) -> Self {
+        self.mask = mask.into();
+        self
+    }
+    /// Sets a sliding window (−1 = unbounded on that side).
+    pub fn window(mut self, left: i64, right: i64) -> Self {
+        self.window = Some(Window { left, right });
+        self
+    }
+    /// Sets ALiBi.
+    pub fn alibi(mut self, alibi: impl Into<Option<Alibi>>) -> Self {
+        self.alibi = alibi.into();
+        self
+    }
+    /// Sets logit soft-capping.
+    pub fn softcap(mut self, cap: impl Into<Option<f32>>) -> Self {
+        self.softcap = cap.into();
         self
     }
     /// Chooses the kernel.
@@ -295,9 +509,19 @@ impl AttentionSpec {
         })
     }
 
-    /// The keys visible to query row `i` of batch entry `b`: the half-open range `lo..hi`
-    /// (empty when the row is fully masked). This is the single definition of the masks.
+    /// Offset of the diagonal that sliding windows and ALiBi distances are measured from:
+    /// the causal alignment when causal is set, else bottom-right (as FlashAttention).
+    pub fn align_offset(&self) -> i64 {
+        self.causal_offset()
+            .unwrap_or(self.seq_k as i64 - self.seq_q as i64)
+    }
+
+    /// The keys visible to query row `i` of batch entry `b` under the structural masks
+    /// (causal, key padding, sliding window): the half-open range `lo..hi`, empty when the row
+    /// is fully masked. This is the single definition of those masks; a mask tensor, if any,
+    /// hides further keys inside the range.
     pub fn visible_keys(&self, b: usize, i: usize) -> std::ops::Range<usize> {
+        let mut lo = 0i64;
         let mut hi = self.seq_k as i64;
         if let Some(lens) = &self.kv_lens {
             hi = hi.min(lens[b] as i64);
@@ -305,49 +529,42 @@ impl AttentionSpec {
         if let Some(off) = self.causal_offset() {
             hi = hi.min(i as i64 + off + 1);
         }
-        0..hi.max(0) as usize
+        if let Some(w) = self.window {
+            let diag = i as i64 + self.align_offset();
+            if w.left >= 0 {
+                lo = lo.max(diag - w.left);
+            }
+            if w.right >= 0 {
+                hi = hi.min(diag + w.right + 1);
+            }
+        }
+        let hi = hi.max(0);
+        lo.clamp(0, hi) as usize..hi as usize
     }
 
     /// Floating-point operations by the convention of the benchmarks: 4·B·Hq·Sq·Sk·D, halved
-    /// for causal with Sq = Sk; other causal shapes count their visible (query, key) pairs
-    /// exactly. Key padding is not subtracted.
+    /// for causal with Sq = Sk; other causal shapes and sliding windows count their visible
+    /// (query, key) pairs exactly. Key padding and mask tensors are not subtracted.
     pub fn flops(&self) -> f64 {
         let per_pair = 4.0 * (self.batch * self.q_heads * self.head_dim) as f64;
-        let pairs = match self.causal_offset() {
-            None => (self.seq_q * self.seq_k) as f64,
-            Some(_) if self.seq_q == self.seq_k => (self.seq_q * self.seq_k) as f64 / 2.0,
-            Some(off) => (0..self.seq_q)
-                .map(|i| (i as i64 + off + 1).clamp(0, self.seq_k as i64) as f64)
-                .sum(),
+        let pairs = if self.window.is_none() && (self.causal.is_none() || self.seq_q == self.seq_k)
+        {
+            let all = (self.seq_q * self.seq_k) as f64;
+            if self.causal.is_some() {
+                all / 2.0
+            } else {
+                all
+            }
+        } else {
+            let unpadded = AttentionSpec {
+                kv_lens: None,
+                ..self.clone()
+            };
+            (0..self.seq_q)
+                .map(|i| unpadded.visible_keys(0, i).len() as f64)
+                .sum()
         };
         per_pair * pairs
-    }
-
-    /// Checks host inputs against the spec: lengths first, then that every value is finite
-    /// (the host paths reject NaN and ±Inf rather than let them spread through a row).
-    pub fn check_inputs(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
-        for (tensor, data, expected, shape) in [
-            ("q", q, self.q_len(), self.q_shape()),
-            ("k", k, self.kv_len(), self.kv_shape()),
-            ("v", v, self.kv_len(), self.kv_shape()),
-        ] {
-            if data.len() != expected {
-                return Err(Error::InputLength {
-                    tensor,
-                    expected,
-                    got: data.len(),
-                    shape: format!("{shape:?} in layout {}", self.layout.name()),
-                });
-            }
-            if let Some(index) = data.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite {
-                    tensor,
-                    index,
-                    value: data[index],
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Every problem with this spec on a device with `limits`, as one [`Error::InvalidSpec`];
@@ -391,6 +608,34 @@ impl AttentionSpec {
         {
             bad("scale", s.to_string(), "must be finite".into());
         }
+        if let Some(w) = self.window {
+            for (side, n) in [("window.left", w.left), ("window.right", w.right)] {
+                if n < -1 {
+                    bad(
+                        side,
+                        n.to_string(),
+                        "must be >= 0, or -1 for unbounded".into(),
+                    );
+                }
+            }
+        }
+        if let Some(cap) = self.softcap
+            && !(cap.is_finite() && cap > 0.0)
+        {
+            bad("softcap", cap.to_string(), "must be finite and > 0".into());
+        }
+        if let Some(Alibi::Slopes(slopes)) = &self.alibi {
+            if slopes.len() != self.q_heads {
+                bad(
+                    "alibi",
+                    format!("{} slopes", slopes.len()),
+                    format!("must have one slope per query head = {}", self.q_heads),
+                );
+            }
+            if let Some(x) = slopes.iter().find(|x| !x.is_finite()) {
+                bad("alibi", x.to_string(), "slopes must be finite".into());
+            }
+        }
         if let Some(lens) = &self.kv_lens {
             if lens.len() != self.batch {
                 bad(
@@ -410,17 +655,24 @@ impl AttentionSpec {
             }
         }
         // Sizes: every tensor must be addressable with u32 element indices and fit a buffer.
+        let es = self.dtype.size() as u64;
         let mut sized = vec![
-            ("q", self.q_len() as u64),
-            ("k", self.kv_len() as u64),
-            ("v", self.kv_len() as u64),
-            ("out", self.q_len() as u64),
+            ("q", self.q_len() as u64, es),
+            ("k", self.kv_len() as u64, es),
+            ("v", self.kv_len() as u64, es),
+            ("out", self.q_len() as u64, es),
         ];
         if self.return_weights {
-            sized.push(("weights", self.weights_len() as u64));
+            sized.push(("weights", self.weights_len() as u64, 4));
         }
-        for (name, elems) in sized {
-            let bytes = elems.saturating_mul(4);
+        if let Some(bias) = self.bias {
+            sized.push(("bias", bias.len(self) as u64, 4));
+        }
+        if let Some(mask) = self.mask {
+            sized.push(("mask", mask.len(self) as u64, 1));
+        }
+        for (name, elems, elem_bytes) in sized {
+            let bytes = elems.saturating_mul(elem_bytes);
             if elems > u32::MAX as u64 {
                 bad(
                     name,

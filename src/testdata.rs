@@ -83,3 +83,63 @@ pub fn inputs(spec: &AttentionSpec, dist: Dist, seed: u64) -> (Vec<f32>, Vec<f32
     );
     (q, k, v)
 }
+
+/// Generated inputs for a spec: q, k, v and, when the spec declares them, bias and mask.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Queries.
+    pub q: Vec<f32>,
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+    /// Bias: N(0, 1) with about 2% −∞ entries (masked keys).
+    pub bias: Option<Vec<f32>>,
+    /// Mask: about 75% of keys kept; every fifth query row (i % 5 == 3) fully masked.
+    pub mask: Option<Vec<bool>>,
+}
+
+impl Generated {
+    /// The inputs, borrowed.
+    pub fn inputs(&self) -> crate::Inputs<'_> {
+        crate::Inputs {
+            q: crate::Tensor::F32(&self.q),
+            k: crate::Tensor::F32(&self.k),
+            v: crate::Tensor::F32(&self.v),
+            bias: self.bias.as_deref().map(crate::Tensor::F32),
+            mask: self.mask.as_deref(),
+        }
+    }
+}
+
+/// Random inputs for `spec`, including the bias and mask tensors it declares.
+pub fn generate(spec: &AttentionSpec, dist: Dist, seed: u64) -> Generated {
+    let (q, k, v) = inputs(spec, dist, seed);
+    let mut rng = Rng::new(seed ^ 0xB1A5);
+    let bias = spec.bias.map(|b| {
+        (0..b.len(spec))
+            .map(|_| {
+                if rng.uniform() < 0.02 {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.normal() as f32
+                }
+            })
+            .collect()
+    });
+    let mask = spec.mask.map(|m| {
+        (0..m.len(spec))
+            .map(|e| {
+                let i = (e / spec.seq_k) % spec.seq_q;
+                i % 5 != 3 && rng.uniform() < 0.75
+            })
+            .collect()
+    });
+    Generated {
+        q,
+        k,
+        v,
+        bias,
+        mask,
+    }
+}

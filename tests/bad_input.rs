@@ -214,12 +214,8 @@ fn caller_buffers_are_checked_before_encoding() {
     let unusable = mk(sizes.q, wgpu::BufferUsages::COPY_DST);
     let mut enc = dev.create_command_encoder(&Default::default());
     let good = Buffers {
-        q: &q,
-        k: &k,
-        v: &v,
-        out: &out,
         lse: Some(&lse),
-        weights: None,
+        ..Buffers::new(&q, &k, &v, &out)
     };
     let expect =
         |bufs: Buffers, buffer: &str, needle: &str, enc: &mut wgpu::CommandEncoder| match plan
@@ -267,7 +263,7 @@ fn caller_buffers_are_checked_before_encoding() {
             ..good
         },
         "weights",
-        "without return_weights",
+        "without weights",
         &mut enc,
     );
     plan.encode(&mut enc, &good).expect("good buffers encode");

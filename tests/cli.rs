@@ -249,3 +249,88 @@ fn demo_runs_and_reports_error() {
         "{t}"
     );
 }
+
+#[test]
+fn issue6_flags_work_and_bad_shapes_exit_2() {
+    if common::ctx().is_none() {
+        return;
+    }
+    let spec = AttentionSpec::new(2, 2, 2, 6, 9, 8);
+    let input = write_case("opts_in.safetensors", &spec, false);
+    let (i, out) = (input.to_str().unwrap(), tmp("opts_out.safetensors"));
+    let o = out.to_str().unwrap();
+    // A bias file broadcast over heads, a mask file shared by all, and every other option.
+    let bias_file = tmp("bias.safetensors");
+    let bias: Vec<f32> = (0..2 * 6 * 9).map(|x| (x % 7) as f32 * 0.1).collect();
+    wgattn::io::write_tensors(
+        &bias_file,
+        &[("bias", vec![2, 1, 6, 9], &bias)],
+        Default::default(),
+    )
+    .unwrap();
+    let mask_file = tmp("mask.safetensors");
+    let mask: Vec<bool> = (0..6 * 9).map(|x| x % 4 != 1).collect();
+    wgattn::io::write_typed(
+        &mask_file,
+        &[("mask", vec![1, 1, 6, 9], wgattn::io::TensorOut::Bool(&mask))],
+        Default::default(),
+    )
+    .unwrap();
+    let r = wgattn(&[
+        "run",
+        "--input",
+        i,
+        "--output",
+        o,
+        "--dtype",
+        "f16",
+        "--bias-file",
+        bias_file.to_str().unwrap(),
+        "--mask-file",
+        mask_file.to_str().unwrap(),
+        "--window",
+        "3,-1",
+        "--alibi",
+        "--softcap",
+        "8",
+        "--check",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    let written = wgattn::io::read_case_as(&out, None).err();
+    assert!(written.is_some(), "the output file has no q/k/v");
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("out").unwrap().dtype(), safetensors::Dtype::F16);
+    // Wrong bias shape, wrong mask shape, bad window: exit 2 naming the problem.
+    let bad_bias = tmp("bad_bias.safetensors");
+    wgattn::io::write_tensors(
+        &bad_bias,
+        &[("bias", vec![1, 3, 6, 9], &vec![0.0; 3 * 54])],
+        Default::default(),
+    )
+    .unwrap();
+    for (args, needle) in [
+        (
+            vec!["--bias-file", bad_bias.to_str().unwrap()],
+            "bias.shape = [1, 3, 6, 9] must be [2 or 1, 2 or 1, 6, 9]",
+        ),
+        (
+            vec!["--mask-file", bias_file.to_str().unwrap()],
+            "missing tensor `mask`",
+        ),
+        (vec!["--window", "-3,0"], "window.left = -3"),
+        (vec!["--softcap", "-1"], "softcap = -1"),
+        (vec!["--alibi", "0.5"], "alibi = 1 slopes"),
+        (vec!["--dtype", "f8"], "dtype = f8"),
+    ] {
+        let mut full = vec!["run", "--input", i, "--output", o];
+        full.extend(args.iter().copied());
+        let r = wgattn(&full);
+        assert_eq!(r.status.code(), Some(2), "{full:?}: {}", text(&r));
+        assert!(
+            text(&r).contains(needle),
+            "{full:?}: expected {needle:?} in {}",
+            text(&r)
+        );
+    }
+}

@@ -138,7 +138,7 @@ fn long_sequence_sampled_rows() {
         .iter()
         .map(|&i| RowId { b: 0, h: 0, i })
         .collect();
-    let cpu = reference::attention_rows(&spec, &q, &k, &v, &rows).unwrap();
+    let cpu = reference::attention_rows(&spec, &wgattn::Inputs::new(&q, &k, &v), &rows).unwrap();
     for r in cpu {
         let at = r.row.i * 16;
         let e = ErrorStats::compare(&gpu.out[at..at + 16], &r.out);

@@ -49,14 +49,29 @@ pub(crate) struct Chunk {
     pub nbh: u32,
     pub i0: u32,
     pub nq: u32,
-    /// Window of q (and of out, which has the same shape and layout).
+    /// Window of q.
     pub q: Window,
+    /// Window of the out the kernels write (same shape as q; its element size may differ).
+    pub out: Window,
     /// Window of k (and of v).
     pub kv: Window,
     /// Window of lse (`[B·Hq, Sq]`).
     pub lse: Window,
     /// Window of the weights (`[B·Hq, Sq, Sk]`) when they are returned.
     pub weights: Option<Window>,
+    /// Window of the bias (f32) when there is one.
+    pub bias: Option<Window>,
+    /// Window of the mask (bytes) when there is one.
+    pub mask: Option<Window>,
+}
+
+/// Element sizes of the tensors, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ElemBytes {
+    /// q, k, v.
+    pub input: u64,
+    /// The out the kernels write.
+    pub out: u64,
 }
 
 /// What the caller needs besides the tensors: scratch bytes per chunk shape.
@@ -77,7 +92,7 @@ pub(crate) struct SplitRule<'a> {
 pub(crate) fn split(
     spec: &AttentionSpec,
     limits: &DeviceLimits,
-    elem_bytes: u64,
+    elem_bytes: ElemBytes,
     rule: &SplitRule,
 ) -> Result<Vec<Chunk>> {
     let bh_total = (spec.batch * spec.q_heads) as u64;
@@ -98,7 +113,7 @@ pub(crate) fn split(
     // Even one row of one head does not fit: say what is too big.
     let scratch = (rule.scratch_bytes)(unit, 1);
     let ks = spec.kv_strides();
-    let kv = ((spec.seq_k - 1) * ks.row + spec.head_dim) as u64 * elem_bytes;
+    let kv = ((spec.seq_k - 1) * ks.row + spec.head_dim) as u64 * elem_bytes.input;
     let (what, needed) = if scratch >= kv {
         ("the scratch of one query row (its score row)", scratch)
     } else {
@@ -129,7 +144,7 @@ fn largest(max: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
 fn try_split(
     spec: &AttentionSpec,
     limits: &DeviceLimits,
-    elem_bytes: u64,
+    elem_bytes: ElemBytes,
     rule: &SplitRule,
     nbh: u64,
     nq: u64,
@@ -164,16 +179,13 @@ fn try_split(
             let i1 = i0 + m - 1;
             // Strides are positive and (b, h) pairs are visited in order, so the first and
             // last elements of the chunk sit at its first and last (b, h, i).
-            let q = Window::new(
-                at(&qs, b0, h0, i0),
-                at(&qs, b1, h1, i1) + d - 1,
-                elem_bytes,
-                align,
-            );
+            let (q_first, q_last) = (at(&qs, b0, h0, i0), at(&qs, b1, h1, i1) + d - 1);
+            let q = Window::new(q_first, q_last, elem_bytes.input, align);
+            let out = Window::new(q_first, q_last, elem_bytes.out, align);
             let kv = Window::new(
                 at(&ks, b0, h0 / group, 0),
                 at(&ks, b1, h1 / group, sk - 1) + d - 1,
-                elem_bytes,
+                elem_bytes.input,
                 align,
             );
             let lse = Window::new(bh0 * sq + i0, bh1 * sq + i1, 4, align);
@@ -185,7 +197,15 @@ fn try_split(
                     align,
                 )
             });
-            let windows = [Some(q), Some(kv), Some(lse), weights];
+            let matrix = |m: crate::spec::Broadcast, bytes| {
+                let (b0, h0, b1, h1) = (b0 as usize, h0 as usize, b1 as usize, h1 as usize);
+                let first = m.index(spec, b0, h0, i0 as usize, 0) as u64;
+                let last = m.index(spec, b1, h1, i1 as usize, sk as usize - 1) as u64;
+                Window::new(first, last, bytes, align)
+            };
+            let bias = spec.bias.map(|m| matrix(m, 4));
+            let mask = spec.mask.map(|m| matrix(m, 1));
+            let windows = [Some(q), Some(out), Some(kv), Some(lse), weights, bias, mask];
             if windows.iter().flatten().any(|w| w.size > max) {
                 return None;
             }
@@ -195,9 +215,12 @@ fn try_split(
                 i0: i0 as u32,
                 nq: m as u32,
                 q,
+                out,
                 kv,
                 lse,
                 weights,
+                bias,
+                mask,
             });
             i0 += m;
         }

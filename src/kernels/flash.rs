@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
-use super::chunks::{self, Chunk, SplitRule};
-use super::params::{kv_lens_buffer, params};
-use crate::context::Caps;
+use super::chunks::{self, Chunk, ElemBytes, SplitRule};
+use super::params::{Storage, all_flag_sets, aux_buffer, common_flags, params};
 use crate::context::Context;
+use crate::context::{Caps, init_buffer};
 use crate::error::{Error, Result};
-use crate::plan::Buffers;
+use crate::plan::Targets;
 use crate::shaders::ShaderVariant;
 use crate::spec::AttentionSpec;
 
@@ -38,54 +36,36 @@ pub(crate) struct Tiles {
 impl Tiles {
     /// The tiles for `spec` on a device with `caps`.
     pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
-        let limits = &caps.limits;
         let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
-        let vec4 =
-            spec.head_dim.is_multiple_of(4) && limits.storage_offset_alignment.is_multiple_of(16);
+        let vec4 = spec.head_dim.is_multiple_of(4)
+            && caps.limits.storage_offset_alignment.is_multiple_of(16);
         let rows = (spec.group() * spec.seq_q) as u32;
-        // Two rows per invocation halve the K/V fetches and broadcasts per FMA; more rows
-        // than registers would spill. Short problems keep one row to keep more workgroups.
+        // Two rows per invocation halve the K/V fetches and broadcasts per FMA (measured 1.3-1.4×
+        // on lavapipe, BENCHMARKS.md); head_dim > 128 keeps one row to bound register use, and
+        // short problems keep one row to keep more workgroups.
         let r = if d16 <= 8 && rows >= 256 { 2 } else { 1 };
-        let wg = |min: u32| {
-            rows.div_ceil(r)
-                .next_power_of_two()
-                .clamp(min, 64)
-                .min(limits.max_invocations)
-        };
-        let mut t = match caps.subgroup_size {
+        let few = rows.div_ceil(r);
+        match caps.subgroup_size {
             Some(sg) => Tiles {
-                wg: wg(sg).max(sg),
+                // One subgroup per workgroup when the rows fit it (decoding), else 64 rows.
+                wg: if few <= sg { sg } else { sg.max(64) },
                 r,
                 kb: sg,
                 d16,
                 vec4,
                 subgroups: true,
             },
-            None => {
-                // K and V blocks of kb keys must fit workgroup memory.
-                let kb = [8u32, 4, 2, 1]
-                    .into_iter()
-                    .find(|kb| 2 * kb * d16 * 64 <= limits.max_workgroup_storage)
-                    .unwrap_or(1);
-                Tiles {
-                    wg: wg(16),
-                    r,
-                    kb,
-                    d16,
-                    vec4,
-                    subgroups: false,
-                }
-            }
-        };
-        // Tuning knobs: WGATTN_FLASH_WG / WGATTN_FLASH_R override invocations / rows each.
-        let knob = |name| std::env::var(name).ok().and_then(|s| s.parse::<u32>().ok());
-        if let Some(wg) = knob("WGATTN_FLASH_WG") {
-            t.wg = wg;
+            // K and V blocks of 8 keys: 2·8·256·4 B = 16 KiB at most, WebGPU's guaranteed
+            // workgroup storage.
+            None => Tiles {
+                wg: if few <= 16 { 16 } else { 64 },
+                r,
+                kb: 8,
+                d16,
+                vec4,
+                subgroups: false,
+            },
         }
-        if let Some(r) = knob("WGATTN_FLASH_R") {
-            t.r = r;
-        }
-        t
     }
 
     fn flash(&self, split: bool) -> ShaderVariant {
@@ -99,59 +79,130 @@ impl Tiles {
             .flag("SPLIT", split)
     }
 
+    /// The flash variant for `spec`: storage and score-modifier flags added.
+    fn flash_for(&self, spec: &AttentionSpec, storage: Storage, split: bool) -> ShaderVariant {
+        let mods = spec.bias.is_some()
+            || spec.mask.is_some()
+            || spec.softcap.is_some()
+            || spec.alibi.is_some();
+        common_flags(self.flash(split), spec, storage).flag("MODS", mods)
+    }
+
     fn combine(&self) -> ShaderVariant {
         ShaderVariant::new("combine.wgsl")
             .constant("WG", COMBINE_WG)
             .constant("D16", self.d16)
             .flag("VEC4", self.vec4)
     }
+
+    fn combine_for(&self, storage: Storage) -> ShaderVariant {
+        self.combine()
+            .flag("F16", storage == Storage::F16)
+            .flag("PACKED", storage == Storage::Packed)
+    }
 }
 
-/// Every variant these kernels can generate: each head_dim class, with and without vec4,
-/// split and subgroups, at the tile sizes the planner can pick (subgroup sizes 8 to 64).
+/// The tile shapes [`Tiles::choose`] can return for a head_dim class, subgroup setting and
+/// vec4 choice.
+fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
+    let mut out = Vec::new();
+    for r in [1, 2] {
+        if r == 2 && d16 > 8 {
+            continue;
+        }
+        match subgroup {
+            Some(sg) => {
+                for wg in [sg, sg.max(64)] {
+                    let t = Tiles {
+                        wg,
+                        r,
+                        kb: sg,
+                        d16,
+                        vec4,
+                        subgroups: true,
+                    };
+                    if !out.contains(&t) {
+                        out.push(t);
+                    }
+                }
+            }
+            None => {
+                for wg in [16, 64] {
+                    out.push(Tiles {
+                        wg,
+                        r,
+                        kb: 8,
+                        d16,
+                        vec4,
+                        subgroups: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Subgroup sizes a device can have (with a fixed size); `None` is the fallback.
+const SUBGROUP_SETTINGS: [Option<u32>; 5] = [None, Some(8), Some(16), Some(32), Some(64)];
+
+/// Every variant these kernels generate: every tile shape of every head_dim class, subgroup
+/// setting, vec4 and split choice with f32 storage and no modifiers; and every storage /
+/// modifier flag combination with each vec4, split and subgroup code path on the smallest and
+/// a mid head_dim class (the flags add code around the per-score and per-element steps,
+/// independent of tile size and head_dim class).
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut out = Vec::new();
     for d16 in 1..=16 {
         for vec4 in [false, true] {
-            for split in [false, true] {
-                for r in [1, 2] {
-                    for wg in [16, 32, 64] {
-                        for kb in [1, 2, 4, 8] {
-                            let t = Tiles {
-                                wg,
-                                r,
-                                kb,
-                                d16,
-                                vec4,
-                                subgroups: false,
-                            };
-                            out.push(t.flash(split));
-                        }
-                    }
-                    for sg in [8, 16, 32, 64] {
-                        for wg in [sg, 64.max(sg)] {
-                            let t = Tiles {
-                                wg,
-                                r,
-                                kb: sg,
-                                d16,
-                                vec4,
-                                subgroups: true,
-                            };
-                            out.push(t.flash(split));
-                        }
-                    }
+            for sg in SUBGROUP_SETTINGS {
+                for t in tile_shapes(d16, sg, vec4) {
+                    out.push(t.flash(false));
+                    out.push(t.flash(true));
                 }
             }
             let t = Tiles {
                 wg: 64,
                 r: 1,
-                kb: 1,
+                kb: 8,
                 d16,
                 vec4,
                 subgroups: false,
             };
-            out.push(t.combine());
+            for storage in [Storage::F32, Storage::F16, Storage::Packed] {
+                out.push(t.combine_for(storage));
+            }
+        }
+    }
+    for flags in all_flag_sets() {
+        let mods = flags.iter().any(|f| !matches!(*f, "F16" | "PACKED"));
+        for d16 in [1, 5] {
+            for vec4 in [false, true] {
+                for split in [false, true] {
+                    for t in [
+                        Tiles {
+                            wg: 64,
+                            r: 2,
+                            kb: 8,
+                            d16,
+                            vec4,
+                            subgroups: true,
+                        },
+                        Tiles {
+                            wg: 64,
+                            r: 1,
+                            kb: 8,
+                            d16,
+                            vec4,
+                            subgroups: false,
+                        },
+                    ] {
+                        let mut v = t.flash(split);
+                        v.flags.extend(flags.iter().copied());
+                        out.push(v.flag("MODS", mods));
+                    }
+                }
+            }
         }
     }
     out
@@ -186,7 +237,7 @@ pub(crate) struct Flash {
     flash: Arc<wgpu::ComputePipeline>,
     combine: Option<Arc<wgpu::ComputePipeline>>,
     chunks: Vec<ChunkPlan>,
-    kv_lens: wgpu::Buffer,
+    aux: wgpu::Buffer,
     /// (o_part, lse_part) when split.
     partials: Option<(wgpu::Buffer, wgpu::Buffer)>,
     splits: u32,
@@ -197,6 +248,7 @@ impl Flash {
     pub(crate) fn new(ctx: &Context, spec: &AttentionSpec, splits: u32) -> Result<Self> {
         let limits = ctx.limits();
         let tiles = Tiles::choose(spec, ctx.caps());
+        let storage = Storage::of(spec, ctx.caps());
         let split = splits > 1;
         let row_bytes = tiles.d16 as u64 * 64;
         let scratch = move |nbh: u64, nq: u64| {
@@ -210,7 +262,10 @@ impl Flash {
         let chunks = chunks::split(
             spec,
             limits,
-            4,
+            ElemBytes {
+                input: storage.in_bytes(),
+                out: storage.kernel_out_bytes(),
+            },
             &SplitRule {
                 scratch_bytes: &scratch,
                 row_tile: tiles.wg * tiles.r,
@@ -222,12 +277,14 @@ impl Flash {
         let split_len = (spec.seq_k as u32)
             .div_ceil(splits)
             .next_multiple_of(tiles.kb);
-        let flash = ctx.pipeline(&tiles.flash(split))?;
+        let flash = ctx.pipeline(&tiles.flash_for(spec, storage, split))?;
         let combine = if split {
-            Some(ctx.pipeline(&tiles.combine())?)
+            Some(ctx.pipeline(&tiles.combine_for(storage))?)
         } else {
             None
         };
+        let device = ctx.device();
+        let (aux, alibi_at) = ctx.gpu_scope("allocating aux buffer", || aux_buffer(ctx, spec))?;
         let mut plans = Vec::new();
         for chunk in chunks {
             let rows = group * chunk.nq;
@@ -242,7 +299,7 @@ impl Flash {
             }
             let total = rows * (chunk.nbh / group);
             let cblocks = total.div_ceil(COMBINE_WG);
-            let mut p = params(spec, &chunk, 0);
+            let mut p = params(spec, &chunk, 0, alibi_at);
             p.n_splits = splits;
             p.split_len = split_len;
             let grid = [row_blocks, splits, chunk.nbh / group];
@@ -254,7 +311,6 @@ impl Flash {
             .map(|(_, c, _, _)| c.nbh as u64 * c.nq as u64)
             .max()
             .unwrap_or(1);
-        let device = ctx.device();
         ctx.gpu_scope("allocating flash buffers", || {
             let partials = split.then(|| {
                 let mk = |label, size| {
@@ -273,11 +329,13 @@ impl Flash {
             let chunks = plans
                 .into_iter()
                 .map(|(p, chunk, grid, combine_grid)| ChunkPlan {
-                    uniform: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("wgattn params"),
-                        contents: bytemuck::bytes_of(&p),
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    }),
+                    uniform: init_buffer(
+                        device,
+                        ctx.queue(),
+                        "wgattn params",
+                        bytemuck::bytes_of(&p),
+                        wgpu::BufferUsages::UNIFORM,
+                    ),
                     grid,
                     combine_grid,
                     chunk,
@@ -287,7 +345,7 @@ impl Flash {
                 flash,
                 combine,
                 chunks,
-                kv_lens: kv_lens_buffer(device, spec),
+                aux,
                 partials,
                 splits,
             }
@@ -308,8 +366,7 @@ impl Flash {
         &self,
         device: &wgpu::Device,
         encoder: &mut wgpu::CommandEncoder,
-        bufs: &Buffers,
-        lse: &wgpu::Buffer,
+        t: &Targets,
         timestamps: Option<wgpu::ComputePassTimestampWrites>,
     ) {
         let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
@@ -320,19 +377,25 @@ impl Flash {
                 let ch = &c.chunk;
                 let mut entries = vec![
                     entry(0, c.uniform.as_entire_binding()),
-                    entry(1, ch.q.bind(bufs.q)),
-                    entry(2, ch.kv.bind(bufs.k)),
-                    entry(3, ch.kv.bind(bufs.v)),
-                    entry(4, self.kv_lens.as_entire_binding()),
+                    entry(1, ch.q.bind(t.q)),
+                    entry(2, ch.kv.bind(t.k)),
+                    entry(3, ch.kv.bind(t.v)),
+                    entry(4, self.aux.as_entire_binding()),
                 ];
+                if let (Some(w), Some(buf)) = (ch.bias, t.bias) {
+                    entries.push(entry(7, w.bind(buf)));
+                }
+                if let (Some(w), Some(buf)) = (ch.mask, t.mask) {
+                    entries.push(entry(8, w.bind(buf)));
+                }
                 match &self.partials {
                     Some((o, l)) => {
-                        entries.push(entry(5, o.as_entire_binding()));
-                        entries.push(entry(6, l.as_entire_binding()));
+                        entries.push(entry(9, o.as_entire_binding()));
+                        entries.push(entry(10, l.as_entire_binding()));
                     }
                     None => {
-                        entries.push(entry(5, ch.q.bind(bufs.out)));
-                        entries.push(entry(6, ch.lse.bind(lse)));
+                        entries.push(entry(5, ch.out.bind(t.out)));
+                        entries.push(entry(6, ch.lse.bind(t.lse)));
                     }
                 }
                 let flash = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -347,10 +410,10 @@ impl Flash {
                             layout: &pipe.get_bind_group_layout(0),
                             entries: &[
                                 entry(0, c.uniform.as_entire_binding()),
-                                entry(1, o.as_entire_binding()),
-                                entry(2, l.as_entire_binding()),
-                                entry(5, ch.q.bind(bufs.out)),
-                                entry(6, ch.lse.bind(lse)),
+                                entry(9, o.as_entire_binding()),
+                                entry(10, l.as_entire_binding()),
+                                entry(5, ch.out.bind(t.out)),
+                                entry(6, ch.lse.bind(t.lse)),
                             ],
                         }))
                     }

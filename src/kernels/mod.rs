@@ -3,5 +3,6 @@
 
 pub(crate) mod chunks;
 pub(crate) mod flash;
+pub(crate) mod pack;
 pub(crate) mod params;
 pub(crate) mod three_pass;

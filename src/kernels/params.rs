@@ -1,10 +1,83 @@
-//! The per-dispatch parameters every kernel reads (`struct Params` in shaders/common.wgsl).
+//! What every kernel shares: the per-dispatch parameters (`struct Params` in
+//! shaders/common.wgsl), the aux buffer (kv_lens and ALiBi slopes), the storage format of the
+//! tensors and the shader flags that follow from the spec.
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
 use super::chunks::Chunk;
-use crate::spec::AttentionSpec;
+use crate::context::{Caps, Context, init_buffer};
+use crate::shaders::ShaderVariant;
+use crate::spec::{AttentionSpec, DType};
+
+/// How q, k, v and out are stored on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// f32 everywhere.
+    F32,
+    /// f16 arrays (SHADER_F16).
+    F16,
+    /// f16 pairs packed in u32 (no SHADER_F16): read with `unpack2x16float`; the kernels write
+    /// an f32 output that `pack.wgsl` converts.
+    Packed,
+}
+
+impl Storage {
+    /// The storage for `spec` on a device with `caps`.
+    pub(crate) fn of(spec: &AttentionSpec, caps: &Caps) -> Storage {
+        match spec.dtype {
+            DType::F32 => Storage::F32,
+            DType::F16 if caps.shader_f16 => Storage::F16,
+            DType::F16 => Storage::Packed,
+        }
+    }
+
+    /// Bytes per element of q, k, v (and of the caller's out).
+    pub(crate) fn in_bytes(self) -> u64 {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 | Storage::Packed => 2,
+        }
+    }
+
+    /// Bytes per element of the out the kernels write (f32 scratch when packed).
+    pub(crate) fn kernel_out_bytes(self) -> u64 {
+        match self {
+            Storage::F32 | Storage::Packed => 4,
+            Storage::F16 => 2,
+        }
+    }
+}
+
+/// Adds the flags every kernel reads: storage format and score modifiers.
+pub(crate) fn common_flags(
+    v: ShaderVariant,
+    spec: &AttentionSpec,
+    storage: Storage,
+) -> ShaderVariant {
+    v.flag("F16", storage == Storage::F16)
+        .flag("PACKED", storage == Storage::Packed)
+        .flag("BIAS", spec.bias.is_some())
+        .flag("MASK", spec.mask.is_some())
+        .flag("SOFTCAP", spec.softcap.is_some())
+        .flag("ALIBI", spec.alibi.is_some())
+}
+
+/// Every combination of the common flags (for the lists of variants).
+pub(crate) fn all_flag_sets() -> Vec<Vec<&'static str>> {
+    let mut sets = Vec::new();
+    for storage in [None, Some("F16"), Some("PACKED")] {
+        for mods in 0..16u32 {
+            let mut f: Vec<&'static str> = storage.into_iter().collect();
+            for (bit, name) in ["BIAS", "MASK", "SOFTCAP", "ALIBI"].iter().enumerate() {
+                if mods & (1 << bit) != 0 {
+                    f.push(name);
+                }
+            }
+            sets.push(f);
+        }
+    }
+    sets
+}
 
 /// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl`.
 #[repr(C)]
@@ -41,23 +114,46 @@ pub(crate) struct Params {
     neg_inf: f32,
     pub(crate) n_splits: u32,
     pub(crate) split_len: u32,
-    _pad: u32,
+    alibi_at: u32,
+    align_off: i32,
+    win_left: i32,
+    win_right: i32,
+    softcap: f32,
+    bias_sb: u32,
+    bias_sh: u32,
+    bias_shift: u32,
+    mask_sb: u32,
+    mask_sh: u32,
+    mask_shift: u32,
+    _pad: [u32; 2],
 }
 
-/// The kv_lens storage buffer (a single unused 0 when the spec has none).
-pub(crate) fn kv_lens_buffer(device: &wgpu::Device, spec: &AttentionSpec) -> wgpu::Buffer {
-    let lens: Vec<u32> = spec.kv_lens.clone().unwrap_or_else(|| vec![0]);
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("wgattn kv_lens"),
-        contents: bytemuck::cast_slice(&lens),
-        usage: wgpu::BufferUsages::STORAGE,
-    })
+/// The aux storage buffer: kv_lens (B entries, or one unused 0) followed by the ALiBi slopes
+/// (Hq entries, f32 bits). Returns the buffer and where the slopes start.
+pub(crate) fn aux_buffer(ctx: &Context, spec: &AttentionSpec) -> (wgpu::Buffer, u32) {
+    let mut words: Vec<u32> = spec.kv_lens.clone().unwrap_or_else(|| vec![0]);
+    let alibi_at = words.len() as u32;
+    if let Some(alibi) = &spec.alibi {
+        words.extend(alibi.slopes(spec.q_heads).iter().map(|s| s.to_bits()));
+    }
+    let buffer = init_buffer(
+        ctx.device(),
+        ctx.queue(),
+        "wgattn aux",
+        bytemuck::cast_slice(&words),
+        wgpu::BufferUsages::STORAGE,
+    );
+    (buffer, alibi_at)
 }
 
-/// The parameters of `chunk` of `spec`; `s_stride` is the three-pass score row stride.
-pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32) -> Params {
+/// The parameters of `chunk` of `spec`; `s_stride` is the three-pass score row stride and
+/// `alibi_at` where the slopes start in the aux buffer.
+pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32, alibi_at: u32) -> Params {
     let qs = spec.q_strides();
     let ks = spec.kv_strides();
+    let (bias_sb, bias_sh) = spec.bias.map_or((0, 0), |b| b.strides(spec));
+    let (mask_sb, mask_sh) = spec.mask.map_or((0, 0), |m| m.strides(spec));
+    let (win_left, win_right) = spec.window.map_or((-1, -1), |w| (w.left, w.right));
     Params {
         batch: spec.batch as u32,
         q_heads: spec.q_heads as u32,
@@ -76,7 +172,7 @@ pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32) -> Params {
         k_ss: ks.row as u32,
         k_shift: c.kv.shift,
         v_shift: c.kv.shift,
-        o_shift: c.q.shift,
+        o_shift: c.out.shift,
         lse_shift: c.lse.shift,
         w_shift: c.weights.map_or(0, |w| w.shift),
         causal: spec.causal.is_some() as u32,
@@ -90,6 +186,17 @@ pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32) -> Params {
         neg_inf: f32::NEG_INFINITY,
         n_splits: 1,
         split_len: spec.seq_k as u32,
-        _pad: 0,
+        alibi_at,
+        align_off: spec.align_offset() as i32,
+        win_left: win_left.clamp(-1, i32::MAX as i64) as i32,
+        win_right: win_right.clamp(-1, i32::MAX as i64) as i32,
+        softcap: spec.softcap.unwrap_or(1.0),
+        bias_sb: bias_sb as u32,
+        bias_sh: bias_sh as u32,
+        bias_shift: c.bias.map_or(0, |w| w.shift),
+        mask_sb: mask_sb as u32,
+        mask_sh: mask_sh as u32,
+        mask_shift: c.mask.map_or(0, |w| w.shift),
+        _pad: [0; 2],
     }
 }

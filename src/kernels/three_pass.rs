@@ -1,16 +1,14 @@
-//! The three-pass kernel: S = scale·QKᵀ (masked) → row softmax → O = P·V, through a score
-//! matrix in a scratch buffer. The problem is split into chunks whenever the score matrix or a
-//! tensor window exceeds one storage binding.
+//! The three-pass kernel: S = scale·QKᵀ (modified, masked) → row softmax → O = P·V, through a
+//! score matrix in a scratch buffer. The problem is split into chunks whenever the score
+//! matrix or a tensor window exceeds one storage binding.
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
-use super::chunks::{self, Chunk, SplitRule};
-use super::params::{kv_lens_buffer, params};
-use crate::context::Context;
+use super::chunks::{self, Chunk, ElemBytes, SplitRule};
+use super::params::{Storage, aux_buffer, common_flags, params};
+use crate::context::{Context, init_buffer};
 use crate::error::Result;
-use crate::plan::Buffers;
+use crate::plan::Targets;
 use crate::shaders::ShaderVariant;
 use crate::spec::AttentionSpec;
 
@@ -55,8 +53,18 @@ fn pv_variant(head_dim: usize) -> ShaderVariant {
 
 /// Every variant this kernel can generate.
 pub(crate) fn variants() -> Vec<ShaderVariant> {
-    let mut v = vec![qk_variant(), softmax_variant(false), softmax_variant(true)];
-    v.extend([16, 32, 64].map(pv_variant));
+    let mut v = vec![softmax_variant(false), softmax_variant(true)];
+    for flags in super::params::all_flag_sets() {
+        let with = |mut x: ShaderVariant| {
+            x.flags.extend(flags.iter().copied());
+            x
+        };
+        v.push(with(qk_variant()));
+        // P·V only reads v and writes out: storage flags matter, score modifiers do not.
+        if flags.iter().all(|f| matches!(*f, "F16" | "PACKED")) {
+            v.extend([16, 32, 64].map(|d| with(pv_variant(d))));
+        }
+    }
     v
 }
 
@@ -80,18 +88,22 @@ pub(crate) struct ThreePass {
     pv: Arc<wgpu::ComputePipeline>,
     chunks: Vec<ChunkPlan>,
     scores: wgpu::Buffer,
-    kv_lens: wgpu::Buffer,
+    aux: wgpu::Buffer,
 }
 
 impl ThreePass {
     pub(crate) fn new(ctx: &Context, spec: &AttentionSpec) -> Result<Self> {
         let limits = ctx.limits();
+        let storage = Storage::of(spec, ctx.caps());
         let stride = score_stride(spec);
         let scratch = move |nbh: u64, nq: u64| nbh * nq * stride * 4;
         let chunks = chunks::split(
             spec,
             limits,
-            4,
+            ElemBytes {
+                input: storage.in_bytes(),
+                out: storage.kernel_out_bytes(),
+            },
             &SplitRule {
                 scratch_bytes: &scratch,
                 row_tile: ROW_TILE,
@@ -105,9 +117,10 @@ impl ThreePass {
             .max()
             .unwrap_or(4);
         let device = ctx.device();
-        let qk = ctx.pipeline(&qk_variant())?;
+        let qk = ctx.pipeline(&common_flags(qk_variant(), spec, storage))?;
         let softmax = ctx.pipeline(&softmax_variant(spec.return_weights))?;
-        let pv = ctx.pipeline(&pv_variant(spec.head_dim))?;
+        let pv_flags = spec.clone().bias(None).mask(None).softcap(None).alibi(None);
+        let pv = ctx.pipeline(&common_flags(pv_variant(spec.head_dim), &pv_flags, storage))?;
         ctx.gpu_scope("allocating three-pass buffers", || {
             let scores = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgattn scores"),
@@ -115,17 +128,19 @@ impl ThreePass {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            let kv_lens = kv_lens_buffer(device, spec);
+            let (aux, alibi_at) = aux_buffer(ctx, spec);
             let max_dim = limits.max_workgroups_per_dim.max(1);
             let chunks = chunks
                 .into_iter()
                 .map(|chunk| {
-                    let params = params(spec, &chunk, score_stride(spec) as u32);
-                    let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("wgattn params"),
-                        contents: bytemuck::bytes_of(&params),
-                        usage: wgpu::BufferUsages::UNIFORM,
-                    });
+                    let params = params(spec, &chunk, stride as u32, alibi_at);
+                    let uniform = init_buffer(
+                        device,
+                        ctx.queue(),
+                        "wgattn params",
+                        bytemuck::bytes_of(&params),
+                        wgpu::BufferUsages::UNIFORM,
+                    );
                     let rows = chunk.nbh * chunk.nq;
                     ChunkPlan {
                         qk_grid: [
@@ -150,7 +165,7 @@ impl ThreePass {
                 pv,
                 chunks,
                 scores,
-                kv_lens,
+                aux,
             }
         })
     }
@@ -164,8 +179,7 @@ impl ThreePass {
         &self,
         device: &wgpu::Device,
         encoder: &mut wgpu::CommandEncoder,
-        bufs: &Buffers,
-        lse: &wgpu::Buffer,
+        t: &Targets,
         timestamps: Option<wgpu::ComputePassTimestampWrites>,
     ) {
         let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
@@ -175,24 +189,31 @@ impl ThreePass {
             .map(|c| {
                 let ch = &c.chunk;
                 let uniform = c.uniform.as_entire_binding();
+                let mut qk_entries = vec![
+                    entry(0, uniform.clone()),
+                    entry(1, ch.q.bind(t.q)),
+                    entry(2, ch.kv.bind(t.k)),
+                    entry(4, self.aux.as_entire_binding()),
+                    entry(9, self.scores.as_entire_binding()),
+                ];
+                if let (Some(w), Some(buf)) = (ch.bias, t.bias) {
+                    qk_entries.push(entry(7, w.bind(buf)));
+                }
+                if let (Some(w), Some(buf)) = (ch.mask, t.mask) {
+                    qk_entries.push(entry(8, w.bind(buf)));
+                }
                 let qk = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgattn qk"),
                     layout: &self.qk.get_bind_group_layout(0),
-                    entries: &[
-                        entry(0, uniform.clone()),
-                        entry(1, ch.q.bind(bufs.q)),
-                        entry(2, ch.kv.bind(bufs.k)),
-                        entry(3, self.kv_lens.as_entire_binding()),
-                        entry(4, self.scores.as_entire_binding()),
-                    ],
+                    entries: &qk_entries,
                 });
                 let mut sm_entries = vec![
                     entry(0, uniform.clone()),
-                    entry(1, self.scores.as_entire_binding()),
-                    entry(2, ch.lse.bind(lse)),
+                    entry(9, self.scores.as_entire_binding()),
+                    entry(6, ch.lse.bind(t.lse)),
                 ];
-                if let (Some(w), Some(buf)) = (ch.weights, bufs.weights) {
-                    sm_entries.push(entry(3, w.bind(buf)));
+                if let (Some(w), Some(buf)) = (ch.weights, t.weights) {
+                    sm_entries.push(entry(10, w.bind(buf)));
                 }
                 let softmax = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgattn softmax"),
@@ -204,10 +225,10 @@ impl ThreePass {
                     layout: &self.pv.get_bind_group_layout(0),
                     entries: &[
                         entry(0, uniform),
-                        entry(1, self.scores.as_entire_binding()),
-                        entry(2, ch.kv.bind(bufs.v)),
-                        entry(3, self.kv_lens.as_entire_binding()),
-                        entry(4, ch.q.bind(bufs.out)),
+                        entry(9, self.scores.as_entire_binding()),
+                        entry(3, ch.kv.bind(t.v)),
+                        entry(4, self.aux.as_entire_binding()),
+                        entry(5, ch.out.bind(t.out)),
                     ],
                 });
                 [qk, softmax, pv]

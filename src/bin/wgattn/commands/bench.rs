@@ -19,15 +19,17 @@ pub struct Args {
     /// A named set of shapes: `standard` (the shapes of BENCHMARKS.md).
     #[arg(long)]
     preset: Option<String>,
-    /// Causal mask for every --shape: top-left or bottom-right.
-    #[arg(long, value_name = "top-left|bottom-right")]
-    causal: Option<String>,
+    #[command(flatten)]
+    flags: super::spec_flags::SpecFlags,
+    /// Time with a random bias tensor: shared, batch, head or full broadcast.
+    #[arg(long, value_name = "BROADCAST")]
+    bias: Option<String>,
+    /// Time with a random mask tensor: shared, batch, head or full broadcast.
+    #[arg(long, value_name = "BROADCAST")]
+    mask: Option<String>,
     /// Kernel to time.
     #[arg(long, default_value = "auto")]
     kernel: String,
-    /// Element type (only f32 so far).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Timed runs (after one warm-up); default: as many as fit --seconds, at least 5.
     #[arg(long, conflicts_with = "seconds")]
     runs: Option<usize>,
@@ -74,7 +76,6 @@ pub fn parse_shape(s: &str) -> Result<AttentionSpec> {
 
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
     let kernel = Kernel::parse(&args.kernel)?;
-    let causal = args.causal.as_deref().map(CausalAlign::parse).transpose()?;
     let mut out = Vec::new();
     match args.preset.as_deref() {
         None => {}
@@ -89,7 +90,7 @@ fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
         Some(other) => return Err(Error::spec("preset", other, "is not `standard`")),
     }
     for s in &args.shapes {
-        out.push(parse_shape(s)?.causal(causal));
+        out.push(parse_shape(s)?);
     }
     if out.is_empty() {
         return Err(Error::spec(
@@ -98,25 +99,38 @@ fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
             "give --shape B,Hq,Hkv,Sq,Sk,D or --preset standard",
         ));
     }
-    for s in &mut out {
-        s.kernel = kernel;
-    }
-    Ok(out)
+    let bias = args
+        .bias
+        .as_deref()
+        .map(|b| super::generate::broadcast("bias", b))
+        .transpose()?;
+    let mask = args
+        .mask
+        .as_deref()
+        .map(|m| super::generate::broadcast("mask", m))
+        .transpose()?;
+    out.into_iter()
+        .map(|s| {
+            let s = args.flags.apply(s)?.bias(bias).mask(mask);
+            Ok(AttentionSpec { kernel, ..s })
+        })
+        .collect()
 }
 
 fn shape_text(s: &AttentionSpec) -> String {
+    let full = wgattn::validation::describe(s);
+    // describe() starts with the shape; keep what follows it (layout onwards) as options
+    let options: Vec<&str> = full.split(' ').skip(5).filter(|o| *o != "bhsd").collect();
     format!(
-        "{}x{}x{}x{}x{}x{}{}",
+        "{}x{}x{}x{}x{}x{}{}{}",
         s.batch,
         s.q_heads,
         s.kv_heads,
         s.seq_q,
         s.seq_k,
         s.head_dim,
-        match s.causal {
-            Some(c) => format!(" causal-{}", c.name()),
-            None => String::new(),
-        }
+        if options.is_empty() { "" } else { " " },
+        options.join(" ")
     )
 }
 
@@ -137,7 +151,8 @@ fn result_json(ctx: &Context, r: &BenchResult) -> serde_json::Value {
         },
         "kernel": r.kernel.name(),
         "splits": r.splits,
-        "dtype": "f32",
+        "dtype": s.dtype.name(),
+        "options": wgattn::validation::describe(s),
         "median_ms": r.median_ms,
         "min_ms": r.min_ms,
         "max_ms": r.max_ms,
@@ -175,13 +190,6 @@ fn row(ctx: &Context, r: &BenchResult) -> Vec<String> {
 
 /// Runs `wgattn bench`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
-    if args.dtype != "f32" {
-        return Err(Error::spec(
-            "dtype",
-            &args.dtype,
-            "is not supported by bench (f32)",
-        ));
-    }
     let specs = specs(&args)?;
     let timing = Timing::parse(&args.timing)?;
     let config = BenchConfig {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use wgattn::testdata::{self, Dist};
-use wgattn::{CausalAlign, Error, Layout, Result};
+use wgattn::{Broadcast, Error, Layout, Result};
 
 use crate::Outcome;
 
@@ -13,15 +13,20 @@ pub struct Args {
     /// Shape B,Hq,Hkv,Sq,Sk,D.
     #[arg(long, value_name = "B,Hq,Hkv,Sq,Sk,D")]
     shape: String,
-    /// Output safetensors file (tensors q, k, v and metadata).
+    /// Output safetensors file (tensors q, k, v, optional bias, mask and out, and metadata).
     #[arg(long)]
     output: PathBuf,
     /// Layout of the tensors.
     #[arg(long, default_value = "bhsd")]
     layout: String,
-    /// Causal mask recorded in the metadata: top-left or bottom-right.
-    #[arg(long)]
-    causal: Option<String>,
+    #[command(flatten)]
+    flags: super::spec_flags::SpecFlags,
+    /// Add a random bias tensor: shared [1,1,Sq,Sk], batch [B,1,..], head [1,Hq,..] or full.
+    #[arg(long, value_name = "BROADCAST")]
+    bias: Option<String>,
+    /// Add a random mask tensor (every fifth query row fully masked), broadcast as for --bias.
+    #[arg(long, value_name = "BROADCAST")]
+    mask: Option<String>,
     /// Input distribution: normal, normal30 or offset3.
     #[arg(long, default_value = "normal")]
     dist: String,
@@ -33,12 +38,41 @@ pub struct Args {
     with_out: bool,
 }
 
+/// Parses a broadcast name: shared, batch, head or full.
+pub fn broadcast(field: &str, s: &str) -> Result<Broadcast> {
+    match s {
+        "shared" => Ok(Broadcast::SHARED),
+        "batch" => Ok(Broadcast {
+            per_batch: true,
+            per_head: false,
+        }),
+        "head" => Ok(Broadcast {
+            per_batch: false,
+            per_head: true,
+        }),
+        "full" => Ok(Broadcast::FULL),
+        other => Err(Error::spec(
+            field,
+            other,
+            "is not shared, batch, head or full",
+        )),
+    }
+}
+
 /// Runs `wgattn gen`.
 pub fn run(args: Args) -> Result<Outcome> {
-    let mut spec = super::bench::parse_shape(&args.shape)?.layout(Layout::parse(&args.layout)?);
-    if let Some(c) = &args.causal {
-        spec = spec.causal(CausalAlign::parse(c)?);
-    }
+    let spec = super::bench::parse_shape(&args.shape)?.layout(Layout::parse(&args.layout)?);
+    let mut spec = args.flags.apply(spec)?;
+    spec.bias = args
+        .bias
+        .as_deref()
+        .map(|b| broadcast("bias", b))
+        .transpose()?;
+    spec.mask = args
+        .mask
+        .as_deref()
+        .map(|m| broadcast("mask", m))
+        .transpose()?;
     spec.validate(&wgattn::DeviceLimits::unbounded())?;
     let dist = match args.dist.as_str() {
         "normal" => Dist::Normal,
@@ -52,13 +86,22 @@ pub fn run(args: Args) -> Result<Outcome> {
             ));
         }
     };
-    let (q, k, v) = testdata::inputs(&spec, dist, args.seed);
+    let data = testdata::generate(&spec, dist, args.seed);
     let out = if args.with_out {
-        Some(wgattn::reference::attention(&spec, &q, &k, &v)?.out)
+        Some(wgattn::reference::attention_with(&spec, &data.inputs())?.out)
     } else {
         None
     };
-    wgattn::io::write_case(&args.output, &spec, &q, &k, &v, out.as_deref())?;
+    wgattn::io::write_case_with(
+        &args.output,
+        &spec,
+        &data.q,
+        &data.k,
+        &data.v,
+        data.bias.as_deref(),
+        data.mask.as_deref(),
+        out.as_deref(),
+    )?;
     println!(
         "wrote {} ({})",
         args.output.display(),

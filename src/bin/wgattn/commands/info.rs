@@ -23,6 +23,8 @@ fn summary_json(s: &AdapterSummary, chosen: bool) -> serde_json::Value {
         "driver_info": s.info.driver_info,
         "chosen": chosen,
         "features": s.feature_names(),
+        "subgroup_size": s.caps.subgroup_size,
+        "variants": s.caps.variants(),
         "limits": {
             "max_storage_buffer_binding_size": l.max_storage_binding,
             "max_buffer_size": l.max_buffer_size,
@@ -58,6 +60,9 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
             s.info.name, s.info.backend, s.info.device_type, s.info.driver, s.info.driver_info
         );
         println!("     features: {}", s.feature_names().join(", "));
+        for v in s.caps.variants() {
+            println!("     {v}");
+        }
         let l = &s.limits;
         println!(
             "     limits: storage binding {} B, buffer {} B, workgroup storage {} B, {} invocations, {} storage buffers/stage",

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod heatmap;
 pub mod info;
 pub mod run;
+pub mod spec_flags;
 pub mod validate;
 
 use wgattn::{Context, ContextOptions, Result};

@@ -59,7 +59,9 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                 json!({
                     "source": src, "name": r.name, "kernel": r.kernel.name(),
                     "max_abs": finite(r.out.max_abs), "rel_fro": finite(r.out.rel_fro),
-                    "nan_count": r.out.nan_count, "tolerance": r.tolerance, "pass": r.passed(),
+                    "nan_count": r.out.nan_count, "tolerance": r.tolerance,
+                    "tolerance_on": if r.max_abs_rule { "max_abs" } else { "rel_fro" },
+                    "pass": r.passed(),
                 })
             })
             .collect();
@@ -80,7 +82,11 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                     r.kernel.name().into(),
                     table::sci(r.out.max_abs),
                     table::sci(r.out.rel_fro),
-                    format!("{:.0e}", r.tolerance),
+                    if r.max_abs_rule {
+                        format!("max_abs ≤ {:.1e}", r.tolerance)
+                    } else {
+                        format!("rel_fro ≤ {:.0e}", r.tolerance)
+                    },
                     if r.passed() { "ok" } else { "FAIL" }.into(),
                 ]
             })

@@ -1,0 +1,134 @@
+//! The f32 → packed-f16 pass (`shaders/pack.wgsl`) for adapters without SHADER_F16: the
+//! kernels write an f32 output into a scratch buffer and this pass packs it into the caller's
+//! f16 buffer, a few binding-sized ranges at a time.
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::context::{Context, init_buffer};
+use crate::error::Result;
+use crate::shaders::ShaderVariant;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct PackParams {
+    words: u32,
+    elems: u32,
+    _pad: [u32; 2],
+}
+
+/// One dispatch: a range of output words.
+struct Range {
+    first_word: u64,
+    words: u64,
+    uniform: wgpu::Buffer,
+}
+
+/// A packing pass for `elems` f32 values.
+pub(crate) struct Pack {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    ranges: Vec<Range>,
+    elems: u64,
+}
+
+/// The variant of the pass.
+pub(crate) fn variant() -> ShaderVariant {
+    ShaderVariant::new("pack.wgsl")
+}
+
+impl Pack {
+    pub(crate) fn new(ctx: &Context, elems: u64) -> Result<Pack> {
+        let pipeline = ctx.pipeline(&variant())?;
+        let limits = ctx.limits();
+        let words = elems.div_ceil(2);
+        // Ranges start at multiples of 256 bytes on both sides (8·64 f32 in, 4·64 words out).
+        let align_words = (limits.storage_offset_alignment as u64).max(256) / 4;
+        let per = (limits.max_storage_binding / 8 / align_words * align_words)
+            .min(limits.max_workgroups_per_dim as u64 * 64)
+            .max(align_words);
+        let device = ctx.device();
+        let ranges = ctx.gpu_scope("allocating pack parameters", || {
+            (0..words)
+                .step_by(per as usize)
+                .map(|first_word| {
+                    let n = per.min(words - first_word);
+                    let p = PackParams {
+                        words: n as u32,
+                        elems: (elems - 2 * first_word).min(2 * n) as u32,
+                        _pad: [0; 2],
+                    };
+                    Range {
+                        first_word,
+                        words: n,
+                        uniform: init_buffer(
+                            device,
+                            ctx.queue(),
+                            "wgattn pack params",
+                            bytemuck::bytes_of(&p),
+                            wgpu::BufferUsages::UNIFORM,
+                        ),
+                    }
+                })
+                .collect()
+        })?;
+        Ok(Pack {
+            pipeline,
+            ranges,
+            elems,
+        })
+    }
+
+    /// Records the packing of `src` (f32) into `dst` (packed f16).
+    pub(crate) fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) {
+        let groups: Vec<(wgpu::BindGroup, u64)> = self
+            .ranges
+            .iter()
+            .map(|r| {
+                let src_bytes = (self.elems - 2 * r.first_word).min(2 * r.words) * 4;
+                let bind = |buffer, offset, size: u64| {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset,
+                        size: std::num::NonZeroU64::new(size.next_multiple_of(4)),
+                    })
+                };
+                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgattn pack"),
+                    layout: &self.pipeline.get_bind_group_layout(0),
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: r.uniform.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: bind(src, r.first_word * 8, src_bytes),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: bind(dst, r.first_word * 4, r.words * 4),
+                        },
+                    ],
+                });
+                (group, r.words)
+            })
+            .collect();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("wgattn pack f16"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        for (group, words) in &groups {
+            let blocks = words.div_ceil(64) as u32;
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(blocks.min(65535), blocks.div_ceil(65535), 1);
+        }
+    }
+}

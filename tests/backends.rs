@@ -1,0 +1,111 @@
+//! The GL backend (Mesa llvmpipe through EGL) next to Vulkan: the adapter without SHADER_F16
+//! and subgroups runs every kernel with the fallback variants, on a representative subset of
+//! the grid (the full grid runs on the default adapter in gpu_vs_reference.rs).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use wgattn::validation::{self, GridCase};
+use wgattn::{Context, ContextOptions, Kernel};
+
+/// The GL adapter. Required (test fails) under WGATTN_REQUIRE_GPU=1: CI machines have Mesa's
+/// GL driver alongside lavapipe.
+fn gl() -> Option<&'static Context> {
+    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        let gl = wgattn::adapter_summaries()
+            .into_iter()
+            .find(|a| a.info.backend == wgpu::Backend::Gl)
+            .ok_or("no GL adapter")?;
+        Context::with_options(ContextOptions {
+            adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())
+    });
+    match ctx {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var("WGATTN_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("WGATTN_REQUIRE_GPU=1 but no GL context: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+fn run(ctx: &Context, kernel: Kernel, cases: &[GridCase]) {
+    let mut failures = Vec::new();
+    for case in cases {
+        match validation::run_grid_case(ctx, case, kernel) {
+            Ok(r) if r.passed() => {}
+            Ok(r) => failures.push(format!(
+                "{}: {:?} tol {:.2e}",
+                case.name, r.out, r.tolerance
+            )),
+            Err(e) => failures.push(format!("{}: error {e}", case.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{kernel} on GL:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Every third grid case, every option, all edge cases.
+fn subset() -> Vec<GridCase> {
+    let mut cases: Vec<GridCase> = validation::grid(2e7).into_iter().step_by(3).collect();
+    cases.extend(validation::edge_cases());
+    cases.extend(validation::option_grid().into_iter().step_by(2));
+    cases
+}
+
+#[test]
+fn gl_adapter_selects_fallback_variants() {
+    let Some(ctx) = gl() else { return };
+    assert_eq!(ctx.adapter_info().backend, wgpu::Backend::Gl);
+    assert!(
+        !ctx.caps().shader_f16,
+        "wgpu's GL backend has no SHADER_F16"
+    );
+    assert_eq!(
+        ctx.caps().subgroup_size,
+        None,
+        "wgpu's GL backend has no subgroups"
+    );
+    let f16 = wgattn::AttentionSpec::new(1, 2, 2, 8, 8, 16).dtype(wgattn::DType::F16);
+    assert!(ctx.plan(&f16).unwrap().packs_f16());
+}
+
+#[test]
+fn three_pass_on_gl() {
+    let Some(ctx) = gl() else { return };
+    run(ctx, Kernel::ThreePass, &subset());
+}
+
+#[test]
+fn flash_on_gl() {
+    let Some(ctx) = gl() else { return };
+    run(ctx, Kernel::Flash, &subset());
+}
+
+#[test]
+fn split_kv_on_gl() {
+    let Some(ctx) = gl() else { return };
+    run(ctx, Kernel::SplitKv, &subset());
+}
+
+#[test]
+fn validation_cases_on_gl() {
+    let Some(ctx) = gl() else { return };
+    let Some(dir) = common::cases_dir() else {
+        return;
+    };
+    for f in validation::case_files(&dir).unwrap() {
+        let r = validation::run_case_file(ctx, &f, Kernel::Auto).unwrap();
+        assert!(r.passed(), "{}: {:?}", r.name, r.out);
+    }
+}
