@@ -46,6 +46,18 @@ const D4: u32 = D16 * 4u;
 #include "out.wgsl"
 #endif
 
+// Scores are kept in base 2 (q pre-scaled by log2(e)): exp2 is what exp costs inside anyway.
+const LOG2E: f32 = 1.4426950408889634;
+const LN2: f32 = 0.6931471805599453;
+
+#if MODS
+// modify() in natural units for a base-2 score.
+fn modify2(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
+    let x = modify(s * LN2, b, h, i, j);
+    return select(MASKED, x * LOG2E, x > MASKED_CUT);
+}
+#endif
+
 #if !SUBGROUPS
 var<workgroup> kt: array<vec4<f32>, KB * D4>;
 var<workgroup> vt: array<vec4<f32>, KB * D4>;
@@ -111,7 +123,7 @@ fn main(
     var l_{r} = 0.0;
 #for a in 0..D16
 #for c in 0..4
-    let q_{r}_{a}_{c} = ld4_q(q_at_{r}, {a}u * 16u + {c}u * 4u) * P.scale;
+    let q_{r}_{a}_{c} = ld4_q(q_at_{r}, {a}u * 16u + {c}u * 4u) * (P.scale * LOG2E);
     var o_{r}_{a}_{c} = vec4<f32>(0.0);
 #endfor
 #endfor
@@ -144,7 +156,7 @@ fn main(
         }
         workgroupBarrier();
 #endif
-        // Scores: partial dot products of 16 dims, then summed (two-level summation).
+        // Scores (base 2): partial dot products of 16 dims, then summed (two-level summation).
 #for r in 0..R
 #for jj in 0..KB
         var s_{r}_{jj} = 0.0;
@@ -169,7 +181,7 @@ fn main(
 #if MODS
 #for r in 0..R
 #for jj in 0..KB
-        s_{r}_{jj} = modify(s_{r}_{jj}, b, row_{r}.h, row_{r}.i, t0 + {jj}u);
+        s_{r}_{jj} = modify2(s_{r}_{jj}, b, row_{r}.h, row_{r}.i, t0 + {jj}u);
 #endfor
 #endfor
 #endif
@@ -188,9 +200,9 @@ fn main(
 #for jj in 0..KB
         mx_{r} = max(mx_{r}, s_{r}_{jj});
 #endfor
-        let corr_{r} = exp(m_{r} - mx_{r});
+        let corr_{r} = exp2(m_{r} - mx_{r});
 #for jj in 0..KB
-        let p_{r}_{jj} = select(0.0, exp(s_{r}_{jj} - mx_{r}), s_{r}_{jj} > MASKED_CUT);
+        let p_{r}_{jj} = select(0.0, exp2(s_{r}_{jj} - mx_{r}), s_{r}_{jj} > MASKED_CUT);
 #endfor
         l_{r} = l_{r} * corr_{r}
 #for jj in 0..KB
@@ -228,7 +240,7 @@ fn main(
     if (valid_{r}) {
         // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
         let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
-        let row_lse = select(P.neg_inf, m_{r} + log(l_{r}), l_{r} > 0.0);
+        let row_lse = select(P.neg_inf, (m_{r} + log2(l_{r})) * LN2, l_{r} > 0.0);
         var acc: array<vec4<f32>, D4>;
 #for a in 0..D16
 #for c in 0..4
