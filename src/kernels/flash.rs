@@ -73,7 +73,6 @@ impl Tiles {
             .constant("WG", self.wg)
             .constant("R", self.r)
             .constant("KB", self.kb)
-
             .constant("D16", self.d16)
             .flag("VEC4", self.vec4)
             .flag("SUBGROUPS", self.subgroups)
