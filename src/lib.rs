@@ -19,6 +19,7 @@
 pub mod bench;
 mod context;
 mod error;
+pub mod heatmap;
 mod host;
 mod inputs;
 pub mod io;

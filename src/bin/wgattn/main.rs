@@ -36,6 +36,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Write a random case file (q, k, v, optionally the reference `out`).
     Gen(commands::generate::Args),
+    /// Draw one head's attention weights, computed on the GPU, as a PNG heat map.
+    Heatmap(commands::heatmap::Args),
 }
 
 /// What a command ends with: success, numbers out of tolerance, or an error.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo::run(a, adapter),
         Command::Bench(a) => commands::bench::run(a, adapter),
         Command::Gen(a) => commands::generate::run(a),
+        Command::Heatmap(a) => commands::heatmap::run(a, adapter),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
