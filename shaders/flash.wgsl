@@ -135,11 +135,6 @@ fn main(
         let j = t0 + lane;
         let in_range = j < k_hi;
         let kv_row = kv_base + min(j, k_hi - 1u) * P.k_ss;
-#for a in 0..D16
-#for c in 0..4
-        let k_{a}_{c} = ld4_k(kv_row - P.k_shift, {a}u * 16u + {c}u * 4u);
-#endfor
-#endfor
 #else
         workgroupBarrier();
         for (var e = li; e < KB * D4; e += WG) {
@@ -162,15 +157,42 @@ fn main(
         var s_{r}_{jj} = 0.0;
 #endfor
 #endfor
+#if SUBGROUPS
+        // Register-friendly order: per 16 dims, per vec4 of them, fetch this lane's K slice
+        // once and broadcast it key by key; partial sums t stay in registers.
+#for a in 0..D16
+        {
+#for r in 0..R
+#for jj in 0..KB
+            var t_{r}_{jj} = 0.0;
+#endfor
+#endfor
+#for c in 0..4
+            {
+                let kx = ld4_k(kv_row - P.k_shift, {a}u * 16u + {c}u * 4u);
+#for jj in 0..KB
+                {
+                    let kb = subgroupBroadcast(kx, {jj}u);
+#for r in 0..R
+                    t_{r}_{jj} += dot(q_{r}_{a}_{c}, kb);
+#endfor
+                }
+#endfor
+            }
+#endfor
+#for r in 0..R
+#for jj in 0..KB
+            s_{r}_{jj} += t_{r}_{jj};
+#endfor
+#endfor
+        }
+#endfor
+#else
 #for a in 0..D16
 #for jj in 0..KB
         {
 #for c in 0..4
-#if SUBGROUPS
-            let kb{c} = subgroupBroadcast(k_{a}_{c}, {jj}u);
-#else
             let kb{c} = kt[{jj}u * D4 + {a}u * 4u + {c}u];
-#endif
 #endfor
 #for r in 0..R
             s_{r}_{jj} += dot(q_{r}_{a}_0, kb0) + dot(q_{r}_{a}_1, kb1) + dot(q_{r}_{a}_2, kb2) + dot(q_{r}_{a}_3, kb3);
@@ -178,6 +200,7 @@ fn main(
         }
 #endfor
 #endfor
+#endif
 #if MODS
 #for r in 0..R
 #for jj in 0..KB
@@ -214,22 +237,31 @@ fn main(
 #for a in 0..D16
 #for c in 0..4
         {
+#for r in 0..R
+            var acc_{r} = o_{r}_{a}_{c} * corr_{r};
+#endfor
 #if SUBGROUPS
             let vx = select(vec4<f32>(0.0), ld4_v(kv_row - P.v_shift, {a}u * 16u + {c}u * 4u), in_range);
 #for jj in 0..KB
-            let vb{jj} = subgroupBroadcast(vx, {jj}u);
+            {
+                let vb = subgroupBroadcast(vx, {jj}u);
+#for r in 0..R
+                acc_{r} += p_{r}_{jj} * vb;
+#endfor
+            }
 #endfor
 #else
 #for jj in 0..KB
-            let vb{jj} = vt[{jj}u * D4 + {a}u * 4u + {c}u];
+            {
+                let vb = vt[{jj}u * D4 + {a}u * 4u + {c}u];
+#for r in 0..R
+                acc_{r} += p_{r}_{jj} * vb;
+#endfor
+            }
 #endfor
 #endif
 #for r in 0..R
-            o_{r}_{a}_{c} = o_{r}_{a}_{c} * corr_{r}
-#for jj in 0..KB
-                + p_{r}_{jj} * vb{jj}
-#endfor
-                ;
+            o_{r}_{a}_{c} = acc_{r};
 #endfor
         }
 #endfor

@@ -8,7 +8,7 @@
 //!    [`split_count`]) → split-KV, with as many key splits as [`split_count`] says (one split
 //!    means no combine pass).
 //! 3. Otherwise → flash: it never stores the Sq×Sk score matrix, so its memory is O(B·H·S·D)
-//!    and it is faster than three-pass from seq 1024 up (BENCHMARKS.md).
+//!    and on the adapters measured it is faster than three-pass at every size (BENCHMARKS.md).
 //!
 //! An explicit kernel is used as asked, after checking it can run the spec.
 

@@ -334,3 +334,54 @@ fn issue6_flags_work_and_bad_shapes_exit_2() {
         );
     }
 }
+
+#[test]
+fn bench_json_is_valid_with_the_documented_fields() {
+    if common::ctx().is_none() {
+        return;
+    }
+    let r = wgattn(&[
+        "bench",
+        "--shape",
+        "1,2,2,64,64,32",
+        "--shape",
+        "1,4,2,1,300,64",
+        "--causal",
+        "bottom-right",
+        "--runs",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    let lines: Vec<&str> = std::str::from_utf8(&r.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 2, "one JSON object per shape");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in [
+            "adapter",
+            "shape",
+            "kernel",
+            "dtype",
+            "median_ms",
+            "min_ms",
+            "max_ms",
+            "runs",
+            "gflops",
+            "timing",
+        ] {
+            assert!(!v[field].is_null(), "{field} missing in {line}");
+        }
+        for field in ["name", "backend", "device_type", "driver"] {
+            assert!(v["adapter"][field].is_string(), "adapter.{field} in {line}");
+        }
+        assert!(v["min_ms"].as_f64().unwrap() <= v["median_ms"].as_f64().unwrap());
+        assert!(matches!(
+            v["timing"].as_str(),
+            Some("gpu-timestamp") | Some("wall")
+        ));
+        assert_eq!(v["runs"], 2);
+    }
+    let r = wgattn(&["bench", "--shape", "1,2,2,64,64", "--runs", "1"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("shape = 1,2,2,64,64"), "{}", text(&r));
+}

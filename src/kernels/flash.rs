@@ -50,10 +50,15 @@ impl Tiles {
         let vec4 = spec.head_dim.is_multiple_of(4)
             && caps.limits.storage_offset_alignment.is_multiple_of(16);
         let rows = (spec.group() * spec.seq_q) as u32;
-        // Two rows per invocation halve the K/V fetches and broadcasts per FMA (measured 1.3-1.4×
-        // on lavapipe, BENCHMARKS.md); head_dim > 128 keeps one row to bound register use, and
-        // short problems keep one row to keep more workgroups.
-        let r = if d16 <= 8 && rows >= 256 { 2 } else { 1 };
+        // More rows per invocation share each K/V fetch and broadcast (4 rows: 1.6-1.7× faster
+        // than 1 on lavapipe, for every head_dim class, BENCHMARKS.md); short problems keep
+        // fewer rows per invocation to keep more workgroups.
+        let r = match rows {
+            // 4 rows of head_dim > 128 take ~30 s to compile on llvmpipe; 2 rows ~8 s
+            256.. if d16 <= 8 => 4,
+            64.. => 2,
+            _ => 1,
+        };
         let few = rows.div_ceil(r);
         match caps.subgroup_size {
             Some(sg) => Tiles {
@@ -153,8 +158,8 @@ fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
         decode: false,
     };
     let mut out = Vec::new();
-    for r in [1, 2] {
-        if r == 2 && d16 > 8 {
+    for r in [1, 2, 4] {
+        if r == 4 && d16 > 8 {
             continue;
         }
         match subgroup {

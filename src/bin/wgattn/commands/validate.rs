@@ -94,7 +94,15 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         print!(
             "{}",
             table::render(
-                &["src", "case", "kernel", "max_abs", "rel_fro", "tol", ""],
+                &[
+                    "src",
+                    "case",
+                    "kernel",
+                    "max_abs",
+                    "rel_fro",
+                    "tolerance",
+                    "result"
+                ],
                 &rows
             )
         );
