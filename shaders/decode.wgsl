@@ -10,33 +10,9 @@
 // Constants: SG (subgroup size = workgroup size), R (rows), D16 (head_dim class / 16),
 // DL (vec4 slots per lane = ceil(4·D16 / SG)), KU (keys per block).
 // Flags: VEC4, SPLIT, MODS and the storage / modifier flags.
-#include "common.wgsl"
+#include "fused.wgsl"
 
-const D4: u32 = D16 * 4u;
-const LOG2E: f32 = 1.4426950408889634;
-const LN2: f32 = 0.6931471805599453;
-
-@group(0) @binding(0) var<uniform> P: Params;
-#define USE_q
-#define USE_k
-#define USE_v
-#if !SPLIT
-#define USE_out
-#endif
-#include "elem.wgsl"
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-
-#include "visible.wgsl"
-#include "score.wgsl"
-#include "rows.wgsl"
-#if SPLIT
-@group(0) @binding(9) var<storage, read_write> o_part: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> lse_part: array<f32>;
-#else
-@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
-#endif
-
-// Element offset of slot `t` of this lane, and whether it lies inside the head_dim class.
+// Element offset of vec4 slot `t` of this lane.
 fn slot_d(lane: u32, t: u32) -> u32 {
     return (lane + SG * t) * 4u;
 }
@@ -87,10 +63,7 @@ fn main(
 #endfor
             );
 #if MODS
-        {
-            let x = modify(s_{r}_{u} * LN2, b, row_{r}.h, row_{r}.i, t0 + {u}u);
-            s_{r}_{u} = select(MASKED, x * LOG2E, x > MASKED_CUT);
-        }
+        s_{r}_{u} = modify2(s_{r}_{u}, b, row_{r}.h, row_{r}.i, t0 + {u}u);
 #endif
         s_{r}_{u} = select(MASKED, s_{r}_{u}, t0 + {u}u < k_hi && t0 + {u}u >= rng_{r}.x && t0 + {u}u < rng_{r}.y);
 #endfor

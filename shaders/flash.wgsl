@@ -21,42 +21,7 @@
 // Constants: WG (invocations), R (rows per invocation), KB (keys per block), D16 (head_dim
 // class / 16).
 // VEC4: head_dim and row strides are multiples of 4, so q/k/v/out are accessed as vec4.
-#include "common.wgsl"
-
-const D4: u32 = D16 * 4u;
-
-@group(0) @binding(0) var<uniform> P: Params;
-#define USE_q
-#define USE_k
-#define USE_v
-#if !SPLIT
-#define USE_out
-#endif
-#include "elem.wgsl"
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-
-#include "visible.wgsl"
-#include "score.wgsl"
-#include "rows.wgsl"
-#if SPLIT
-// [split][row of chunk][D4] and [split][row of chunk]
-@group(0) @binding(9) var<storage, read_write> o_part: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> lse_part: array<f32>;
-#else
-#include "out.wgsl"
-#endif
-
-// Scores are kept in base 2 (q pre-scaled by log2(e)): exp2 is what exp costs inside anyway.
-const LOG2E: f32 = 1.4426950408889634;
-const LN2: f32 = 0.6931471805599453;
-
-#if MODS
-// modify() in natural units for a base-2 score.
-fn modify2(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
-    let x = modify(s * LN2, b, h, i, j);
-    return select(MASKED, x * LOG2E, x > MASKED_CUT);
-}
-#endif
+#include "fused.wgsl"
 
 #if !SUBGROUPS
 var<workgroup> kt: array<vec4<f32>, KB * D4>;
@@ -273,20 +238,23 @@ fn main(
         // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
         let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
         let row_lse = select(P.neg_inf, (m_{r} + log2(l_{r})) * LN2, l_{r} > 0.0);
-        var acc: array<vec4<f32>, D4>;
-#for a in 0..D16
-#for c in 0..4
-        acc[{a}u * 4u + {c}u] = o_{r}_{a}_{c};
-#endfor
-#endfor
 #if SPLIT
         let slot = wid.y * (rows * (P.nbh / P.group)) + wid.z * rows + r0 + li * R + {r}u;
-        for (var d4 = 0u; d4 < D4; d4++) {
-            o_part[slot * D4 + d4] = acc[d4] * inv;
-        }
+#for a in 0..D16
+#for c in 0..4
+        o_part[slot * D4 + {a}u * 4u + {c}u] = o_{r}_{a}_{c} * inv;
+#endfor
+#endfor
         lse_part[slot] = row_lse;
 #else
-        store_out(row_{r}, acc, inv, row_lse);
+        // Unrolled stores keep o in registers (an array indexed in a loop would not be).
+        let at = row_{r}.b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.o_shift;
+#for a in 0..D16
+#for c in 0..4
+        st4_out(at, {a}u * 16u + {c}u * 4u, o_{r}_{a}_{c} * inv);
+#endfor
+#endfor
+        lse[lse_index(row_{r}) - P.lse_shift] = row_lse;
 #endif
     }
 #endfor

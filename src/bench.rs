@@ -69,6 +69,8 @@ pub struct BenchResult {
     pub kernel: Kernel,
     /// Key splits (split-KV).
     pub splits: u32,
+    /// The shader variants (tile choice) that ran.
+    pub shaders: Vec<String>,
     /// Timed runs.
     pub runs: usize,
     /// Median time, ms.
@@ -296,6 +298,7 @@ pub fn bench(
     Ok(BenchResult {
         kernel: plan.kernel(),
         splits: plan.splits(),
+        shaders: plan.shaders(),
         runs: times.len(),
         median_ms: times[times.len() / 2],
         min_ms: times[0],

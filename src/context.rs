@@ -161,17 +161,31 @@ fn match_text(info: &wgpu::AdapterInfo) -> String {
     format!("{} {}", info.name, info.backend).to_lowercase()
 }
 
-/// Every adapter wgpu sees (honouring `WGPU_BACKEND`), best first.
-pub fn adapters() -> Vec<wgpu::Adapter> {
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-    let mut list = pollster::block_on(instance().enumerate_adapters(backends));
+/// Serialises enumerating and dropping adapters: wgpu's GL backend makes its EGL context
+/// current when an adapter is dropped and panics (BadAccess) when another thread does the same.
+static ADAPTER_LOCK: Mutex<()> = Mutex::new(());
+
+/// The adapters of `backends` (∩ `WGPU_BACKEND`), best first.
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()) & backends;
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    let mut list = pollster::block_on(instance().enumerate_adapters(allowed));
     list.sort_by_key(|a| rank(&a.get_info()));
     list
 }
 
+/// Every adapter wgpu sees (honouring `WGPU_BACKEND`), best first.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    enumerate(wgpu::Backends::all())
+}
+
 /// Summaries of every adapter, best first.
 pub fn adapter_summaries() -> Vec<AdapterSummary> {
-    adapters()
+    let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    enumerate(wgpu::Backends::all())
         .iter()
         .map(|a| {
             let info = a.get_info();
@@ -227,25 +241,38 @@ impl Context {
     /// Opens an adapter with explicit options.
     pub fn with_options(options: ContextOptions) -> Result<Self> {
         let filter = options.adapter.clone().or_else(env_filter);
-        let all = adapters();
-        let available: Vec<String> = all
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({})", i.name, i.backend)
-            })
-            .collect();
-        let adapter = all
-            .into_iter()
-            .find(|a| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| match_text(&a.get_info()).contains(&f.to_lowercase()))
-            })
-            .ok_or(Error::NoAdapter {
-                filter: filter.clone(),
-                available,
-            })?;
+        let matches = |a: &wgpu::Adapter| {
+            filter
+                .as_ref()
+                .is_none_or(|f| match_text(&a.get_info()).contains(&f.to_lowercase()))
+        };
+        let adapter = {
+            let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            // Vulkan, Metal and DX12 first: the GL backend is only opened (and its adapters
+            // dropped) when nothing else matches.
+            let mut all = enumerate(wgpu::Backends::PRIMARY);
+            let mut found = all.iter().position(matches);
+            if found.is_none() {
+                all.extend(enumerate(!wgpu::Backends::PRIMARY));
+                all.sort_by_key(|a| rank(&a.get_info()));
+                found = all.iter().position(matches);
+            }
+            match found {
+                Some(i) => all.swap_remove(i),
+                None => {
+                    return Err(Error::NoAdapter {
+                        filter: filter.clone(),
+                        available: all
+                            .iter()
+                            .map(|a| {
+                                let i = a.get_info();
+                                format!("{} ({})", i.name, i.backend)
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        };
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         if let Some(m) = options.max_storage_binding {

@@ -206,6 +206,19 @@ impl Plan {
         }
     }
 
+    /// The shader variants the plan runs, e.g.
+    /// `flash.wgsl[WG=64,R=4,KB=8,D16=4,VEC4,SUBGROUPS]`: the tile choice for this adapter.
+    pub fn shaders(&self) -> Vec<String> {
+        let mut v = match &self.inner {
+            Inner::ThreePass(t) => t.shaders().to_vec(),
+            Inner::Flash(f) => f.shaders().to_vec(),
+        };
+        if self.packing.is_some() {
+            v.push(crate::kernels::pack::variant().key());
+        }
+        v
+    }
+
     /// True when f16 data is read and written packed in u32 words (no SHADER_F16), with an
     /// extra packing pass at the end.
     pub fn packs_f16(&self) -> bool {

@@ -26,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("flash.wgsl", include_str!("../shaders/flash.wgsl")),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
     ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
+    ("fused.wgsl", include_str!("../shaders/fused.wgsl")),
 ];
 
 /// One specialisation of a template: the unit that is compiled into a pipeline and cached.

@@ -3,29 +3,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use wgattn::{AttentionSpec, CausalAlign};
 
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("run wgattn")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, wgattn};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgattn-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp_in("cli", name)
 }
 
 fn write_case(name: &str, spec: &AttentionSpec, with_out: bool) -> PathBuf {

@@ -8,9 +8,7 @@ use wgattn::io;
 use wgattn::{AttentionSpec, CausalAlign, Error, Layout};
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgattn-files-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp_in("files", name)
 }
 
 fn message(r: Result<io::Case, Error>) -> String {

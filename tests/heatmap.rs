@@ -6,31 +6,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use wgattn::heatmap::{self, AttentionMatrix, Heatmap, MASK_COLOR, RenderOptions, Scale, Window};
 use wgattn::testdata::{self, Dist};
 use wgattn::{Alibi, AttentionSpec, Broadcast, CausalAlign, DType, DeviceLimits, Inputs, Layout};
 
-fn wgattn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgattn"))
-        .args(args)
-        .output()
-        .expect("run wgattn")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, wgattn};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgattn-heatmap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp_in("heatmap", name)
 }
 
 fn write_case(name: &str, spec: &AttentionSpec, seed: u64) -> PathBuf {

@@ -44,6 +44,20 @@ pub(crate) const DECODE_KEYS_PER_BLOCK: u32 = 4;
 const DECODE_SUBGROUPS: [u32; 3] = [8, 16, 32];
 
 impl Tiles {
+    /// The workgroup-memory tiles with one row per invocation: the base the other shapes are
+    /// written from.
+    fn fallback(d16: u32, vec4: bool) -> Tiles {
+        Tiles {
+            wg: 64,
+            r: 1,
+            kb: 8,
+            d16,
+            vec4,
+            subgroups: false,
+            decode: false,
+        }
+    }
+
     /// The tiles for `spec` on a device with `caps`.
     pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
         let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
@@ -148,15 +162,7 @@ impl Tiles {
 /// The tile shapes [`Tiles::choose`] and [`Tiles::decode`] can return for a head_dim class,
 /// subgroup setting and vec4 choice.
 fn tile_shapes(d16: u32, subgroup: Option<u32>, vec4: bool) -> Vec<Tiles> {
-    let base = Tiles {
-        wg: 64,
-        r: 1,
-        kb: 8,
-        d16,
-        vec4,
-        subgroups: false,
-        decode: false,
-    };
+    let base = Tiles::fallback(d16, vec4);
     let mut out = Vec::new();
     for r in [1, 2, 4] {
         if r == 4 && d16 > 8 {
@@ -217,15 +223,7 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                     out.push(t.flash(true));
                 }
             }
-            let t = Tiles {
-                wg: 64,
-                r: 1,
-                kb: 8,
-                d16,
-                vec4,
-                subgroups: false,
-                decode: false,
-            };
+            let t = Tiles::fallback(d16, vec4);
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(t.combine_for(storage));
             }
@@ -236,15 +234,7 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
         for d16 in [1, 5] {
             for vec4 in [false, true] {
                 for split in [false, true] {
-                    let base = Tiles {
-                        wg: 64,
-                        r: 1,
-                        kb: 8,
-                        d16,
-                        vec4,
-                        subgroups: false,
-                        decode: false,
-                    };
+                    let base = Tiles::fallback(d16, vec4);
                     for t in [
                         Tiles {
                             r: 2,
@@ -304,10 +294,11 @@ pub(crate) struct Flash {
     /// (o_part, lse_part) when split.
     partials: Option<(wgpu::Buffer, wgpu::Buffer)>,
     splits: u32,
+    /// Keys of the shader variants used.
+    shaders: Vec<String>,
 }
 
 impl Flash {
-    /// A plan with `splits` key splits (1 = plain flash).
     /// A plan with `splits` key splits (1 = plain flash); `decode` asks for the decoding
     /// variant where the device and shape allow it.
     pub(crate) fn new(
@@ -356,12 +347,16 @@ impl Flash {
         let split_len = (spec.seq_k as u32)
             .div_ceil(splits)
             .next_multiple_of(tiles.kb);
-        let flash = ctx.pipeline(&tiles.flash_for(spec, storage, split))?;
-        let combine = if split {
-            Some(ctx.pipeline(&tiles.combine_for(storage))?)
-        } else {
-            None
+        let mut shaders = vec![tiles.flash_for(spec, storage, split)];
+        if split {
+            shaders.push(tiles.combine_for(storage));
+        }
+        let flash = ctx.pipeline(&shaders[0])?;
+        let combine = match shaders.get(1) {
+            Some(v) => Some(ctx.pipeline(v)?),
+            None => None,
         };
+        let shaders = shaders.iter().map(|v| v.key()).collect();
         let device = ctx.device();
         let (aux, alibi_at) = ctx.gpu_scope("allocating aux buffer", || aux_buffer(ctx, spec))?;
         let mut plans = Vec::new();
@@ -427,6 +422,7 @@ impl Flash {
                 aux,
                 partials,
                 splits,
+                shaders,
             }
         })
     }
@@ -439,6 +435,11 @@ impl Flash {
     /// Number of key splits (1 = no split).
     pub(crate) fn splits(&self) -> u32 {
         self.splits
+    }
+
+    /// Keys of the shader variants used.
+    pub(crate) fn shaders(&self) -> &[String] {
+        &self.shaders
     }
 
     pub(crate) fn encode(

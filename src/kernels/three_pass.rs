@@ -89,6 +89,8 @@ pub(crate) struct ThreePass {
     chunks: Vec<ChunkPlan>,
     scores: wgpu::Buffer,
     aux: wgpu::Buffer,
+    /// Keys of the shader variants used.
+    shaders: Vec<String>,
 }
 
 impl ThreePass {
@@ -117,10 +119,16 @@ impl ThreePass {
             .max()
             .unwrap_or(4);
         let device = ctx.device();
-        let qk = ctx.pipeline(&common_flags(qk_variant(), spec, storage))?;
-        let softmax = ctx.pipeline(&softmax_variant(spec.return_weights))?;
         let pv_flags = spec.clone().bias(None).mask(None).softcap(None).alibi(None);
-        let pv = ctx.pipeline(&common_flags(pv_variant(spec.head_dim), &pv_flags, storage))?;
+        let variants = [
+            common_flags(qk_variant(), spec, storage),
+            softmax_variant(spec.return_weights),
+            common_flags(pv_variant(spec.head_dim), &pv_flags, storage),
+        ];
+        let qk = ctx.pipeline(&variants[0])?;
+        let softmax = ctx.pipeline(&variants[1])?;
+        let pv = ctx.pipeline(&variants[2])?;
+        let shaders = variants.iter().map(|v| v.key()).collect();
         ctx.gpu_scope("allocating three-pass buffers", || {
             let scores = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgattn scores"),
@@ -166,8 +174,14 @@ impl ThreePass {
                 chunks,
                 scores,
                 aux,
+                shaders,
             }
         })
+    }
+
+    /// Keys of the shader variants used.
+    pub(crate) fn shaders(&self) -> &[String] {
+        &self.shaders
     }
 
     /// Number of chunks the problem was split into.

@@ -107,3 +107,27 @@ pub fn cases_dir() -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: validation cases not found at {}", dir.display());
     None
 }
+
+/// Runs the real `wgattn` binary.
+pub fn wgattn(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wgattn"))
+        .args(args)
+        .output()
+        .expect("run wgattn")
+}
+
+/// stdout and stderr of a run, together.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A path in this test process's own temporary folder (`prefix` names the test file).
+pub fn tmp_in(prefix: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgattn-{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}

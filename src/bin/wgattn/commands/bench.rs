@@ -151,6 +151,7 @@ fn result_json(ctx: &Context, r: &BenchResult) -> serde_json::Value {
         },
         "kernel": r.kernel.name(),
         "splits": r.splits,
+        "shaders": r.shaders,
         "dtype": s.dtype.name(),
         "options": wgattn::validation::describe(s),
         "median_ms": r.median_ms,
