@@ -36,25 +36,6 @@ fn gl() -> Option<&'static Context> {
     }
 }
 
-fn run(ctx: &Context, kernel: Kernel, cases: &[GridCase]) {
-    let mut failures = Vec::new();
-    for case in cases {
-        match validation::run_grid_case(ctx, case, kernel) {
-            Ok(r) if r.passed() => {}
-            Ok(r) => failures.push(format!(
-                "{}: {:?} tol {:.2e}",
-                case.name, r.out, r.tolerance
-            )),
-            Err(e) => failures.push(format!("{}: error {e}", case.name)),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{kernel} on GL:\n{}",
-        failures.join("\n")
-    );
-}
-
 /// Every fourth grid case, all edge cases, every third option case (GL compiles each shader
 /// variant slowly; the full grid runs on Vulkan).
 fn subset() -> Vec<GridCase> {
@@ -84,19 +65,19 @@ fn gl_adapter_selects_fallback_variants() {
 #[test]
 fn three_pass_on_gl() {
     let Some(ctx) = gl() else { return };
-    run(ctx, Kernel::ThreePass, &subset());
+    common::run_cases(ctx, Kernel::ThreePass, &subset());
 }
 
 #[test]
 fn flash_on_gl() {
     let Some(ctx) = gl() else { return };
-    run(ctx, Kernel::Flash, &subset());
+    common::run_cases(ctx, Kernel::Flash, &subset());
 }
 
 #[test]
 fn split_kv_on_gl() {
     let Some(ctx) = gl() else { return };
-    run(ctx, Kernel::SplitKv, &subset());
+    common::run_cases(ctx, Kernel::SplitKv, &subset());
 }
 
 #[test]

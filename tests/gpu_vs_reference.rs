@@ -8,23 +8,9 @@ use wgattn::{AttentionSpec, CausalAlign, Kernel, Layout};
 /// Cap per case: keeps the whole grid a few seconds per kernel on lavapipe.
 const MAX_FLOPS: f64 = 6e7;
 
-fn run_grid(kernel: Kernel, cases: &[GridCase]) {
+fn run_grid_with(kernel: Kernel, cases: &[GridCase]) {
     let Some(ctx) = common::ctx() else { return };
-    let mut failures = Vec::new();
-    for case in cases {
-        match validation::run_grid_case(ctx, case, kernel) {
-            Ok(r) if r.passed() => {}
-            Ok(r) => failures.push(format!("{}: out {:?} lse {:?}", case.name, r.out, r.lse)),
-            Err(e) => failures.push(format!("{}: error {e}", case.name)),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed with {kernel}:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    common::run_cases(ctx, kernel, cases);
 }
 
 #[test]
@@ -58,22 +44,22 @@ fn grid_covers_what_the_issue_asks() {
 
 #[test]
 fn three_pass_matches_reference_on_grid() {
-    run_grid(Kernel::ThreePass, &validation::grid(MAX_FLOPS));
+    run_grid_with(Kernel::ThreePass, &validation::grid(MAX_FLOPS));
 }
 
 #[test]
 fn flash_matches_reference_on_grid() {
-    run_grid(Kernel::Flash, &validation::grid(MAX_FLOPS));
+    run_grid_with(Kernel::Flash, &validation::grid(MAX_FLOPS));
 }
 
 #[test]
 fn split_kv_matches_reference_on_grid() {
-    run_grid(Kernel::SplitKv, &validation::grid(MAX_FLOPS));
+    run_grid_with(Kernel::SplitKv, &validation::grid(MAX_FLOPS));
 }
 
 #[test]
 fn auto_matches_reference_on_grid() {
-    run_grid(Kernel::Auto, &validation::grid(MAX_FLOPS));
+    run_grid_with(Kernel::Auto, &validation::grid(MAX_FLOPS));
 }
 
 #[test]

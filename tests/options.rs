@@ -11,47 +11,22 @@ use wgattn::{
     AttentionSpec, Broadcast, CausalAlign, Context, ContextOptions, DType, Error, Inputs, Kernel,
 };
 
-fn run(ctx: &Context, kernel: Kernel, cases: &[GridCase]) {
-    let mut failures = Vec::new();
-    for case in cases {
-        match validation::run_grid_case(ctx, case, kernel) {
-            Ok(r) if r.passed() => {}
-            Ok(r) => failures.push(format!(
-                "{}: out {:?} (tolerance {:.2e}{}) lse {:?}",
-                case.name,
-                r.out,
-                r.tolerance,
-                if r.max_abs_rule { " on max_abs" } else { "" },
-                r.lse
-            )),
-            Err(e) => failures.push(format!("{}: error {e}", case.name)),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed with {kernel}:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-}
-
 #[test]
 fn options_three_pass() {
     let Some(ctx) = common::ctx() else { return };
-    run(ctx, Kernel::ThreePass, &validation::option_grid());
+    common::run_cases(ctx, Kernel::ThreePass, &validation::option_grid());
 }
 
 #[test]
 fn options_flash() {
     let Some(ctx) = common::ctx() else { return };
-    run(ctx, Kernel::Flash, &validation::option_grid());
+    common::run_cases(ctx, Kernel::Flash, &validation::option_grid());
 }
 
 #[test]
 fn options_split_kv() {
     let Some(ctx) = common::ctx() else { return };
-    run(ctx, Kernel::SplitKv, &validation::option_grid());
+    common::run_cases(ctx, Kernel::SplitKv, &validation::option_grid());
 }
 
 /// Without SHADER_F16 (as on GL) f16 is read packed in u32 words and the output packed by an
@@ -75,7 +50,7 @@ fn options_on_packed_f16_and_workgroup_memory_fallback() {
         .filter(|c| c.spec.dtype == DType::F16 || c.name.starts_with("mask [B"))
         .collect();
     for kernel in [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv] {
-        run(ctx, kernel, &cases);
+        common::run_cases(ctx, kernel, &cases);
     }
     // odd head_dim: f16 values of neighbouring rows share u32 words
     let odd = AttentionSpec::new(1, 3, 1, 9, 20, 5)
@@ -89,7 +64,7 @@ fn options_on_packed_f16_and_workgroup_memory_fallback() {
         dist: Dist::Normal,
         seed: 3,
     };
-    run(ctx, Kernel::Flash, std::slice::from_ref(&case));
+    common::run_cases(ctx, Kernel::Flash, std::slice::from_ref(&case));
 }
 
 #[test]

@@ -131,3 +131,31 @@ pub fn tmp_in(prefix: &str, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
+
+/// Runs every grid case with `kernel` on `ctx` against the CPU reference and fails with the
+/// list of cases out of tolerance (or erroring).
+pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validation::GridCase]) {
+    let mut failures = Vec::new();
+    for case in cases {
+        match wgattn::validation::run_grid_case(ctx, case, kernel) {
+            Ok(r) if r.passed() => {}
+            Ok(r) => failures.push(format!(
+                "{}: out {:?} (tolerance {:.2e}{}) lse {:?}",
+                case.name,
+                r.out,
+                r.tolerance,
+                if r.max_abs_rule { " on max_abs" } else { "" },
+                r.lse
+            )),
+            Err(e) => failures.push(format!("{}: error {e}", case.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed with {kernel} on {}:\n{}",
+        failures.len(),
+        cases.len(),
+        ctx.adapter_info().name,
+        failures.join("\n")
+    );
+}

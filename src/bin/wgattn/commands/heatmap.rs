@@ -32,14 +32,8 @@ pub struct Args {
     /// Layout of the tensors in the file (default: the file's metadata, else bhsd).
     #[arg(long, value_name = "bhsd|bshd")]
     layout: Option<String>,
-    /// Additive bias: a safetensors file with tensor `bias` [B or 1, Hq or 1, Sq, Sk] (F32 or
-    /// F16; -inf masks a key). Default: the input file's `bias`, if any.
-    #[arg(long, value_name = "F")]
-    bias_file: Option<PathBuf>,
-    /// Boolean mask: a safetensors file with tensor `mask` [B or 1, Hq or 1, Sq, Sk] (BOOL or
-    /// U8; true = keep). Default: the input file's `mask`, if any.
-    #[arg(long, value_name = "F")]
-    mask_file: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::spec_flags::TensorFiles,
     /// Colour map: viridis, inferno, magma or plasma.
     #[arg(long, default_value = "viridis")]
     colormap: String,
@@ -76,16 +70,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     // The file's metadata gives causal mask, window, ALiBi, soft-cap, kv_lens and dtype (`wgattn
     // gen` writes them); `--scale` here is the colour scale, so there are no spec flags.
     let mut spec = case.spec.clone();
-    if let Some(f) = &args.bias_file {
-        let (shape, data) = wgattn::io::read_float_tensor(f, "bias")?;
-        spec.bias = Some(wgattn::Broadcast::from_shape("bias", &shape, &spec)?);
-        case.bias = Some(data);
-    }
-    if let Some(f) = &args.mask_file {
-        let (shape, data) = wgattn::io::read_bool_tensor(f, "mask")?;
-        spec.mask = Some(wgattn::Broadcast::from_shape("mask", &shape, &spec)?);
-        case.mask = Some(data);
-    }
+    args.files.load(&mut spec, &mut case)?;
     let spec = &spec;
     let window = Window {
         batch: args.batch,

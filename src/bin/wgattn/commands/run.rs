@@ -17,14 +17,8 @@ pub struct Args {
     output: PathBuf,
     #[command(flatten)]
     flags: super::spec_flags::SpecFlags,
-    /// Additive bias: a safetensors file with tensor `bias` [B or 1, Hq or 1, Sq, Sk] (F32 or
-    /// F16; -inf masks a key). Default: the input file's `bias`, if any.
-    #[arg(long, value_name = "F")]
-    bias_file: Option<PathBuf>,
-    /// Boolean mask: a safetensors file with tensor `mask` [B or 1, Hq or 1, Sq, Sk] (BOOL or
-    /// U8; true = keep). Default: the input file's `mask`, if any.
-    #[arg(long, value_name = "F")]
-    mask_file: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::spec_flags::TensorFiles,
     /// Layout of the tensors in the file.
     #[arg(long, value_name = "bhsd|bshd")]
     layout: Option<String>,
@@ -51,16 +45,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let layout = args.layout.as_deref().map(Layout::parse).transpose()?;
     let mut case = wgattn::io::read_case_as(&args.input, layout)?;
     let mut spec = args.flags.apply(case.spec.clone())?;
-    if let Some(f) = &args.bias_file {
-        let (shape, data) = wgattn::io::read_float_tensor(f, "bias")?;
-        spec.bias = Some(wgattn::Broadcast::from_shape("bias", &shape, &spec)?);
-        case.bias = Some(data);
-    }
-    if let Some(f) = &args.mask_file {
-        let (shape, data) = wgattn::io::read_bool_tensor(f, "mask")?;
-        spec.mask = Some(wgattn::Broadcast::from_shape("mask", &shape, &spec)?);
-        case.mask = Some(data);
-    }
+    args.files.load(&mut spec, &mut case)?;
     spec.kernel = Kernel::parse(&args.kernel)?;
     spec.return_lse = args.lse;
     spec.return_weights = args.weights;

@@ -1,5 +1,7 @@
 //! Flags that change an attention spec, shared by `run`, `gen` and `bench`.
 
+use std::path::PathBuf;
+
 use wgattn::{Alibi, AttentionSpec, CausalAlign, DType, Result};
 
 /// Mask, scale and storage flags. Unset flags leave the spec (e.g. a file's metadata) as it is.
@@ -59,5 +61,35 @@ impl SpecFlags {
             spec.softcap = Some(c);
         }
         Ok(spec)
+    }
+}
+
+/// Bias and mask tensors from their own files, shared by `run` and `heatmap`.
+#[derive(clap::Args, Debug, Default)]
+pub struct TensorFiles {
+    /// Additive bias: a safetensors file with tensor `bias` [B or 1, Hq or 1, Sq, Sk] (F32 or
+    /// F16; -inf masks a key). Default: the input file's `bias`, if any.
+    #[arg(long, value_name = "F")]
+    pub bias_file: Option<PathBuf>,
+    /// Boolean mask: a safetensors file with tensor `mask` [B or 1, Hq or 1, Sq, Sk] (BOOL or
+    /// U8; true = keep). Default: the input file's `mask`, if any.
+    #[arg(long, value_name = "F")]
+    pub mask_file: Option<PathBuf>,
+}
+
+impl TensorFiles {
+    /// Reads the files given into `case`, declaring their broadcast in `spec`.
+    pub fn load(&self, spec: &mut AttentionSpec, case: &mut wgattn::io::Case) -> Result<()> {
+        if let Some(f) = &self.bias_file {
+            let (shape, data) = wgattn::io::read_float_tensor(f, "bias")?;
+            spec.bias = Some(wgattn::Broadcast::from_shape("bias", &shape, spec)?);
+            case.bias = Some(data);
+        }
+        if let Some(f) = &self.mask_file {
+            let (shape, data) = wgattn::io::read_bool_tensor(f, "mask")?;
+            spec.mask = Some(wgattn::Broadcast::from_shape("mask", &shape, spec)?);
+            case.mask = Some(data);
+        }
+        Ok(())
     }
 }
