@@ -1,7 +1,7 @@
 // Split-KV combine: merges the per-split normalised outputs and lse of flash.wgsl (SPLIT) into
 // the final output exactly: out = Σ_s w_s·o_s / Σ_s w_s with w_s = exp(lse_s − max lse),
 // lse = max + log Σ w_s. Splits that saw no key have lse −∞ and weight 0; a row no split saw
-// gets out 0 and lse −∞. One invocation per row of the chunk.
+// gets out 0 and lse −∞. One invocation per vec4 column of each row of the chunk.
 #include "common.wgsl"
 
 const D4: u32 = D16 * 4u;
@@ -19,30 +19,32 @@ const D4: u32 = D16 * 4u;
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let rows = P.group * P.nq;
     let total = rows * (P.nbh / P.group);
-    let g = gid.x + gid.y * nwg.x * WG;
-    if (g >= total) {
+    let n = gid.x + gid.y * nwg.x * WG;
+    if (n >= total * D4) {
         return;
     }
+    // Row g of the chunk, vec4 column c of it: consecutive invocations read consecutive
+    // columns, and no invocation walks a whole row (with hundreds of splits that is slow).
+    let g = n / D4;
+    let c = n % D4;
     var mx = MASKED;
     for (var s = 0u; s < P.n_splits; s++) {
         mx = max(mx, lse_part[s * total + g]);
     }
-    var acc: array<vec4<f32>, D4>;
-    for (var d4 = 0u; d4 < D4; d4++) {
-        acc[d4] = vec4<f32>(0.0);
-    }
+    var acc = vec4<f32>(0.0);
     var wsum = 0.0;
     if (mx > MASKED_CUT) {
         for (var s = 0u; s < P.n_splits; s++) {
             let ls = lse_part[s * total + g];
             let w = select(0.0, exp(ls - mx), ls > MASKED_CUT);
             wsum += w;
-            for (var d4 = 0u; d4 < D4; d4++) {
-                acc[d4] += w * o_part[(s * total + g) * D4 + d4];
-            }
+            acc += w * o_part[(s * total + g) * D4 + c];
         }
     }
     let inv = select(0.0, 1.0 / wsum, wsum > 0.0);
-    let row_lse = select(P.neg_inf, mx + log(wsum), wsum > 0.0);
-    store_out(row_of(g / rows, g % rows), acc, inv, row_lse);
+    let row = row_of(g / rows, g % rows);
+    st4_out(row.b * P.q_sb + row.h * P.q_sh + row.i * P.q_ss - P.o_shift, c * 4u, acc * inv);
+    if (c == 0u) {
+        lse[lse_index(row) - P.lse_shift] = select(P.neg_inf, mx + log(wsum), wsum > 0.0);
+    }
 }

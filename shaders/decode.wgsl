@@ -98,32 +98,18 @@ fn main(
 #endfor
     }
 
-    // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
 #for r in 0..R
     {
-        let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
-        let row_lse = select(P.neg_inf, (m_{r} + log2(l_{r})) * LN2, l_{r} > 0.0);
-#if SPLIT
-        let slot = wid.y * (R * (P.nbh / P.group)) + wid.z * R + {r}u;
+        let fin = finish(m_{r}, l_{r});
+        let slot = split_slot(wid.y, wid.z, R, {r}u);
 #for t in 0..DL
         if (lane + SG * {t}u < D4) {
-            o_part[slot * D4 + lane + SG * {t}u] = o_{r}_{t} * inv;
+            store_col(row_{r}, slot, lane + SG * {t}u, o_{r}_{t} * fin.x);
         }
 #endfor
         if (lane == 0u) {
-            lse_part[slot] = row_lse;
+            store_lse(row_{r}, slot, fin.y);
         }
-#else
-        let at = row_{r}.b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.o_shift;
-#for t in 0..DL
-        if (lane + SG * {t}u < D4) {
-            st4_out(at, slot_d(lane, {t}u), o_{r}_{t} * inv);
-        }
-#endfor
-        if (lane == 0u) {
-            lse[lse_index(row_{r}) - P.lse_shift] = row_lse;
-        }
-#endif
     }
 #endfor
 }

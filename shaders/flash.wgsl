@@ -62,20 +62,11 @@ fn main(
     let full_lo = subgroupMax(lo_max);
     let full_hi = subgroupMin(hi_min);
 #else
-    // Keys of this workgroup (uniform, as the barriers need); ranges only grow with the row.
-    let r_last = min(r0 + WG * R, rows) - 1u;
-    var i_lo = P.i0 + r0 % P.nq;
-    var i_hi = P.i0 + r_last % P.nq;
-    if (r0 / P.nq != r_last / P.nq) {
-        i_lo = P.i0;
-        i_hi = P.i0 + P.nq - 1u;
-    }
-    let first = visible_range(b, i_lo);
-    let last = visible_range(b, i_hi);
-    var k_lo = first.x;
-    var k_hi = last.y;
-    let full_lo = last.x;
-    let full_hi = first.y;
+    let keys = tile_keys(b, r0, WG * R, rows);
+    var k_lo = keys.x;
+    var k_hi = keys.y;
+    let full_lo = keys.z;
+    let full_hi = keys.w;
 #endif
 #if SPLIT
     k_lo = max(k_lo, wid.y * P.split_len);
@@ -235,27 +226,15 @@ fn main(
 
 #for r in 0..R
     if (valid_{r}) {
-        // A row that saw no key has l = 0: output 0 and lse -inf, never NaN.
-        let inv = select(0.0, 1.0 / l_{r}, l_{r} > 0.0);
-        let row_lse = select(P.neg_inf, (m_{r} + log2(l_{r})) * LN2, l_{r} > 0.0);
-#if SPLIT
-        let slot = wid.y * (rows * (P.nbh / P.group)) + wid.z * rows + r0 + li * R + {r}u;
-#for a in 0..D16
-#for c in 0..4
-        o_part[slot * D4 + {a}u * 4u + {c}u] = o_{r}_{a}_{c} * inv;
-#endfor
-#endfor
-        lse_part[slot] = row_lse;
-#else
+        let fin = finish(m_{r}, l_{r});
+        let slot = split_slot(wid.y, wid.z, rows, r0 + li * R + {r}u);
         // Unrolled stores keep o in registers (an array indexed in a loop would not be).
-        let at = row_{r}.b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.o_shift;
 #for a in 0..D16
 #for c in 0..4
-        st4_out(at, {a}u * 16u + {c}u * 4u, o_{r}_{a}_{c} * inv);
+        store_col(row_{r}, slot, {a}u * 4u + {c}u, o_{r}_{a}_{c} * fin.x);
 #endfor
 #endfor
-        lse[lse_index(row_{r}) - P.lse_shift] = row_lse;
-#endif
+        store_lse(row_{r}, slot, fin.y);
     }
 #endfor
 }

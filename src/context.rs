@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::kernels::flash::{TILED_WG, TILED_WORKGROUP_BYTES};
 use crate::limits::DeviceLimits;
 use crate::shaders::ShaderVariant;
 
@@ -23,6 +24,12 @@ pub struct ContextOptions {
     /// Read and write f16 data packed in u32 words even when the adapter has SHADER_F16, as on
     /// adapters without it (testing).
     pub disable_shader_f16: bool,
+    /// Which flash / split-KV variant to use: `Some(true)` the workgroup-tiled one
+    /// (`shaders/flash_tiled.wgsl`), `Some(false)` the rows-per-invocation ones
+    /// (`shaders/flash.wgsl`). `None` reads `WGATTN_FLASH_TILES` (`1` / `0`), else chooses by
+    /// adapter: tiled on GPUs, rows on CPU adapters (lavapipe, llvmpipe). The tiled variant
+    /// needs 32 KiB of workgroup memory; adapters with less always use rows.
+    pub flash_tiles: Option<bool>,
 }
 
 /// What the kernels may use on a device: its limits and the optional features that select
@@ -38,6 +45,9 @@ pub struct Caps {
     pub shader_f16: bool,
     /// Kind of adapter (sizes the split-KV grid).
     pub device_type: wgpu::DeviceType,
+    /// Flash and split-KV use the workgroup-tiled variant (see
+    /// [`ContextOptions::flash_tiles`]).
+    pub flash_tiles: bool,
 }
 
 impl Caps {
@@ -45,6 +55,10 @@ impl Caps {
     pub fn variants(&self) -> Vec<String> {
         vec![
             match self.subgroup_size {
+                _ if self.flash_tiles => {
+                    "flash/split-kv: workgroup-tiled variant (64 rows × 64 keys, 256 invocations)"
+                        .into()
+                }
                 Some(n) => {
                     format!("flash/split-kv: subgroup variant (K/V by subgroupBroadcast, size {n})")
                 }
@@ -77,7 +91,22 @@ impl Caps {
             shader_f16: features.contains(wgpu::Features::SHADER_F16)
                 && !options.disable_shader_f16,
             device_type: info.device_type,
+            flash_tiles: limits.max_workgroup_storage >= TILED_WORKGROUP_BYTES
+                && limits.max_invocations >= TILED_WG
+                && options
+                    .flash_tiles
+                    .or_else(flash_tiles_from_env)
+                    .unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
         }
+    }
+}
+
+/// `WGATTN_FLASH_TILES`: `1` / `0` force the tiled / rows flash variants.
+fn flash_tiles_from_env() -> Option<bool> {
+    match std::env::var("WGATTN_FLASH_TILES").ok()?.trim() {
+        "1" | "true" | "on" => Some(true),
+        "0" | "false" | "off" => Some(false),
+        _ => None,
     }
 }
 

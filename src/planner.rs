@@ -36,8 +36,9 @@ pub struct Choice {
 
 /// How many key splits split-KV would use for `spec` on `ctx`.
 pub fn split_count(spec: &AttentionSpec, ctx: &Context) -> u32 {
-    let tiles = Tiles::choose(spec, ctx.caps());
-    choose_splits(spec, &tiles, ctx.caps())
+    let caps = ctx.caps();
+    let tiles = Tiles::decode(spec, caps).unwrap_or_else(|| Tiles::choose(spec, caps));
+    choose_splits(spec, &tiles, caps)
 }
 
 /// The kernel and splits that will run `spec` on `ctx`.

@@ -24,6 +24,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("pack.wgsl", include_str!("../shaders/pack.wgsl")),
     ("out.wgsl", include_str!("../shaders/out.wgsl")),
     ("flash.wgsl", include_str!("../shaders/flash.wgsl")),
+    (
+        "flash_tiled.wgsl",
+        include_str!("../shaders/flash_tiled.wgsl"),
+    ),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
     ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
     ("fused.wgsl", include_str!("../shaders/fused.wgsl")),

@@ -7,14 +7,47 @@ use wgattn::testdata::{self, Dist};
 use wgattn::{AttentionSpec, CausalAlign, Context, ContextOptions, Error, Kernel, Layout};
 
 fn small_ctx(max_binding: u64) -> Option<Context> {
+    small_ctx_with(max_binding, None)
+}
+
+fn small_ctx_with(max_binding: u64, flash_tiles: Option<bool>) -> Option<Context> {
     common::ctx()?; // applies the WGATTN_REQUIRE_GPU rule
     Some(
         Context::with_options(ContextOptions {
             max_storage_binding: Some(max_binding),
+            flash_tiles,
             ..Default::default()
         })
         .expect("context with lowered limits"),
     )
+}
+
+/// Flash and split-KV (both the rows and the workgroup-tiled variants) bind windows of q, k,
+/// v and out: tensors beyond one binding are split by heads and query rows.
+#[test]
+fn fused_kernels_split_tensors_beyond_one_binding() {
+    let specs = [
+        // q 102 KB, k and v 154 KB each: split by kv-head groups and windows
+        AttentionSpec::new(2, 4, 2, 100, 300, 32).causal(CausalAlign::BottomRight),
+        // bshd with GQA: heads interleave in each row, so query rows are split (one head of
+        // k spans 119·128 + 64 floats = 61 KB: it must fit one binding)
+        AttentionSpec::new(1, 4, 2, 130, 120, 64)
+            .layout(Layout::Bshd)
+            .kv_lens(vec![101]),
+    ];
+    for tiles in [false, true] {
+        let Some(ctx) = small_ctx_with(64 * 1024, Some(tiles)) else {
+            return;
+        };
+        for spec in &specs {
+            for kernel in [Kernel::Flash, Kernel::SplitKv] {
+                let spec = spec.clone().with_lse(true).kernel(kernel);
+                let plan = ctx.plan(&spec).expect("plan");
+                assert!(plan.chunks() > 1, "tiles {tiles}, {kernel}: one chunk");
+                common::check(&ctx, &spec, Dist::Normal, 23);
+            }
+        }
+    }
 }
 
 #[test]

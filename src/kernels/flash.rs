@@ -34,7 +34,19 @@ pub(crate) struct Tiles {
     /// Decoding variant (`decode.wgsl`): lanes own keys, every lane holds all `r` rows of the
     /// kv head; one subgroup (`wg` = `kb` = subgroup size) per workgroup.
     pub decode: bool,
+    /// Workgroup-tiled variant (`flash_tiled.wgsl`, for GPUs): [`TILED_ROWS`] rows and
+    /// [`TILED_WG`] invocations per workgroup, blocks of `kb` = [`TILED_KEYS`] keys.
+    pub tiled: bool,
 }
+
+/// Query rows per workgroup of the tiled variant.
+pub(crate) const TILED_ROWS: u32 = 64;
+/// Keys per block of the tiled variant.
+pub(crate) const TILED_KEYS: u32 = 64;
+/// Invocations per workgroup of the tiled variant.
+pub(crate) const TILED_WG: u32 = 256;
+/// Workgroup memory the tiled variant needs (bytes).
+pub(crate) const TILED_WORKGROUP_BYTES: u32 = 32 * 1024;
 
 /// Most rows per kv head (group × seq_q) the decoding variant holds in every lane.
 pub(crate) const DECODE_MAX_ROWS: u32 = 8;
@@ -55,6 +67,32 @@ impl Tiles {
             vec4,
             subgroups: false,
             decode: false,
+            tiled: false,
+        }
+    }
+
+    /// The tiled variant's shape for a head_dim class.
+    fn tiled(d16: u32, vec4: bool) -> Tiles {
+        Tiles {
+            wg: TILED_WG,
+            r: 1,
+            kb: TILED_KEYS,
+            tiled: true,
+            ..Tiles::fallback(d16, vec4)
+        }
+    }
+
+    /// Invocations per workgroup.
+    fn invocations(&self) -> u32 {
+        if self.tiled { TILED_WG } else { self.wg }
+    }
+
+    /// Query rows one workgroup handles.
+    pub(crate) fn rows_per_workgroup(&self) -> u32 {
+        if self.tiled {
+            TILED_ROWS
+        } else {
+            self.wg * self.r
         }
     }
 
@@ -63,6 +101,9 @@ impl Tiles {
         let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
         let vec4 = spec.head_dim.is_multiple_of(4)
             && caps.limits.storage_offset_alignment.is_multiple_of(16);
+        if caps.flash_tiles {
+            return Tiles::tiled(d16, vec4);
+        }
         let rows = (spec.group() * spec.seq_q) as u32;
         // More rows per invocation share each K/V fetch and broadcast (4 rows: 1.6-1.7× faster
         // than 1 on lavapipe, for every head_dim class, BENCHMARKS.md); short problems keep
@@ -84,6 +125,7 @@ impl Tiles {
                 vec4,
                 subgroups: true,
                 decode: false,
+                tiled: false,
             },
             // K and V blocks of 8 keys: 2·8·256·4 B = 16 KiB at most, WebGPU's guaranteed
             // workgroup storage.
@@ -95,6 +137,7 @@ impl Tiles {
                 vec4,
                 subgroups: false,
                 decode: false,
+                tiled: false,
             },
         }
     }
@@ -110,12 +153,26 @@ impl Tiles {
             wg: sg,
             r: rows,
             kb: sg,
+            subgroups: true,
             decode: true,
-            ..Tiles::choose(spec, caps)
+            ..Tiles::fallback(
+                (spec.head_dim as u32).div_ceil(16).max(1),
+                Tiles::choose(spec, caps).vec4,
+            )
         })
     }
 
     fn flash(&self, split: bool) -> ShaderVariant {
+        if self.tiled {
+            // V chunks of VK keys fill the 1024 vec4 of the staging area at most.
+            let vk = (1024 / (4 * self.d16)).min(TILED_KEYS);
+            return ShaderVariant::new("flash_tiled.wgsl")
+                .constant("D16", self.d16)
+                .constant("NU", self.d16.div_ceil(4))
+                .constant("VK", 1 << vk.ilog2())
+                .flag("VEC4", self.vec4)
+                .flag("SPLIT", split);
+        }
         if self.decode {
             return ShaderVariant::new("decode.wgsl")
                 .constant("SG", self.kb)
@@ -211,7 +268,7 @@ const SUBGROUP_SETTINGS: [Option<u32>; 5] = [None, Some(8), Some(16), Some(32), 
 /// Every variant these kernels generate: every tile shape of every head_dim class, subgroup
 /// setting, vec4 and split choice with f32 storage and no modifiers; and every storage /
 /// modifier flag combination with each vec4, split and code path (subgroup, workgroup
-/// memory, decoding) on the smallest and a mid head_dim class (the flags add code around the
+/// memory, decoding, tiled) on the smallest and a mid head_dim class (the flags add code around the
 /// per-score and per-element steps, independent of tile size and head_dim class).
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut out = Vec::new();
@@ -223,6 +280,9 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                     out.push(t.flash(true));
                 }
             }
+            let tiled = Tiles::tiled(d16, vec4);
+            out.push(tiled.flash(false));
+            out.push(tiled.flash(true));
             let t = Tiles::fallback(d16, vec4);
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(t.combine_for(storage));
@@ -249,6 +309,7 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                             decode: true,
                             ..base
                         },
+                        Tiles::tiled(d16, vec4),
                     ] {
                         let mut v = t.flash(split);
                         v.flags.extend(flags.iter().copied());
@@ -261,22 +322,30 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
     out
 }
 
-/// How many key splits split-KV uses for `spec`: enough workgroups to fill the device, each
-/// split at least 256 keys long.
+/// How many key splits split-KV uses for `spec` with `tiles`: enough workgroups to fill the
+/// device, each split at least 256 keys long. CPU adapters: a few workgroups per core. GPUs:
+/// about 2^18 invocations (what a large GPU keeps resident: an H100 holds 132 × 2048), so the
+/// one-subgroup decoding workgroups get many more splits than 256-invocation tiles.
 pub(crate) fn choose_splits(spec: &AttentionSpec, tiles: &Tiles, caps: &Caps) -> u32 {
     let target_workgroups: u64 = match caps.device_type {
         wgpu::DeviceType::Cpu => {
             4 * std::thread::available_parallelism().map_or(2, |n| n.get()) as u64
         }
-        _ => 512,
+        _ => (1u64 << 18) / tiles.invocations() as u64,
     };
-    let rows = (spec.group() * spec.seq_q) as u64;
-    let blocks = rows.div_ceil((tiles.wg * tiles.r) as u64) * (spec.batch * spec.kv_heads) as u64;
+    let blocks = if tiles.decode {
+        1
+    } else {
+        ((spec.group() * spec.seq_q) as u64).div_ceil(tiles.rows_per_workgroup() as u64)
+    } * (spec.batch * spec.kv_heads) as u64;
     let by_keys = (spec.seq_k as u64 / 256).max(1);
     target_workgroups
         .div_ceil(blocks)
-        .clamp(1, by_keys.min(256)) as u32
+        .clamp(1, by_keys.min(MAX_SPLITS)) as u32
 }
+
+/// Most key splits split-KV uses.
+const MAX_SPLITS: u64 = 1024;
 
 struct ChunkPlan {
     uniform: wgpu::Buffer,
@@ -334,7 +403,7 @@ impl Flash {
                 row_tile: if tiles.decode {
                     spec.seq_q as u32
                 } else {
-                    tiles.wg * tiles.r
+                    tiles.rows_per_workgroup()
                 },
                 max_units_per_dispatch: limits.max_workgroups_per_dim,
                 bh_multiple: group,
@@ -362,7 +431,7 @@ impl Flash {
         let mut plans = Vec::new();
         for chunk in chunks {
             let rows = group * chunk.nq;
-            let row_blocks = rows.div_ceil(tiles.wg * tiles.r);
+            let row_blocks = rows.div_ceil(tiles.rows_per_workgroup());
             if row_blocks > max_dim || splits > max_dim {
                 return Err(Error::TooLarge {
                     what: format!("workgroups per dimension for {rows} rows × {splits} splits"),
@@ -372,7 +441,7 @@ impl Flash {
                 });
             }
             let total = rows * (chunk.nbh / group);
-            let cblocks = total.div_ceil(COMBINE_WG);
+            let cblocks = (total * 4 * tiles.d16).div_ceil(COMBINE_WG);
             let mut p = params(spec, &chunk, 0, alibi_at);
             p.n_splits = splits;
             p.split_len = split_len;
