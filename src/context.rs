@@ -54,15 +54,17 @@ impl Caps {
     /// Which shader variants the kernels use here, in words.
     pub fn variants(&self) -> Vec<String> {
         vec![
-            match self.subgroup_size {
-                _ if self.flash_tiles => {
+            match (self.flash_tiles, self.subgroup_size) {
+                (true, _) => {
                     "flash/split-kv: workgroup-tiled variant (64 rows × 64 keys, 256 invocations)"
                         .into()
                 }
-                Some(n) => {
+                (false, Some(n)) => {
                     format!("flash/split-kv: subgroup variant (K/V by subgroupBroadcast, size {n})")
                 }
-                None => "flash/split-kv: workgroup-memory variant (no fixed-size subgroups)".into(),
+                (false, None) => {
+                    "flash/split-kv: workgroup-memory variant (no fixed-size subgroups)".into()
+                }
             },
             if self.shader_f16 {
                 "f16: native f16 storage (SHADER_F16)".into()

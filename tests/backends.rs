@@ -1,54 +1,19 @@
 //! The GL backend (Mesa llvmpipe through EGL) next to Vulkan: the adapter without SHADER_F16
 //! and subgroups runs every kernel with the fallback variants, on a representative subset of
-//! the grid (the full grid runs on the default adapter in gpu_vs_reference.rs), and the
-//! workgroup-tiled flash variant that GPUs' GL drivers get.
+//! the grid (the full grid runs on the default adapter in gpu_vs_reference.rs). The tiled
+//! flash variant on GL is in gl_tiled.rs (its own process: see there).
 
 mod common;
 
 use std::sync::OnceLock;
 
 use wgattn::validation::{self, GridCase};
-use wgattn::{Context, ContextOptions, Kernel};
+use wgattn::{Context, Kernel};
 
-/// The GL adapter. Required (test fails) under WGATTN_REQUIRE_GPU=1: CI machines have Mesa's
-/// GL driver alongside lavapipe.
+/// The GL adapter (see `common::gl_with`).
 fn gl() -> Option<&'static Context> {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
-    gl_with(&CTX, None)
-}
-
-/// The GL adapter with the workgroup-tiled flash variant forced (what a GPU's GL driver gets).
-fn gl_tiled() -> Option<&'static Context> {
-    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
-    gl_with(&CTX, Some(true))
-}
-
-fn gl_with(
-    cell: &'static OnceLock<Result<Context, String>>,
-    flash_tiles: Option<bool>,
-) -> Option<&'static Context> {
-    let ctx = cell.get_or_init(|| {
-        let gl = wgattn::adapter_summaries()
-            .into_iter()
-            .find(|a| a.info.backend == wgpu::Backend::Gl)
-            .ok_or("no GL adapter")?;
-        Context::with_options(ContextOptions {
-            adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
-            flash_tiles,
-            ..Default::default()
-        })
-        .map_err(|e| e.to_string())
-    });
-    match ctx {
-        Ok(c) => Some(c),
-        Err(e) if std::env::var("WGATTN_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("WGATTN_REQUIRE_GPU=1 but no GL context: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            None
-        }
-    }
+    common::gl_with(&CTX, None)
 }
 
 /// Every fourth grid case, all edge cases, every third option case (GL compiles each shader
@@ -104,23 +69,5 @@ fn validation_cases_on_gl() {
     for f in validation::case_files(&dir).unwrap() {
         let r = validation::run_case_file(ctx, &f, Kernel::Auto).unwrap();
         assert!(r.passed(), "{}: {:?}", r.name, r.out);
-    }
-}
-
-/// GPUs' GL drivers get the workgroup-tiled flash variant (no subgroups needed): forced here on
-/// llvmpipe GL for flash and split-KV over the validation cases and the edge cases.
-#[test]
-fn tiled_flash_on_gl() {
-    let Some(ctx) = gl_tiled() else { return };
-    assert!(ctx.caps().flash_tiles);
-    let Some(dir) = common::cases_dir() else {
-        return;
-    };
-    for kernel in [Kernel::Flash, Kernel::SplitKv] {
-        for f in validation::case_files(&dir).unwrap() {
-            let r = validation::run_case_file(ctx, &f, kernel).unwrap();
-            assert!(r.passed(), "{}: {:?} with {kernel}", r.name, r.out);
-        }
-        common::run_cases(ctx, kernel, &validation::edge_cases());
     }
 }

@@ -82,11 +82,6 @@ impl Tiles {
         }
     }
 
-    /// Invocations per workgroup.
-    fn invocations(&self) -> u32 {
-        if self.tiled { TILED_WG } else { self.wg }
-    }
-
     /// Query rows one workgroup handles.
     pub(crate) fn rows_per_workgroup(&self) -> u32 {
         if self.tiled {
@@ -96,11 +91,18 @@ impl Tiles {
         }
     }
 
-    /// The tiles for `spec` on a device with `caps`.
-    pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
+    /// The head_dim class (head_dim rounded up to a multiple of 16, / 16) of `spec`, and
+    /// whether q/k/v/out can be accessed as vec4 on a device with `caps`.
+    fn class(spec: &AttentionSpec, caps: &Caps) -> (u32, bool) {
         let d16 = (spec.head_dim as u32).div_ceil(16).max(1);
         let vec4 = spec.head_dim.is_multiple_of(4)
             && caps.limits.storage_offset_alignment.is_multiple_of(16);
+        (d16, vec4)
+    }
+
+    /// The tiles for `spec` on a device with `caps`.
+    pub(crate) fn choose(spec: &AttentionSpec, caps: &Caps) -> Tiles {
+        let (d16, vec4) = Tiles::class(spec, caps);
         if caps.flash_tiles {
             return Tiles::tiled(d16, vec4);
         }
@@ -149,16 +151,14 @@ impl Tiles {
         let sg = caps
             .subgroup_size
             .filter(|sg| DECODE_SUBGROUPS.contains(sg))?;
+        let (d16, vec4) = Tiles::class(spec, caps);
         (rows <= DECODE_MAX_ROWS).then(|| Tiles {
             wg: sg,
             r: rows,
             kb: sg,
             subgroups: true,
             decode: true,
-            ..Tiles::fallback(
-                (spec.head_dim as u32).div_ceil(16).max(1),
-                Tiles::choose(spec, caps).vec4,
-            )
+            ..Tiles::fallback(d16, vec4)
         })
     }
 
@@ -268,8 +268,8 @@ const SUBGROUP_SETTINGS: [Option<u32>; 5] = [None, Some(8), Some(16), Some(32), 
 /// Every variant these kernels generate: every tile shape of every head_dim class, subgroup
 /// setting, vec4 and split choice with f32 storage and no modifiers; and every storage /
 /// modifier flag combination with each vec4, split and code path (subgroup, workgroup
-/// memory, decoding, tiled) on the smallest and a mid head_dim class (the flags add code around the
-/// per-score and per-element steps, independent of tile size and head_dim class).
+/// memory, decoding, tiled) on the smallest and a mid head_dim class (the flags add code
+/// around the per-score and per-element steps, independent of tile size and head_dim class).
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut out = Vec::new();
     for d16 in 1..=16 {
@@ -331,7 +331,7 @@ pub(crate) fn choose_splits(spec: &AttentionSpec, tiles: &Tiles, caps: &Caps) ->
         wgpu::DeviceType::Cpu => {
             4 * std::thread::available_parallelism().map_or(2, |n| n.get()) as u64
         }
-        _ => (1u64 << 18) / tiles.invocations() as u64,
+        _ => (1u64 << 18) / tiles.wg as u64,
     };
     let blocks = if tiles.decode {
         1

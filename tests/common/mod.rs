@@ -159,3 +159,33 @@ pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validat
         failures.join("\n")
     );
 }
+
+/// The GL adapter, with `flash_tiles` passed to its `ContextOptions`. Required (the test fails)
+/// under WGATTN_REQUIRE_GPU=1: CI machines have Mesa's GL driver alongside lavapipe.
+pub fn gl_with(
+    cell: &'static OnceLock<Result<Context, String>>,
+    flash_tiles: Option<bool>,
+) -> Option<&'static Context> {
+    let ctx = cell.get_or_init(|| {
+        let gl = wgattn::adapter_summaries()
+            .into_iter()
+            .find(|a| a.info.backend == wgpu::Backend::Gl)
+            .ok_or("no GL adapter")?;
+        Context::with_options(wgattn::ContextOptions {
+            adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
+            flash_tiles,
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())
+    });
+    match ctx {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var("WGATTN_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("WGATTN_REQUIRE_GPU=1 but no GL context: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+    }
+}
