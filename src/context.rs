@@ -196,13 +196,28 @@ fn match_text(info: &wgpu::AdapterInfo) -> String {
 /// current when an adapter is dropped and panics (BadAccess) when another thread does the same.
 static ADAPTER_LOCK: Mutex<()> = Mutex::new(());
 
-/// The adapters of `backends` (∩ `WGPU_BACKEND`), best first.
+/// The adapters of `backends` (∩ `WGPU_BACKEND`), best first. The GL backend is enumerated
+/// on its own: wgpu's EGL code panics (BadAccess) when another thread of the process is using
+/// a GL device at that moment; that panic is caught and reported, and only GL's adapters are
+/// missing from the list.
 fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()) & backends;
-    if allowed.is_empty() {
-        return Vec::new();
+    let mut list = Vec::new();
+    for group in [allowed - wgpu::Backends::GL, allowed & wgpu::Backends::GL] {
+        if group.is_empty() {
+            continue;
+        }
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pollster::block_on(instance().enumerate_adapters(group))
+        }));
+        match found {
+            Ok(adapters) => list.extend(adapters),
+            Err(panic) => eprintln!(
+                "wgattn: wgpu panicked while enumerating {group:?} adapters ({}); skipping them",
+                panic_text(panic.as_ref())
+            ),
+        }
     }
-    let mut list = pollster::block_on(instance().enumerate_adapters(allowed));
     list.sort_by_key(|a| rank(&a.get_info()));
     list
 }
@@ -500,15 +515,10 @@ pub(crate) fn gpu_scope<T>(
     let value = match value {
         Ok(v) => v,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "wgpu panicked".into());
             drop((validation, internal, oom));
             return Err(Error::Gpu {
                 during,
-                message: format!("wgpu panicked: {message}"),
+                message: format!("wgpu panicked: {}", panic_text(panic.as_ref())),
             });
         }
     };
@@ -546,4 +556,13 @@ pub(crate) fn init_buffer(
     padded.resize(size as usize, 0);
     queue.write_buffer(&buffer, 0, &padded);
     buffer
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
 }
