@@ -9,7 +9,7 @@
 // Per block:
 //   1. S = Q·Kᵀ in slices of 16 dims: 128 invocations stage the slice of Q (scaled by
 //      scale·log2 e) and K transposed in workgroup memory ([dim][4 rows] as vec4, double
-//      buffered), then every invocation does 16 vec4 FMAs per dim of its 4×4 tile; the
+//      buffered), then every invocation does 4 vec4 FMAs per dim for its 4×4 tile; the
 //      16-dim partial sums are added to S (two-level summation, as in every kernel).
 //   2. masks / score modifiers; the rows' block maxima are exchanged through workgroup
 //      memory; online-softmax rescale; P (4×4 per invocation) written to workgroup memory

@@ -196,6 +196,21 @@ fn match_text(info: &wgpu::AdapterInfo) -> String {
 /// current when an adapter is dropped and panics (BadAccess) when another thread does the same.
 static ADAPTER_LOCK: Mutex<()> = Mutex::new(());
 
+/// A GL device wgattn opened, shared by every later GL context of the process that asks for
+/// the adapter's own limits. wgpu 30's GL (EGL) backend panics (BadAccess) when two GL devices
+/// of one process are used from two threads, or when adapters are enumerated while another
+/// thread uses one; with one device per adapter its own lock serialises the EGL context, and
+/// later contexts find their adapter here without enumerating.
+#[derive(Clone)]
+struct SharedGl {
+    info: wgpu::AdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+static GL_DEVICES: Mutex<Vec<SharedGl>> = Mutex::new(Vec::new());
+
 /// The adapters of `backends` (∩ `WGPU_BACKEND`), best first. The GL backend is enumerated
 /// on its own: wgpu's EGL code panics (BadAccess) when another thread of the process is using
 /// a GL device at that moment; that panic is caught and reported, and only GL's adapters are
@@ -284,7 +299,10 @@ impl Context {
         Self::with_options(ContextOptions::default())
     }
 
-    /// Opens an adapter with explicit options.
+    /// Opens an adapter with explicit options. GL contexts of one process share one device per
+    /// adapter (unless `max_storage_binding` / `max_buffer_size` lower the limits): wgpu's GL
+    /// backend cannot run two GL devices from two threads. Destroying that device through
+    /// [`Context::device`] loses it for every such context.
     pub fn with_options(options: ContextOptions) -> Result<Self> {
         let filter = options.adapter.clone().or_else(env_filter);
         let matches = |a: &wgpu::Adapter| {
@@ -292,12 +310,27 @@ impl Context {
                 .as_ref()
                 .is_none_or(|f| match_text(&a.get_info()).contains(&f.to_lowercase()))
         };
+        let lowered = options.max_storage_binding.is_some() || options.max_buffer_size.is_some();
         let adapter = {
             let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             // Vulkan, Metal and DX12 first: the GL backend is only opened (and its adapters
             // dropped) when nothing else matches.
             let mut all = enumerate(wgpu::Backends::PRIMARY);
             let mut found = all.iter().position(matches);
+            if found.is_none() && !lowered {
+                let shared = GL_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+                let gl = shared.iter().find(|d| {
+                    filter
+                        .as_ref()
+                        .is_none_or(|f| match_text(&d.info).contains(&f.to_lowercase()))
+                });
+                if let Some(gl) = gl {
+                    let gl = gl.clone();
+                    let mut ctx = Self::assemble(gl.device, gl.queue, gl.info, &options);
+                    ctx.lost = gl.lost;
+                    return Ok(ctx);
+                }
+            }
             if found.is_none() {
                 all.extend(enumerate(!wgpu::Backends::PRIMARY));
                 all.sort_by_key(|a| rank(&a.get_info()));
@@ -351,6 +384,17 @@ impl Context {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(format!("{reason:?}: {message}"));
         });
+        if ctx.info.backend == wgpu::Backend::Gl && !lowered {
+            GL_DEVICES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(SharedGl {
+                    info: ctx.info.clone(),
+                    device: ctx.device.clone(),
+                    queue: ctx.queue.clone(),
+                    lost: ctx.lost.clone(),
+                });
+        }
         Ok(ctx)
     }
 

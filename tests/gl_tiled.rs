@@ -1,7 +1,7 @@
 //! GPUs' GL drivers get the workgroup-tiled flash variant (it needs no subgroups). Forced here
 //! on llvmpipe GL for flash and split-KV over the validation and edge cases. A test binary of
-//! its own: wgpu's GL (EGL) backend panics with BadAccess when a second GL device is opened
-//! while another thread of the process is using the first (backends.rs has that one).
+//! its own: finding the GL adapter enumerates adapters, which wgpu's GL (EGL) backend does not
+//! survive while another thread uses a GL device (see gl_concurrent.rs).
 
 mod common;
 
