@@ -67,6 +67,12 @@ fn reference_weights(spec: &AttentionSpec, inputs: &Inputs) -> Vec<f32> {
         .unwrap()
 }
 
+/// The `window` of the CPU reference's weights of a case file.
+fn reference_matrix(case: &wgattn::io::Case, window: &Window) -> AttentionMatrix {
+    let full = reference_weights(&case.spec, &case.inputs());
+    AttentionMatrix::from_weights(&case.spec, &case.inputs(), &full, window).unwrap()
+}
+
 /// Specs covering every option a sub-problem must keep.
 fn option_specs() -> Vec<AttentionSpec> {
     let per_batch = Broadcast {
@@ -528,15 +534,14 @@ fn cli_writes_a_png_for_a_window() {
         queries: 5..25,
         keys: 10..40,
     };
-    let full = reference_weights(&case.spec, &case.inputs());
-    let reference =
-        AttentionMatrix::from_weights(&case.spec, &case.inputs(), &full, &window).unwrap();
-    let options = RenderOptions {
-        colormap: heatmap::ColorMap::Magma,
-        scale: Scale::Linear,
-        ..RenderOptions::default()
-    };
-    let expected = heatmap::render(&reference, &options);
+    let expected = heatmap::render(
+        &reference_matrix(&case, &window),
+        &RenderOptions {
+            colormap: heatmap::ColorMap::Magma,
+            scale: Scale::Linear,
+            ..RenderOptions::default()
+        },
+    );
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     assert_eq!(expected.plot.cell_width, 13);
     let desc = png
@@ -727,14 +732,14 @@ fn cli_draws_a_case_with_bias_mask_window_and_alibi() {
         queries: 8..28,
         keys: 2..36,
     };
-    let full = reference_weights(&case.spec, &case.inputs());
-    let reference =
-        AttentionMatrix::from_weights(&case.spec, &case.inputs(), &full, &window).unwrap();
-    let options = RenderOptions {
-        scale: Scale::Linear,
-        ..RenderOptions::default()
-    };
-    let expected = heatmap::render(&reference, &options);
+    let reference = reference_matrix(&case, &window);
+    let expected = heatmap::render(
+        &reference,
+        &RenderOptions {
+            scale: Scale::Linear,
+            ..RenderOptions::default()
+        },
+    );
     let png = read_png(&out);
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     let r = expected.plot.rect;

@@ -117,29 +117,22 @@ impl Tiles {
             _ => 1,
         };
         let few = rows.div_ceil(r);
+        let base = Tiles::fallback(d16, vec4);
         match caps.subgroup_size {
             Some(sg) => Tiles {
                 // One subgroup per workgroup when the rows fit it (decoding), else 64 rows.
                 wg: if few <= sg { sg } else { sg.max(64) },
                 r,
                 kb: sg,
-                d16,
-                vec4,
                 subgroups: true,
-                decode: false,
-                tiled: false,
+                ..base
             },
-            // K and V blocks of 8 keys: 2·8·256·4 B = 16 KiB at most, WebGPU's guaranteed
-            // workgroup storage.
+            // K and V blocks of 8 keys (the fallback's): 2·8·256·4 B = 16 KiB at most,
+            // WebGPU's guaranteed workgroup storage.
             None => Tiles {
                 wg: if few <= 16 { 16 } else { 64 },
                 r,
-                kb: 8,
-                d16,
-                vec4,
-                subgroups: false,
-                decode: false,
-                tiled: false,
+                ..base
             },
         }
     }
