@@ -227,8 +227,8 @@ fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
         }));
         match found {
             Ok(adapters) => list.extend(adapters),
-            Err(panic) => eprintln!(
-                "wgattn: wgpu panicked while enumerating {group:?} adapters ({}); skipping them",
+            Err(panic) => log::warn!(
+                "wgpu panicked while enumerating {group:?} adapters ({}); skipping them",
                 panic_text(panic.as_ref())
             ),
         }
@@ -376,7 +376,7 @@ impl Context {
         })?;
         // Errors outside wgattn's error scopes must not abort the process: log them instead.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            eprintln!("wgattn: uncaptured wgpu error: {e}");
+            log::error!("uncaptured wgpu error: {e}");
         }));
         let ctx = Self::assemble(device, queue, info, &options);
         let lost = ctx.lost.clone();

@@ -19,9 +19,9 @@
 pub mod bench;
 mod context;
 mod error;
-pub mod heatmap;
 mod host;
 mod inputs;
+#[cfg(feature = "safetensors")]
 pub mod io;
 mod kernels;
 mod limits;

@@ -256,16 +256,3 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     all.dedup();
     all
 }
-
-/// Parses and validates WGSL with naga, as wgpu does before handing it to a back end.
-/// Returns the module and its validation info.
-pub fn validate_wgsl(source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string(source))?;
-    Ok((module, info))
-}

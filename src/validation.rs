@@ -1,6 +1,7 @@
 //! GPU-versus-reference checking shared by `wgattn validate`, `wgattn demo` and the tests:
 //! the built-in shape grid and the comparison of case files with their stored `out`.
 
+#[cfg(feature = "safetensors")]
 use std::path::Path;
 
 use crate::context::Context;
@@ -409,6 +410,7 @@ pub fn run_grid_case(ctx: &Context, case: &GridCase, kernel: Kernel) -> Result<C
 /// Runs a case file with `kernel` and compares with its stored `out`: f32 cases within a
 /// relative Frobenius error of 1e-4 (as the cases' README sets for f32 engines), f16 cases
 /// within twice the max-abs error of a plain f16 implementation (+ 1e-5).
+#[cfg(feature = "safetensors")]
 pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseResult> {
     let case = crate::io::read_case(path)?;
     let expected = case.out.clone().ok_or_else(|| crate::Error::BadFile {
@@ -435,6 +437,7 @@ pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseR
 }
 
 /// The `*.safetensors` files of a directory, sorted.
+#[cfg(feature = "safetensors")]
 pub fn case_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| crate::Error::Io {
         path: dir.to_path_buf(),

@@ -1,0 +1,223 @@
+//! `wgattn heatmap`: draw one head's attention weights, computed on the GPU, as a PNG.
+
+use std::path::PathBuf;
+
+use crate::heatmap::{self, Aggregate, ColorMap, RenderOptions, Scale, Window};
+use wgattn::{AttentionSpec, DeviceLimits, Error, Layout, Result, SpecProblem};
+
+use crate::Outcome;
+
+/// Arguments of `wgattn heatmap`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input safetensors file with tensors q, k, v (and metadata for masks and scale), plus
+    /// `bias` and `mask` when it holds them.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output PNG file.
+    #[arg(long)]
+    output: PathBuf,
+    /// Batch entry to draw.
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
+    /// Query head to draw.
+    #[arg(long, default_value_t = 0)]
+    head: usize,
+    /// Query rows to draw, half-open a..b (default: all).
+    #[arg(long, value_name = "A..B")]
+    query_range: Option<String>,
+    /// Keys to draw, half-open a..b (default: all).
+    #[arg(long, value_name = "A..B")]
+    key_range: Option<String>,
+    /// Layout of the tensors in the file (default: the file's metadata, else bhsd).
+    #[arg(long, value_name = "bhsd|bshd")]
+    layout: Option<String>,
+    #[command(flatten)]
+    files: super::spec_flags::TensorFiles,
+    /// Colour map: viridis, inferno, magma or plasma.
+    #[arg(long, default_value = "viridis")]
+    colormap: String,
+    /// How blocks of cells are combined on long sequences: max or mean.
+    #[arg(long, default_value = "max")]
+    aggregate: String,
+    /// Colour scale: linear, log, or auto (log when linear would leave half of the cells in
+    /// the lowest tenth of the colours).
+    #[arg(long, default_value = "auto")]
+    scale: String,
+    /// Most cells drawn along a side; longer axes are aggregated in blocks.
+    #[arg(long, default_value_t = 1024)]
+    max_size: usize,
+}
+
+/// Runs `wgattn heatmap`.
+pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
+    let options = RenderOptions {
+        colormap: ColorMap::parse(&args.colormap)?,
+        aggregate: Aggregate::parse(&args.aggregate)?,
+        scale: Scale::parse(&args.scale)?,
+        max_side: args.max_size,
+        ..RenderOptions::default()
+    };
+    if !(16..=8192).contains(&args.max_size) {
+        return Err(Error::spec(
+            "max_size",
+            args.max_size,
+            "must be in 16..=8192",
+        ));
+    }
+    let layout = args.layout.as_deref().map(Layout::parse).transpose()?;
+    let mut case = wgattn::io::read_case_as(&args.input, layout)?;
+    // The file's metadata gives causal mask, window, ALiBi, soft-cap, kv_lens and dtype (`wgattn
+    // gen` writes them); `--scale` here is the colour scale, so there are no spec flags.
+    let mut spec = case.spec.clone();
+    args.files.load(&mut spec, &mut case)?;
+    let spec = &spec;
+    let window = Window {
+        batch: args.batch,
+        head: args.head,
+        queries: match &args.query_range {
+            Some(r) => heatmap::parse_range("query_range", r, spec.seq_q)?,
+            None => 0..spec.seq_q,
+        },
+        keys: match &args.key_range {
+            Some(r) => heatmap::parse_range("key_range", r, spec.seq_k)?,
+            None => 0..spec.seq_k,
+        },
+    };
+    // Every input check before the GPU is opened; the head's sub-problem is sized before its
+    // tensors are gathered.
+    spec.check_inputs(&case.inputs())?;
+    let head = heatmap::head_spec(spec, &window)?;
+    let ctx = super::open(adapter)?;
+    let too_large = |e: Error| too_large(e, spec, &window, &head.spec, ctx.limits(), &args);
+    head.spec.validate(ctx.limits()).map_err(too_large)?;
+    let problem = heatmap::head_problem(spec, &case.inputs(), &window)?;
+    let started = std::time::Instant::now();
+    let out = ctx
+        .attention_with(&problem.spec, &problem.inputs())
+        .map_err(too_large)?;
+    let elapsed = started.elapsed();
+    let weights = out.weights.ok_or_else(|| Error::Gpu {
+        during: "reading the attention weights",
+        message: "the kernel returned no probability matrix".into(),
+    })?;
+    let matrix = problem.matrix(&weights)?;
+    let image = heatmap::render(&matrix, &options);
+    let description = format!(
+        "attention weights of batch {} head {}: rows = queries {}..{}, columns = keys {}..{} ({})",
+        window.batch,
+        window.head,
+        window.queries.start,
+        window.queries.end,
+        window.keys.start,
+        window.keys.end,
+        wgattn::validation::describe(spec)
+    );
+    image.write_png(
+        &args.output,
+        &[
+            ("Title", "wgattn heatmap".to_string()),
+            ("Description", description),
+            ("Source", args.input.display().to_string()),
+        ],
+    )?;
+    let p = &image.plot;
+    println!(
+        "{}: batch {} head {}, queries {}..{} x keys {}..{}, {} on {} in {:.1} ms",
+        args.input.display(),
+        window.batch,
+        window.head,
+        window.queries.start,
+        window.queries.end,
+        window.keys.start,
+        window.keys.end,
+        problem.spec.kernel,
+        ctx.adapter_info().name,
+        elapsed.as_secs_f64() * 1e3
+    );
+    println!(
+        "wrote {} ({}x{} px; {}x{} cells, {} of {}x{} per cell; {} {} scale from {} to {}; {} masked cells)",
+        args.output.display(),
+        image.width,
+        image.height,
+        p.rows,
+        p.cols,
+        options.aggregate.name(),
+        p.block_rows,
+        p.block_cols,
+        options.colormap.name(),
+        image.options.scale.name(),
+        heatmap::format_weight(image.min as f64),
+        heatmap::format_weight(image.max as f64),
+        image.masked_cells
+    );
+    if image.options.scale == Scale::Linear && image.median_position < heatmap::AUTO_LOG_BELOW {
+        println!(
+            "note: the median cell sits at {:.1}% of the colour range; --scale log shows more",
+            image.median_position * 100.0
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Adds a suggestion to draw fewer query rows to an error about the size of the head's
+/// sub-problem (`sub`) on this device: a spec problem about its weights, bias or mask
+/// buffers, or [`Error::TooLarge`]. Other errors pass through unchanged. The result is an
+/// [`Error::InvalidSpec`] (exit code 2).
+fn too_large(
+    e: Error,
+    spec: &AttentionSpec,
+    window: &Window,
+    sub: &AttentionSpec,
+    limits: &DeviceLimits,
+    args: &Args,
+) -> Error {
+    let mut problems = match e {
+        Error::InvalidSpec { problems }
+            if problems
+                .iter()
+                .any(|p| matches!(p.field.as_str(), "weights" | "bias" | "mask")) =>
+        {
+            problems
+        }
+        Error::TooLarge { .. } => vec![SpecProblem {
+            field: "weights".into(),
+            value: format!("[{}, {}]", sub.seq_q, sub.seq_k),
+            reason: format!("does not fit the device: {e}"),
+        }],
+        other => return other,
+    };
+    let (a, keys) = (window.queries.start, window.keys.len());
+    let fit = heatmap::rows_that_fit(spec, window, limits);
+    let hint = if fit == 0 {
+        "not even one query row fits: pass a shorter --key-range or use a device with \
+         larger buffers"
+            .to_string()
+    } else {
+        format!(
+            "about {fit} rows fit, e.g. --query-range {a}..{}",
+            a + fit.min(spec.seq_q - a)
+        )
+    };
+    let (value, reason) = match &args.query_range {
+        None => (
+            format!("(none: all {} query rows)", spec.seq_q),
+            format!(
+                "the probability matrix of all {} query rows x {keys} keys does not fit in \
+                 one buffer of this device; pass --query-range A..B to draw fewer rows \
+                 ({hint})",
+                spec.seq_q
+            ),
+        ),
+        Some(r) => (
+            r.clone(),
+            format!("is too many query rows for this device ({hint})"),
+        ),
+    };
+    problems.push(SpecProblem {
+        field: "query_range".into(),
+        value,
+        reason,
+    });
+    Error::InvalidSpec { problems }
+}

@@ -1,0 +1,5 @@
+//! Tests of the `wgattn` command-line tool: the real binary, its files and pictures.
+
+mod cli;
+mod common;
+mod heatmap;

@@ -1,0 +1,191 @@
+//! Helpers shared by the GPU test files: one context per test binary, the REQUIRE_GPU rule,
+//! and comparison against the CPU reference.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgattn::testdata::{self, Dist};
+use wgattn::{AttentionSpec, Context, ErrorStats};
+
+/// Whether a missing adapter may skip a GPU test: only with `WGATTN_ALLOW_NO_GPU=1` (and never
+/// under `WGATTN_REQUIRE_GPU=1`). By default a GPU test without an adapter fails.
+pub fn skipping_allowed() -> bool {
+    std::env::var("WGATTN_ALLOW_NO_GPU").as_deref() == Ok("1")
+        && std::env::var("WGATTN_REQUIRE_GPU").as_deref() != Ok("1")
+}
+
+/// Handles a context that could not be opened: fails the test, or — when skipping is allowed —
+/// says so on the real stderr (not captured by the test harness, so it is always visible).
+pub fn no_context(what: &str, e: &str) {
+    if !skipping_allowed() {
+        panic!("no {what}: {e} (set WGATTN_ALLOW_NO_GPU=1 to skip GPU tests instead)");
+    }
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no {what} ({e})");
+}
+
+/// The shared GPU context. Without an adapter the test fails, unless `WGATTN_ALLOW_NO_GPU=1`
+/// (then `None`, with a visible SKIPPED line).
+pub fn ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
+    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            no_context("GPU adapter", e);
+            None
+        }
+    }
+}
+
+/// Tolerance for a distribution: 1e-5 for unit-scale inputs, 1e-4 for logits of order 1e3.
+pub fn tolerance(dist: Dist) -> f64 {
+    match dist {
+        Dist::Normal30 => 1e-4,
+        _ => 1e-5,
+    }
+}
+
+/// One comparison of GPU against the CPU reference.
+#[derive(Debug)]
+pub struct Checked {
+    pub out: ErrorStats,
+    pub lse: Option<ErrorStats>,
+    pub weights: Option<ErrorStats>,
+}
+
+/// Runs `spec` on the GPU and the CPU reference with inputs from `dist`/`seed`; asserts no NaN
+/// anywhere and the error within `tolerance(dist)`. Returns the error measures.
+pub fn check(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Checked {
+    let (q, k, v) = testdata::inputs(spec, dist, seed);
+    check_with(ctx, spec, &q, &k, &v, tolerance(dist))
+}
+
+/// Like [`check`] with given inputs and tolerance.
+pub fn check_with(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tol: f64,
+) -> Checked {
+    let gpu = ctx
+        .attention(spec, q, k, v)
+        .unwrap_or_else(|e| panic!("GPU attention failed for {spec:?}: {e}"));
+    let cpu = wgattn::reference::attention(spec, q, k, v).expect("reference");
+    let out = ErrorStats::compare(&gpu.out, &cpu.out);
+    assert_eq!(out.nan_count, 0, "NaN in out for {spec:?}");
+    assert!(
+        out.within(tol),
+        "out error {out:?} above {tol} for {spec:?}"
+    );
+    let lse = gpu.lse.as_ref().map(|g| {
+        let e = ErrorStats::compare(g, cpu.lse.as_ref().expect("reference lse"));
+        assert!(
+            e.nan_count == 0 && e.max_abs <= tol.max(1e-5) * 10.0 * lse_scale(cpu.lse.as_deref()),
+            "lse error {e:?} for {spec:?}"
+        );
+        e
+    });
+    let weights = gpu.weights.as_ref().map(|g| {
+        let e = ErrorStats::compare(g, cpu.weights.as_ref().expect("reference weights"));
+        assert!(e.within(tol * 10.0), "weights error {e:?} for {spec:?}");
+        e
+    });
+    Checked { out, lse, weights }
+}
+
+/// Magnitude of the finite lse values (absolute lse error scales with it).
+fn lse_scale(lse: Option<&[f32]>) -> f64 {
+    lse.map_or(1.0, |l| {
+        l.iter()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, |m, &x| m.max(x.abs() as f64))
+    })
+}
+
+/// The public validation cases, kept in the repository (`tests/data/validation`).
+pub fn cases_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/validation")
+}
+
+/// wgattn's own case files with bias, mask, window, ALiBi, soft-cap and f16 (`tests/data/cases`).
+pub fn own_cases_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cases")
+}
+
+/// A path in this test process's own temporary folder (`prefix` names the test module).
+pub fn tmp_in(prefix: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgattn-{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs every grid case with `kernel` on `ctx` against the CPU reference and fails with the
+/// list of cases out of tolerance (or erroring).
+pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validation::GridCase]) {
+    let mut failures = Vec::new();
+    for case in cases {
+        match wgattn::validation::run_grid_case(ctx, case, kernel) {
+            Ok(r) if r.passed() => {}
+            Ok(r) => failures.push(format!(
+                "{}: out {:?} (tolerance {:.2e}{}) lse {:?}",
+                case.name,
+                r.out,
+                r.tolerance,
+                if r.max_abs_rule { " on max_abs" } else { "" },
+                r.lse
+            )),
+            Err(e) => failures.push(format!("{}: error {e}", case.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed with {kernel} on {}:\n{}",
+        failures.len(),
+        cases.len(),
+        ctx.adapter_info().name,
+        failures.join("\n")
+    );
+}
+
+/// The GL adapter, with `flash_tiles` passed to its `ContextOptions`. Required (the test fails)
+/// under WGATTN_REQUIRE_GPU=1: CI machines have Mesa's GL driver alongside lavapipe.
+pub fn gl_with(
+    cell: &'static OnceLock<Result<Context, String>>,
+    flash_tiles: Option<bool>,
+) -> Option<&'static Context> {
+    let ctx = cell.get_or_init(|| {
+        let gl = wgattn::adapter_summaries()
+            .into_iter()
+            .find(|a| a.info.backend == wgpu::Backend::Gl)
+            .ok_or("no GL adapter")?;
+        Context::with_options(wgattn::ContextOptions {
+            adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
+            flash_tiles,
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())
+    });
+    match ctx {
+        Ok(c) => Some(c),
+        Err(e) => {
+            no_context("GL context", e);
+            None
+        }
+    }
+}
+
+/// Parses and validates WGSL with naga, as wgpu does before handing it to a back end.
+/// Returns the module and its validation info.
+pub fn validate_wgsl(source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
+    Ok((module, info))
+}

@@ -1,0 +1,18 @@
+//! The integration tests of the wgattn library, in one binary (one build, one link, one GPU
+//! context shared by every module).
+
+mod backends;
+mod bad_input;
+mod chunking;
+mod common;
+mod embedding;
+mod files;
+mod fused_kernels;
+mod gl_concurrent;
+mod gl_tiled;
+mod gpu_errors;
+mod gpu_vs_reference;
+mod options;
+mod shaders_naga;
+mod tiled_flash;
+mod validation_cases;

@@ -1,0 +1,163 @@
+//! The workgroup-tiled flash / split-KV variant (`shaders/flash_tiled.wgsl`), which GPUs use.
+//! CI has no GPU, so it is forced here on the CPU adapter (`ContextOptions::flash_tiles`) and
+//! checked against the CPU reference on the foundation grid, the option grid, tile edges and
+//! the public validation cases.
+
+use crate::common;
+
+use std::sync::OnceLock;
+
+use wgattn::testdata::Dist;
+use wgattn::validation::{self, GridCase};
+use wgattn::{AttentionSpec, CausalAlign, Context, ContextOptions, DType, Kernel, Layout};
+
+fn opened(options: ContextOptions, cell: &'static OnceLock<Context>) -> Option<&'static Context> {
+    common::ctx()?;
+    Some(cell.get_or_init(|| Context::with_options(options).expect("tiled context")))
+}
+
+/// The default adapter with the tiled variant forced.
+fn tiled_ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    let ctx = opened(
+        ContextOptions {
+            flash_tiles: Some(true),
+            ..Default::default()
+        },
+        &CTX,
+    )?;
+    assert!(
+        ctx.caps().flash_tiles,
+        "the adapter has under 32 KiB of workgroup memory"
+    );
+    Some(ctx)
+}
+
+/// Tile edges: row tiles of 64 that straddle query heads (GQA) and batch entries, key blocks
+/// of 64 cut by seq_k, causal rows ending inside a block, head_dim classes whose output
+/// columns do not fill the 16 column groups (3, 80) or need the smallest V chunks (256).
+fn edge_specs() -> Vec<AttentionSpec> {
+    vec![
+        AttentionSpec::new(1, 2, 2, 63, 65, 64),
+        AttentionSpec::new(1, 2, 2, 65, 128, 64).causal(CausalAlign::TopLeft),
+        AttentionSpec::new(2, 6, 2, 40, 129, 32).causal(CausalAlign::BottomRight),
+        AttentionSpec::new(3, 4, 1, 21, 70, 16).kv_lens(vec![70, 0, 1]),
+        AttentionSpec::new(1, 3, 1, 50, 40, 3).layout(Layout::Bshd),
+        AttentionSpec::new(1, 2, 1, 70, 90, 80)
+            .layout(Layout::Bshd)
+            .causal(CausalAlign::BottomRight)
+            .window(20, 5),
+        AttentionSpec::new(1, 1, 1, 66, 100, 256).causal(CausalAlign::TopLeft),
+    ]
+}
+
+fn cases_of(specs: Vec<AttentionSpec>) -> Vec<GridCase> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(n, spec)| GridCase {
+            name: format!("edge {n}"),
+            spec: spec.with_lse(true),
+            dist: if n == 2 { Dist::Normal30 } else { Dist::Normal },
+            seed: 700 + n as u64,
+        })
+        .collect()
+}
+
+#[test]
+fn tiled_variant_is_the_one_planned() {
+    let Some(ctx) = tiled_ctx() else { return };
+    for kernel in [Kernel::Flash, Kernel::SplitKv] {
+        let spec = AttentionSpec::new(1, 4, 2, 100, 300, 64).kernel(kernel);
+        let shaders = ctx.plan(&spec).unwrap().shaders();
+        assert!(
+            shaders[0].starts_with("flash_tiled.wgsl"),
+            "{kernel}: {shaders:?}"
+        );
+    }
+    // decoding shapes keep the decoding variant where the adapter has one
+    let decode = AttentionSpec::new(1, 8, 2, 1, 4096, 64);
+    if wgattn::planner::has_decode_variant(&decode, ctx) {
+        let shaders = ctx.plan(&decode).unwrap().shaders();
+        assert!(shaders[0].starts_with("decode.wgsl"), "{shaders:?}");
+    }
+}
+
+#[test]
+fn tiled_edges_flash_and_split_kv() {
+    let Some(ctx) = tiled_ctx() else { return };
+    let cases = cases_of(edge_specs());
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    common::run_cases(ctx, Kernel::SplitKv, &cases);
+}
+
+#[test]
+fn tiled_foundation_grid() {
+    let Some(ctx) = tiled_ctx() else { return };
+    let cases = validation::grid(6e7);
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    let every_other: Vec<GridCase> = cases.into_iter().step_by(2).collect();
+    common::run_cases(ctx, Kernel::SplitKv, &every_other);
+}
+
+#[test]
+fn tiled_option_grid() {
+    let Some(ctx) = tiled_ctx() else { return };
+    let cases = validation::option_grid();
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    let every_third: Vec<GridCase> = cases.into_iter().step_by(3).collect();
+    common::run_cases(ctx, Kernel::SplitKv, &every_third);
+}
+
+/// As on a GPU without SHADER_F16: f16 packed in u32 words, with the tiled variant.
+#[test]
+fn tiled_with_packed_f16() {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    let Some(ctx) = opened(
+        ContextOptions {
+            flash_tiles: Some(true),
+            disable_shader_f16: true,
+            ..Default::default()
+        },
+        &CTX,
+    ) else {
+        return;
+    };
+    let cases: Vec<GridCase> = validation::option_grid()
+        .into_iter()
+        .filter(|c| c.spec.dtype == DType::F16)
+        .chain(cases_of(vec![
+            AttentionSpec::new(1, 3, 1, 9, 20, 5).dtype(DType::F16),
+        ]))
+        .collect();
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    common::run_cases(ctx, Kernel::SplitKv, &cases);
+}
+
+#[test]
+fn tiled_validation_cases() {
+    let Some(ctx) = tiled_ctx() else { return };
+    let dir = common::cases_dir();
+    let own = common::own_cases_dir();
+    let mut files = validation::case_files(&dir).unwrap();
+    files.extend(validation::case_files(&own).unwrap());
+    for kernel in [Kernel::Flash, Kernel::SplitKv] {
+        for f in &files {
+            let r = validation::run_case_file(ctx, f, kernel)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(r.passed(), "{}: {:?} with {}", r.name, r.out, r.kernel);
+        }
+    }
+}
+
+/// `None` chooses by adapter: rows on CPU adapters, tiles on GPUs.
+#[test]
+fn default_choice_follows_the_adapter_type() {
+    let Some(ctx) = common::ctx() else { return };
+    if std::env::var_os("WGATTN_FLASH_TILES").is_some() {
+        return;
+    }
+    let gpu = ctx.adapter_info().device_type != wgpu::DeviceType::Cpu;
+    let room = ctx.caps().limits.max_workgroup_storage >= 32 * 1024;
+    assert_eq!(ctx.caps().flash_tiles, gpu && room);
+}
