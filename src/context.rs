@@ -187,6 +187,27 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, backend)
 }
 
+/// The index of the best-ranked adapter of `list` that `matches` accepts (the order `info`
+/// prints: [`rank`], stable for equal ranks).
+fn best_match(list: &[wgpu::Adapter], matches: &impl Fn(&wgpu::Adapter) -> bool) -> Option<usize> {
+    let infos: Vec<wgpu::AdapterInfo> = list.iter().map(|a| a.get_info()).collect();
+    let accepted: Vec<bool> = list.iter().map(matches).collect();
+    best_index(&infos, &accepted)
+}
+
+/// The best-ranked accepted entry of `infos`; the first of equal rank.
+fn best_index(infos: &[wgpu::AdapterInfo], accepted: &[bool]) -> Option<usize> {
+    (0..infos.len())
+        .filter(|&i| accepted[i])
+        .min_by_key(|&i| (rank(&infos[i]), i))
+}
+
+/// Whether a GL adapter could rank above `best` (the best Vulkan/Metal/DX12 match): only a
+/// discrete GPU cannot be beaten, since at equal device type the primary back ends win.
+fn gl_could_win(best: Option<&wgpu::AdapterInfo>) -> bool {
+    best.is_none_or(|b| b.device_type != wgpu::DeviceType::DiscreteGpu)
+}
+
 /// The text an adapter filter is matched against: "name backend", lowercase.
 fn match_text(info: &wgpu::AdapterInfo) -> String {
     format!("{} {}", info.name, info.backend).to_lowercase()
@@ -313,16 +334,19 @@ impl Context {
         let lowered = options.max_storage_binding.is_some() || options.max_buffer_size.is_some();
         let adapter = {
             let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            // Vulkan, Metal and DX12 first: the GL backend is only opened (and its adapters
-            // dropped) when nothing else matches.
+            // Vulkan, Metal and DX12 first. GL is only enumerated when it could hold a better
+            // adapter than they do (nothing beats a discrete GPU; at equal type the primary
+            // back ends win): a discrete GPU reachable only through GL beats lavapipe.
             let mut all = enumerate(wgpu::Backends::PRIMARY);
-            let mut found = all.iter().position(matches);
-            if found.is_none() && !lowered {
+            let mut found = best_match(&all, &matches);
+            let best = found.map(|i| all[i].get_info());
+            if gl_could_win(best.as_ref()) && !lowered {
                 let shared = GL_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
                 let gl = shared.iter().find(|d| {
                     filter
                         .as_ref()
                         .is_none_or(|f| match_text(&d.info).contains(&f.to_lowercase()))
+                        && best.as_ref().is_none_or(|b| rank(&d.info) < rank(b))
                 });
                 if let Some(gl) = gl {
                     let gl = gl.clone();
@@ -330,11 +354,19 @@ impl Context {
                     ctx.lost = gl.lost;
                     return Ok(ctx);
                 }
+                // A GL device this process already opened is the only GL adapter worth having
+                // (see SharedGl); enumerate GL only when none is open.
+                if shared.is_empty() || best.is_none() {
+                    drop(shared);
+                    all.extend(enumerate(wgpu::Backends::GL));
+                    all.sort_by_key(|a| rank(&a.get_info()));
+                    found = best_match(&all, &matches);
+                }
             }
             if found.is_none() {
-                all.extend(enumerate(!wgpu::Backends::PRIMARY));
+                all.extend(enumerate(!wgpu::Backends::PRIMARY - wgpu::Backends::GL));
                 all.sort_by_key(|a| rank(&a.get_info()));
-                found = all.iter().position(matches);
+                found = best_match(&all, &matches);
             }
             match found {
                 Some(i) => all.swap_remove(i),
@@ -609,4 +641,47 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "no message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    fn info(name: &str, ty: DeviceType, backend: Backend) -> AdapterInfo {
+        AdapterInfo {
+            name: name.into(),
+            ..AdapterInfo::new(ty, backend)
+        }
+    }
+
+    #[test]
+    fn a_discrete_gpu_behind_gl_beats_lavapipe() {
+        let list = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+            info("Radeon", DeviceType::DiscreteGpu, Backend::Gl),
+        ];
+        assert_eq!(best_index(&list, &[true, true]), Some(1));
+        // GL is worth enumerating whenever the best primary adapter is not a discrete GPU.
+        assert!(gl_could_win(Some(&list[0])));
+        assert!(gl_could_win(None));
+        assert!(!gl_could_win(Some(&info(
+            "H100",
+            DeviceType::DiscreteGpu,
+            Backend::Vulkan
+        ))));
+    }
+
+    #[test]
+    fn equal_types_prefer_primary_back_ends_and_filters_apply() {
+        let list = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Gl),
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+            info("Intel", DeviceType::IntegratedGpu, Backend::Gl),
+        ];
+        assert_eq!(best_index(&list, &[true, true, true]), Some(2));
+        assert_eq!(best_index(&list, &[true, true, false]), Some(1));
+        assert_eq!(best_index(&list, &[true, false, false]), Some(0));
+        assert_eq!(best_index(&list, &[false, false, false]), None);
+    }
 }

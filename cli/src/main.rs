@@ -39,8 +39,31 @@ enum Command {
     Heatmap(commands::heatmap::Args),
 }
 
+/// Mesa's Vulkan and EGL loaders print "XDG_RUNTIME_DIR is invalid or not set" on every
+/// adapter probe when the variable is unset (containers, CI, `sudo`). Point it at a private
+/// folder of ours in that case; nothing is written there.
+fn quiet_mesa_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("wgattn-xdg-runtime");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    quiet_mesa_loader();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("wgattn=warn,wgattn_cli=warn"),
+    )
+    .init();
     let cli = Cli::parse();
     let adapter = cli.adapter.clone();
     let result = match cli.command {
