@@ -1,13 +1,39 @@
 #!/usr/bin/env bash
 # Installs what wgattn needs on a fresh Debian/Ubuntu machine (run as root):
-# a Vulkan loader and Mesa's drivers (lavapipe gives a software Vulkan adapter when there is no
-# GPU), and a Rust toolchain when none is installed.
+# - the Vulkan loader and Mesa's Vulkan driver (lavapipe: a software Vulkan adapter when there
+#   is no GPU), and Mesa's GL/EGL drivers (llvmpipe: the GL adapter the GL tests use);
+# - a Rust toolchain when none is installed or the installed one is older than the
+#   workspace's `rust-version` (through rustup).
 set -euo pipefail
-if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+cd "$(dirname "$0")/.."
+
+packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers libvulkan1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
-if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates build-essential
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+
+# The Rust version the workspace needs, from Cargo.toml (`rust-version = "1.95"`).
+need=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -1)
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+have=""
+if command -v rustc >/dev/null 2>&1; then
+    have=$(rustc --version | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p')
+fi
+older() { # is version $1 older than $2?
+    [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$1" ]
+}
+if [ -z "$have" ] || older "$have" "$need"; then
+    echo "setup: Rust ${have:-not installed}, wgattn needs >= $need: installing through rustup"
+    if command -v rustup >/dev/null 2>&1; then
+        rustup toolchain install stable --profile minimal
+        rustup default stable
+    else
+        DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates build-essential
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    fi
 fi

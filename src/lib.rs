@@ -44,3 +44,8 @@ pub use spec::{
     Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
     Window, standard_alibi_slopes,
 };
+
+/// Every Rust block of the README, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
