@@ -37,10 +37,11 @@ pub struct Args {
     kernel: KernelArg,
     /// Timed runs (after one warm-up), at least 1; default: as many as fit --seconds, at
     /// least 5.
-    #[arg(long, conflicts_with = "seconds", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, conflicts_with = "seconds", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
     runs: Option<u64>,
     /// Seconds of measuring per shape, above 0 (default 2).
-    #[arg(long, value_parser = values::seconds)]
+    #[arg(long, value_parser = values::seconds, allow_negative_numbers = true)]
     seconds: Option<f64>,
     /// How to time.
     #[arg(long, value_enum, default_value_t)]

@@ -26,7 +26,7 @@ pub struct SpecFlags {
     pub window: Option<Window>,
     /// ALiBi: the standard slopes for the query heads, or one slope per head (s0,s1,...).
     #[arg(long, value_name = "SLOPES", num_args = 0..=1, default_missing_value = "standard",
-          allow_hyphen_values = true, value_parser = alibi)]
+          allow_negative_numbers = true, value_parser = alibi)]
     pub alibi: Option<Alibi>,
     /// Logit soft-capping: s <- cap * tanh(s / cap) before bias and masks; finite.
     #[arg(long, value_name = "CAP", allow_negative_numbers = true, value_parser = super::values::finite)]
