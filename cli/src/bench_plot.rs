@@ -52,20 +52,26 @@ pub fn read_records(path: &Path) -> Result<Vec<BenchRecord>> {
     Ok(records)
 }
 
+/// One point of a series: (shape index, median ms, GFLOP/s).
+pub type Point = (usize, f64, f64);
+
+/// A series: its name and its points.
+pub type Series = (String, Vec<Point>);
+
 /// The data of a plot: shapes along x (in order of first appearance) and series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlotData {
     /// Shape labels, the x categories.
     pub shapes: Vec<String>,
     /// Series name and, per point, (shape index, median ms, GFLOP/s).
-    pub series: Vec<(String, Vec<(usize, f64, f64)>)>,
+    pub series: Vec<Series>,
 }
 
 impl PlotData {
     /// Groups `records` into shapes and series (kernel, adapter, dtype).
     pub fn new(records: &[BenchRecord]) -> Self {
         let mut shapes: Vec<String> = Vec::new();
-        let mut series: Vec<(String, Vec<(usize, f64, f64)>)> = Vec::new();
+        let mut series: Vec<Series> = Vec::new();
         for r in records {
             let shape: String = r
                 .shape_text()
@@ -143,15 +149,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> D
     let text = TextStyle::from((FONT_FAMILY, FONT)).color(&BLACK);
     let (top, rest) = root.split_vertically(CHART_HEIGHT + MARGIN);
     let (bottom, key) = rest.split_vertically(CHART_HEIGHT + MARGIN);
+    chart(&top, data, "median time per shape", "ms", |p| p.1, &text)?;
     chart(
-        &top,
+        &bottom,
         data,
-        "median time per shape",
-        "ms",
-        |p| p.1,
+        "GFLOP/s per shape",
+        "GFLOP/s",
+        |p| p.2,
         &text,
     )?;
-    chart(&bottom, data, "GFLOP/s per shape", "GFLOP/s", |p| p.2, &text)?;
     let cw = char_width(FONT) as i32;
     for (n, s) in data.shapes.iter().enumerate() {
         key.draw(&Text::new(
@@ -169,7 +175,7 @@ fn chart<DB: DrawingBackend>(
     data: &PlotData,
     caption: &str,
     y_desc: &str,
-    value: impl Fn(&(usize, f64, f64)) -> f64,
+    value: impl Fn(&Point) -> f64,
     text: &TextStyle,
 ) -> DrawResult<DB> {
     let n = data.shapes.len().max(1) as i32;
@@ -214,10 +220,7 @@ fn chart<DB: DrawingBackend>(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart.draw_series(
-            line.into_iter()
-                .map(|p| Circle::new(p, 4, color.filled())),
-        )?;
+        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
     chart
         .configure_series_labels()

@@ -42,7 +42,9 @@ pub struct Args {
 
 /// Runs `wgattn gen`.
 pub fn run(args: Args) -> Result<Outcome> {
-    let mut spec = args.flags.apply(args.shape.spec().layout(args.layout.into()));
+    let mut spec = args
+        .flags
+        .apply(args.shape.spec().layout(args.layout.into()));
     spec.bias = args.bias.map(Into::into);
     spec.mask = args.mask.map(Into::into);
     spec.validate(&wgattn::DeviceLimits::unbounded())?;

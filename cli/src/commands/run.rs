@@ -37,7 +37,12 @@ pub struct Args {
     check: bool,
     /// With --check, compare only these query rows (in every batch entry and head), e.g.
     /// 0,100,16383: the reference then costs O(rows·Sk) instead of O(Sq·Sk).
-    #[arg(long, value_name = "I,J,...", requires = "check", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "I,J,...",
+        requires = "check",
+        value_delimiter = ','
+    )]
     check_rows: Option<Vec<usize>>,
 }
 
@@ -59,7 +64,11 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         return Err(wgattn::Error::spec(
             "check_rows",
             bad,
-            format!("is not a query row of {} (seq_q = {})", args.input.display(), spec.seq_q),
+            format!(
+                "is not a query row of {} (seq_q = {})",
+                args.input.display(),
+                spec.seq_q
+            ),
         ));
     }
     let ctx = super::open(adapter)?;

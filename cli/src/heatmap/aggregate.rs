@@ -155,9 +155,6 @@ pub fn format_weight(w: f64) -> String {
     }
 }
 
-/// Draws the matrix: rows are query rows, columns keys, blocks aggregated when an axis is
-/// longer than `options.max_side` and small matrices scaled up, with a frame, index labels, a
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,8 +36,8 @@ pub mod window;
 
 pub use aggregate::format_weight;
 pub use options::{
-    AUTO_LOG_BELOW, Aggregate, BACKGROUND, ColorMap, INK, INVALID_COLOR, MASK_COLOR,
-    RenderOptions, Scale,
+    AUTO_LOG_BELOW, Aggregate, BACKGROUND, ColorMap, INK, INVALID_COLOR, MASK_COLOR, RenderOptions,
+    Scale,
 };
 pub use problem::{
     HeadProblem, HeadSpec, head_problem, head_spec, head_weights, rows_that_fit, window_mask,

@@ -151,7 +151,11 @@ pub fn render(m: &AttentionMatrix, options: &RenderOptions) -> Result<Heatmap> {
             )
         },
     ];
-    let title_w = title.iter().map(|t| t.chars().count() * cw).max().unwrap_or(0);
+    let title_w = title
+        .iter()
+        .map(|t| t.chars().count() * cw)
+        .max()
+        .unwrap_or(0);
     let digits = w.queries.end.max(1).to_string().len();
     let (left, top) = label_areas(digits, fs, cw);
     let plot_x = margin + left;
@@ -261,7 +265,8 @@ fn drawing_failed(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+type DrawResult<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// Draws `h` on `root` (a blank area of `h.width × h.height` pixels).
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawResult<DB> {
@@ -370,12 +375,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
     }
     // Ticks and labels at evenly spaced positions of the colour scale, the ends included.
     let ticks = d.bar_labels.max(2);
-    let label_style = text
-        .clone()
-        .pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Left,
-            plotters::style::text_anchor::VPos::Center,
-        ));
+    let label_style = text.clone().pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Left,
+        plotters::style::text_anchor::VPos::Center,
+    ));
     for k in 0..ticks {
         let t = k as f64 / (ticks - 1) as f64;
         let y = (b.y as f64 + (1.0 - t) * (b.height - 1) as f64).round() as i32;
@@ -501,7 +504,13 @@ impl Heatmap {
     pub fn write_png(&self, path: impl AsRef<Path>, text: &[(&str, String)]) -> Result<()> {
         let mut chunks = self.metadata();
         chunks.extend(text.iter().cloned());
-        picture::write_png(path.as_ref(), self.width, self.height, &self.pixels, &chunks)
+        picture::write_png(
+            path.as_ref(),
+            self.width,
+            self.height,
+            &self.pixels,
+            &chunks,
+        )
     }
 
     /// Writes the picture as SVG or PNG, chosen by the file name's extension, with `text`

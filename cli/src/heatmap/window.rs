@@ -201,7 +201,6 @@ impl AttentionMatrix {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

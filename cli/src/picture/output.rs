@@ -27,8 +27,7 @@ impl Format {
             Some("png") => Ok(Format::Png),
             _ => Err(Error::BadFile {
                 path: path.to_path_buf(),
-                message: "cannot tell the picture format: the name must end in .svg or .png"
-                    .into(),
+                message: "cannot tell the picture format: the name must end in .svg or .png".into(),
             }),
         }
     }
@@ -50,7 +49,10 @@ pub fn write_svg(path: &Path, svg: &str, title: &str, text: &[(&str, String)]) -
             .collect();
         meta.push_str(&format!("<desc>{}</desc>\n", lines.join("\n")));
     }
-    let body = match svg.find("<svg").and_then(|s| svg[s..].find('>').map(|e| s + e + 1)) {
+    let body = match svg
+        .find("<svg")
+        .and_then(|s| svg[s..].find('>').map(|e| s + e + 1))
+    {
         Some(end) => format!("{}\n{meta}{}", &svg[..end], &svg[end..]),
         None => svg.to_string(),
     };

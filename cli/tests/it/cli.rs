@@ -395,7 +395,11 @@ fn errors_about_a_file_name_the_file() {
     let mask = tmp("named_mask.safetensors");
     wgattn::io::write_typed(
         &mask,
-        &[("mask", vec![1, 1, 8, 7], wgattn::io::TensorOut::Bool(&[true; 56]))],
+        &[(
+            "mask",
+            vec![1, 1, 8, 7],
+            wgattn::io::TensorOut::Bool(&[true; 56]),
+        )],
         Default::default(),
     )
     .unwrap();
@@ -406,11 +410,42 @@ fn errors_about_a_file_name_the_file() {
     wgattn::io::write_case(&nan_in, &spec, &q, &k, &v, None).unwrap();
     let (i, o) = (input.to_str().unwrap(), o.to_str().unwrap());
     for (args, file) in [
-        (vec!["run", "--input", i, "--output", o, "--bias-file", bias.to_str().unwrap()], &bias),
-        (vec!["run", "--input", i, "--output", o, "--mask-file", mask.to_str().unwrap()], &mask),
-        (vec!["run", "--input", nan_in.to_str().unwrap(), "--output", o], &nan_in),
         (
-            vec!["heatmap", "--input", nan_in.to_str().unwrap(), "--output", "x.png"],
+            vec![
+                "run",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--bias-file",
+                bias.to_str().unwrap(),
+            ],
+            &bias,
+        ),
+        (
+            vec![
+                "run",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--mask-file",
+                mask.to_str().unwrap(),
+            ],
+            &mask,
+        ),
+        (
+            vec!["run", "--input", nan_in.to_str().unwrap(), "--output", o],
+            &nan_in,
+        ),
+        (
+            vec![
+                "heatmap",
+                "--input",
+                nan_in.to_str().unwrap(),
+                "--output",
+                "x.png",
+            ],
             &nan_in,
         ),
     ] {
@@ -485,7 +520,11 @@ fn shape_errors_come_before_the_gpu_is_opened() {
     // 3 query heads cannot share 2 kv heads: exit 2 about the heads, not exit 3 about the
     // adapter.
     let r = wgattn(&with_no_adapter(&[
-        "bench", "--shape", "1,3,2,8,8,8", "--runs", "1",
+        "bench",
+        "--shape",
+        "1,3,2,8,8,8",
+        "--runs",
+        "1",
     ]));
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     assert!(text(&r).contains("kv_heads"), "{}", text(&r));
@@ -495,10 +534,22 @@ fn shape_errors_come_before_the_gpu_is_opened() {
 #[test]
 fn runs_and_seconds_out_of_range_are_refused() {
     for (args, needle) in [
-        (&["bench", "--shape", "1,1,1,4,4,4", "--runs", "0"][..], "--runs"),
-        (&["bench", "--shape", "1,1,1,4,4,4", "--seconds", "0"][..], "--seconds"),
-        (&["bench", "--shape", "1,1,1,4,4,4", "--seconds", "-1"][..], "--seconds"),
-        (&["bench", "--shape", "1,1,1,4,4,4", "--seconds", "NaN"][..], "--seconds"),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--runs", "0"][..],
+            "--runs",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "0"][..],
+            "--seconds",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "-1"][..],
+            "--seconds",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "NaN"][..],
+            "--seconds",
+        ),
         (&["demo", "--runs", "0"][..], "--runs"),
     ] {
         let r = wgattn(&with_no_adapter(args));
@@ -583,7 +634,11 @@ fn heatmap_colour_scale_is_named_apart_from_the_softmax_scale() {
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     assert!(text(&r).contains("--scale"), "{}", text(&r));
     // --color-scale is accepted: the command gets as far as opening the (missing) adapter.
-    let new: Vec<&str> = base.iter().copied().chain(["--color-scale", "log"]).collect();
+    let new: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--color-scale", "log"])
+        .collect();
     let r = wgattn(&with_no_adapter(&new));
     assert_eq!(r.status.code(), Some(3), "{}", text(&r));
 }
@@ -591,15 +646,32 @@ fn heatmap_colour_scale_is_named_apart_from_the_softmax_scale() {
 #[test]
 fn help_lists_the_values_of_every_enum() {
     for (command, values) in [
-        ("bench", &["three-pass", "split-kv", "bottom-right", "wall", "f16", "standard"][..]),
+        (
+            "bench",
+            &[
+                "three-pass",
+                "split-kv",
+                "bottom-right",
+                "wall",
+                "f16",
+                "standard",
+            ][..],
+        ),
         ("run", &["flash", "bshd", "top-left"][..]),
         ("gen", &["normal30", "offset3", "shared", "full"][..]),
-        ("heatmap", &["inferno", "plasma", "mean", "--color-scale", "log"][..]),
+        (
+            "heatmap",
+            &["inferno", "plasma", "mean", "--color-scale", "log"][..],
+        ),
     ] {
         let r = wgattn(&[command, "--help"]);
         assert_eq!(r.status.code(), Some(0), "{}", text(&r));
         for v in values {
-            assert!(text(&r).contains(v), "{command} --help lacks {v}: {}", text(&r));
+            assert!(
+                text(&r).contains(v),
+                "{command} --help lacks {v}: {}",
+                text(&r)
+            );
         }
     }
 }
@@ -649,12 +721,18 @@ fn plot_draws_json_files_as_svg_and_png() {
     };
     std::fs::write(
         &a,
-        lines(&[record("flash", "f32", 64, 0.5), record("flash", "f32", 128, 1.5)]),
+        lines(&[
+            record("flash", "f32", 64, 0.5),
+            record("flash", "f32", 128, 1.5),
+        ]),
     )
     .unwrap();
     std::fs::write(
         &b,
-        lines(&[record("three-pass", "f16", 64, 0.9), record("three-pass", "f16", 256, 4.0)]),
+        lines(&[
+            record("three-pass", "f16", 64, 0.9),
+            record("three-pass", "f16", 256, 4.0),
+        ]),
     )
     .unwrap();
     let svg = tmp("plot.svg");
@@ -744,7 +822,13 @@ fn bench_plot_writes_an_svg() {
     assert_eq!(r.status.code(), Some(0), "{}", text(&r));
     let t = std::fs::read_to_string(&svg).unwrap();
     let adapter = &common::ctx().unwrap().adapter_info().name;
-    assert!(t.starts_with("<svg") && t.contains("GFLOP/s per shape"), "{t}");
-    assert!(t.contains(adapter.as_str()), "series names the adapter {adapter}");
+    assert!(
+        t.starts_with("<svg") && t.contains("GFLOP/s per shape"),
+        "{t}"
+    );
+    assert!(
+        t.contains(adapter.as_str()),
+        "series names the adapter {adapter}"
+    );
     assert!(t.contains("1x2x2x64x64x32"), "the shape is in the key");
 }

@@ -543,7 +543,8 @@ fn cli_writes_a_png_for_a_window() {
             scale: Scale::Linear,
             ..RenderOptions::default()
         },
-    ).expect("render");
+    )
+    .expect("render");
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     assert_eq!(expected.plot.cell_width, 13);
     let desc = png
@@ -741,7 +742,8 @@ fn cli_draws_a_case_with_bias_mask_window_and_alibi() {
             scale: Scale::Linear,
             ..RenderOptions::default()
         },
-    ).expect("render");
+    )
+    .expect("render");
     let png = read_png(&out);
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     let r = expected.plot.rect;
@@ -880,4 +882,51 @@ fn cli_rejects_bad_heads_batches_and_ranges_with_exit_2() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn cli_writes_an_svg_with_one_rectangle_per_cell() {
+    if common::ctx().is_none() {
+        return;
+    }
+    // 20 query rows × 30 keys, causal: square 13-px cells, the upper triangle masked.
+    let spec = AttentionSpec::new(1, 1, 1, 20, 30, 8).causal(CausalAlign::TopLeft);
+    let input = write_case("svg.safetensors", &spec, 3);
+    let out = tmp("svg.svg");
+    let o = wgattn(&[
+        "heatmap",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--color-scale",
+        "linear",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<title>wgattn heatmap</title>"));
+    let case = wgattn::io::read_case(&input).unwrap();
+    let window = Window::whole(&case.spec, 0, 0);
+    let expected = heatmap::render(
+        &reference_matrix(&case, &window),
+        &RenderOptions {
+            scale: Scale::Linear,
+            ..RenderOptions::default()
+        },
+    )
+    .expect("render");
+    let p = expected.plot;
+    assert_eq!(
+        (p.rows, p.cols, p.cell_width, p.cell_height),
+        (20, 30, 13, 13)
+    );
+    let cell = format!("width=\"{}\" height=\"{}\"", p.cell_width, p.cell_height);
+    assert_eq!(svg.matches(&cell).count(), p.rows * p.cols);
+    // Masked cells (j > i) and the legend swatch are the mask grey.
+    let masked = (0..20).map(|i| 30 - (i + 1)).sum::<usize>();
+    assert_eq!(expected.masked_cells, masked);
+    assert_eq!(svg.matches("fill=\"#808080\"").count(), masked + 1);
+    for label in ["keys", "queries", "masked"] {
+        assert!(svg.contains(label), "{label} missing from the SVG");
+    }
 }
