@@ -19,7 +19,7 @@ use crate::table;
 pub struct Args {
     /// Shape B,Hq,Hkv,Sq,Sk,D (repeatable).
     #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
-          allow_hyphen_values = true)]
+          allow_hyphen_values = true, required_unless_present = "preset")]
     shapes: Vec<Shape>,
     /// A named set of shapes.
     #[arg(long, value_enum)]
@@ -67,13 +67,6 @@ pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (1, 32, 32, 2048, 2048, 128, true),
     (1, 8, 8, 1, 4096, 64, false),
 ];
-
-/// Parses `B,Hq,Hkv,Sq,Sk,D` into a spec with default options.
-pub fn parse_shape(s: &str) -> Result<AttentionSpec> {
-    values::shape(s)
-        .map(Shape::spec)
-        .map_err(|reason| Error::spec("shape", s, reason))
-}
 
 /// The specs to time, each checked (without device limits) so that a bad shape is reported
 /// before any adapter is opened.
