@@ -3,7 +3,7 @@
 //! outside it, axes, a colour bar with tick labels, and aggregation of blocks of cells for long
 //! sequences.
 //!
-//! The pure parts ([`render`], [`AttentionMatrix`], [`parse_range`]) need no GPU. The GPU part
+//! The pure parts ([`render()`], [`AttentionMatrix`], [`parse_range`]) need no GPU. The GPU part
 //! is [`head_weights`]: it cuts the requested head out of a batched problem with
 //! [`head_problem`] (so the probability matrix on the GPU is at most about `Sq × Sk` of one
 //! head, not `B × Hq × Sq × Sk`) and runs the three-pass kernel, the one that returns the

@@ -141,7 +141,7 @@ impl Scale {
     }
 }
 
-/// Options of [`render`].
+/// Options of [`render`](super::render()).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RenderOptions {
     /// Colour map of the weights.

@@ -290,7 +290,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
     let (left, top) = label_areas(d.window.queries.end.max(1).to_string().len(), fs, cw);
     if p.rows > 0 && p.cols > 0 {
         // Axes: one segment per displayed cell, labelled with the first matrix index of its
-        // block; query rows run downwards (segment -1 is row 0).
+        // block; query rows run downwards (segment -r is row r).
         let area = root.clone().shrink(
             ((r.x - left) as i32, (r.y - top) as i32),
             ((left + r.width) as u32, (top + r.height) as u32),
@@ -300,7 +300,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
             .set_label_area_size(LabelAreaPosition::Top, top as u32)
             .build_cartesian_2d(
                 (0..p.cols as i32 - 1).into_segmented(),
-                (-(p.rows as i32)..-1).into_segmented(),
+                (-(p.rows as i32 - 1)..0).into_segmented(),
             )?;
         let (keys, queries) = (d.window.keys.start, d.window.queries.start);
         let (bc, br) = (p.block_cols, p.block_rows);
@@ -314,7 +314,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
             SegmentValue::Last => String::new(),
         };
         let y_label = move |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(c) | SegmentValue::Exact(c) => usize::try_from(-(*c as i64) - 1)
+            SegmentValue::CenterOf(c) | SegmentValue::Exact(c) => usize::try_from(-(*c as i64))
                 .ok()
                 .filter(|&r| r < rows)
                 .map(|r| (queries + r * br).to_string())
