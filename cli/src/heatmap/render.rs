@@ -589,4 +589,25 @@ mod tests {
         assert_eq!(img.cell_color(0, 0), Some(ColorMap::Viridis.color(0.0)));
         assert_eq!(img.cell_color(2, 3), Some(ColorMap::Viridis.color(1.0)));
     }
+
+    #[test]
+    fn svg_has_one_rectangle_per_cell_in_its_colour() {
+        let m = matrix(3, 5, |r, c| (c != 4).then_some((r * 5 + c) as f32 / 20.0));
+        let img = render(&m, &RenderOptions::default()).expect("render");
+        let svg = img.to_svg().expect("svg");
+        let p = img.plot;
+        for r in 0..3 {
+            for c in 0..5 {
+                let (x, y) = (p.rect.x + c * p.cell_width, p.rect.y + r * p.cell_height);
+                let color = img.cell_color(r, c).expect("in the plot");
+                let rect = format!(
+                    "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" opacity=\"1\" \
+                     fill=\"#{:02X}{:02X}{:02X}\"",
+                    p.cell_width, p.cell_height, color[0], color[1], color[2]
+                );
+                assert!(svg.contains(&rect), "cell ({r}, {c}): no {rect}");
+            }
+        }
+        assert!(svg.contains("masked") && svg.contains("keys") && svg.contains("queries"));
+    }
 }
