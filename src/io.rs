@@ -208,8 +208,20 @@ pub fn read_case_as(path: impl AsRef<Path>, layout: Option<Layout>) -> Result<Ca
         (None, None) => Layout::Bhsd,
     };
     let (qshape, q, q_half) = tensor_f32(path, &st, "q")?;
-    let (kshape, k, _) = tensor_f32(path, &st, "k")?;
-    let (vshape, v, _) = tensor_f32(path, &st, "v")?;
+    let (kshape, k, k_half) = tensor_f32(path, &st, "k")?;
+    let (vshape, v, v_half) = tensor_f32(path, &st, "v")?;
+    if k_half != q_half || v_half != q_half {
+        let name = |half: bool| if half { "F16" } else { "F32" };
+        return Err(bad(
+            path,
+            format!(
+                "q is {}, k is {} and v is {}: q, k and v must share one dtype",
+                name(q_half),
+                name(k_half),
+                name(v_half)
+            ),
+        ));
+    }
     for (name, shape) in [("q", &qshape), ("k", &kshape), ("v", &vshape)] {
         if shape.len() != 4 {
             return Err(bad(

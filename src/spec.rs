@@ -213,9 +213,17 @@ impl Broadcast {
     /// The broadcast of a tensor called `name` with `shape`, or a typed error naming the
     /// dimension that does not fit `[B or 1, Hq or 1, Sq, Sk]`.
     pub fn from_shape(name: &str, shape: &[usize], spec: &AttentionSpec) -> Result<Self> {
+        // "B or 1" reads as just "1" when B is 1.
+        let or_one = |n: usize| match n {
+            1 => "1".to_string(),
+            n => format!("{n} or 1"),
+        };
         let want = format!(
-            "must be [{} or 1, {} or 1, {}, {}]",
-            spec.batch, spec.q_heads, spec.seq_q, spec.seq_k
+            "must be [{}, {}, {}, {}]",
+            or_one(spec.batch),
+            or_one(spec.q_heads),
+            spec.seq_q,
+            spec.seq_k
         );
         let bad = || Error::spec(format!("{name}.shape"), format!("{shape:?}"), want.clone());
         let &[b, h, sq, sk] = shape else {

@@ -1,8 +1,11 @@
 //! The `wgattn` command-line tool: its subcommands and the modules only it needs (tables,
-//! heat-map rendering). The attention engine itself is the `wgattn` library crate.
+//! heat maps, benchmark plots, JSON reports). The attention engine itself is the `wgattn` library crate.
 
+pub mod bench_plot;
 pub mod commands;
 pub mod heatmap;
+pub mod picture;
+pub mod report;
 pub mod table;
 
 /// What a command ends with when it does not fail: success, or numbers out of tolerance.

@@ -35,8 +35,10 @@ enum Command {
     Bench(commands::bench::Args),
     /// Write a random case file (q, k, v, optionally the reference `out`).
     Gen(commands::generate::Args),
-    /// Draw one head's attention weights, computed on the GPU, as a PNG heat map.
+    /// Draw one head's attention weights, computed on the GPU, as a PNG or SVG heat map.
     Heatmap(commands::heatmap::Args),
+    /// Draw median time and GFLOP/s per shape from `wgattn bench --json` files (SVG or PNG).
+    Plot(commands::plot::Args),
 }
 
 /// Mesa's Vulkan and EGL loaders print "XDG_RUNTIME_DIR is invalid or not set" on every
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a, adapter),
         Command::Gen(a) => commands::generate::run(a),
         Command::Heatmap(a) => commands::heatmap::run(a, adapter),
+        Command::Plot(a) => commands::plot::run(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -1,50 +1,61 @@
 //! `wgattn bench`: time attention shapes on the GPU.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use wgattn::bench::{self, BenchConfig, BenchResult, Timing};
-use wgattn::{AttentionSpec, CausalAlign, Context, Error, Kernel, Result};
+use wgattn::bench::{self, BenchConfig};
+use wgattn::{AttentionSpec, CausalAlign, Context, DeviceLimits, Error, Result};
 
+use super::values::{self, BroadcastArg, KernelArg, PresetArg, Shape, TimingArg};
 use crate::Outcome;
+use crate::bench_plot::{self, PlotData};
+use crate::picture::Format;
+use crate::report::{self, BenchRecord};
 use crate::table;
 
 /// Arguments of `wgattn bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Shape B,Hq,Hkv,Sq,Sk,D (repeatable).
-    #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D")]
-    shapes: Vec<String>,
-    /// A named set of shapes: `standard` (the shapes of BENCHMARKS.md).
-    #[arg(long)]
-    preset: Option<String>,
+    #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
+          allow_hyphen_values = true, required_unless_present = "preset")]
+    shapes: Vec<Shape>,
+    /// A named set of shapes.
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
     #[command(flatten)]
     flags: super::spec_flags::SpecFlags,
-    /// Time with a random bias tensor: shared, batch, head or full broadcast.
-    #[arg(long, value_name = "BROADCAST")]
-    bias: Option<String>,
-    /// Time with a random mask tensor: shared, batch, head or full broadcast.
-    #[arg(long, value_name = "BROADCAST")]
-    mask: Option<String>,
+    /// Time with a random bias tensor of this broadcast.
+    #[arg(long, value_enum, value_name = "BROADCAST")]
+    bias: Option<BroadcastArg>,
+    /// Time with a random mask tensor of this broadcast.
+    #[arg(long, value_enum, value_name = "BROADCAST")]
+    mask: Option<BroadcastArg>,
     /// Kernel to time.
-    #[arg(long, default_value = "auto")]
-    kernel: String,
-    /// Timed runs (after one warm-up); default: as many as fit --seconds, at least 5.
-    #[arg(long, conflicts_with = "seconds")]
-    runs: Option<usize>,
-    /// Seconds of measuring per shape (default 2).
-    #[arg(long)]
+    #[arg(long, value_enum, default_value_t)]
+    kernel: KernelArg,
+    /// Timed runs (after one warm-up), at least 1; default: as many as fit --seconds, at
+    /// least 5.
+    #[arg(long, conflicts_with = "seconds", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    runs: Option<u64>,
+    /// Seconds of measuring per shape, above 0 (default 2).
+    #[arg(long, value_parser = values::seconds, allow_negative_numbers = true)]
     seconds: Option<f64>,
-    /// gpu (timestamp queries), wall (submit to completion) or auto (gpu when available).
-    #[arg(long, default_value = "auto")]
-    timing: String,
+    /// How to time.
+    #[arg(long, value_enum, default_value_t)]
+    timing: TimingArg,
     /// Run on every adapter and print one comparison table (JSON: one object per line).
     #[arg(long)]
     all_adapters: bool,
     /// One JSON object per shape on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also draw median time and GFLOP/s per shape, one series per kernel, adapter and dtype,
+    /// to this file (.svg or .png).
+    #[arg(long, value_name = "FILE.svg|png")]
+    plot: Option<PathBuf>,
 }
 
 /// The standard benchmark shapes: (B, Hq, Hkv, Sq, Sk, D, causal).
@@ -57,41 +68,18 @@ pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (1, 8, 8, 1, 4096, 64, false),
 ];
 
-/// Parses `B,Hq,Hkv,Sq,Sk,D`.
-pub fn parse_shape(s: &str) -> Result<AttentionSpec> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|x| x.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::spec("shape", s, "is not six integers B,Hq,Hkv,Sq,Sk,D"))?;
-    match v.as_slice() {
-        &[b, hq, hkv, sq, sk, d] => Ok(AttentionSpec::new(b, hq, hkv, sq, sk, d)),
-        _ => Err(Error::spec(
-            "shape",
-            s,
-            "is not six integers B,Hq,Hkv,Sq,Sk,D",
-        )),
-    }
-}
-
+/// The specs to time, each checked (without device limits) so that a bad shape is reported
+/// before any adapter is opened.
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
-    let kernel = Kernel::parse(&args.kernel)?;
     let mut out = Vec::new();
-    match args.preset.as_deref() {
-        None => {}
-        Some("standard") => {
-            for &(b, hq, hkv, sq, sk, d, c) in STANDARD {
-                out.push(
-                    AttentionSpec::new(b, hq, hkv, sq, sk, d)
-                        .causal(c.then_some(CausalAlign::TopLeft)),
-                );
-            }
+    if let Some(PresetArg::Standard) = args.preset {
+        for &(b, hq, hkv, sq, sk, d, c) in STANDARD {
+            out.push(
+                AttentionSpec::new(b, hq, hkv, sq, sk, d).causal(c.then_some(CausalAlign::TopLeft)),
+            );
         }
-        Some(other) => return Err(Error::spec("preset", other, "is not `standard`")),
     }
-    for s in &args.shapes {
-        out.push(parse_shape(s)?);
-    }
+    out.extend(args.shapes.iter().map(|s| s.spec()));
     if out.is_empty() {
         return Err(Error::spec(
             "shape",
@@ -99,109 +87,60 @@ fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
             "give --shape B,Hq,Hkv,Sq,Sk,D or --preset standard",
         ));
     }
-    let bias = args
-        .bias
-        .as_deref()
-        .map(|b| super::generate::broadcast("bias", b))
-        .transpose()?;
-    let mask = args
-        .mask
-        .as_deref()
-        .map(|m| super::generate::broadcast("mask", m))
-        .transpose()?;
+    let (bias, mask) = (args.bias.map(Into::into), args.mask.map(Into::into));
     out.into_iter()
         .map(|s| {
-            let s = args.flags.apply(s)?.bias(bias).mask(mask);
-            Ok(AttentionSpec { kernel, ..s })
+            let s = AttentionSpec {
+                kernel: args.kernel.into(),
+                ..args.flags.apply(s).bias(bias).mask(mask)
+            };
+            s.validate(&DeviceLimits::unbounded())?;
+            Ok(s)
         })
         .collect()
 }
 
-fn shape_text(s: &AttentionSpec) -> String {
-    let full = wgattn::validation::describe(s);
-    // describe() starts with the shape; keep what follows it (layout onwards) as options
-    let options: Vec<&str> = full.split(' ').skip(5).filter(|o| *o != "bhsd").collect();
-    format!(
-        "{}x{}x{}x{}x{}x{}{}{}",
-        s.batch,
-        s.q_heads,
-        s.kv_heads,
-        s.seq_q,
-        s.seq_k,
-        s.head_dim,
-        if options.is_empty() { "" } else { " " },
-        options.join(" ")
-    )
-}
-
-fn result_json(ctx: &Context, r: &BenchResult) -> serde_json::Value {
-    let i = ctx.adapter_info();
-    let s = &r.spec;
-    json!({
-        "adapter": {
-            "name": i.name,
-            "backend": format!("{:?}", i.backend).to_lowercase(),
-            "device_type": format!("{:?}", i.device_type),
-            "driver": format!("{} {}", i.driver, i.driver_info).trim(),
-        },
-        "shape": {
-            "batch": s.batch, "q_heads": s.q_heads, "kv_heads": s.kv_heads,
-            "seq_q": s.seq_q, "seq_k": s.seq_k, "head_dim": s.head_dim,
-            "causal": s.causal.map(|c| c.name()),
-        },
-        "kernel": r.kernel.name(),
-        "splits": r.splits,
-        "shaders": r.shaders,
-        "dtype": s.dtype.name(),
-        "options": wgattn::validation::describe(s),
-        "median_ms": r.median_ms,
-        "min_ms": r.min_ms,
-        "max_ms": r.max_ms,
-        "runs": r.runs,
-        "gflops": r.gflops(),
-        "kv_gbps": r.kv_gbps(),
-        "timing": r.timing,
-    })
-}
-
-fn row(ctx: &Context, r: &BenchResult) -> Vec<String> {
-    let decode = r.spec.seq_q <= 16;
+fn row(r: &BenchRecord) -> Vec<String> {
+    let decode = r.shape.seq_q <= 16;
     vec![
-        ctx.adapter_info().name.clone(),
-        format!("{:?}", ctx.adapter_info().backend).to_lowercase(),
-        shape_text(&r.spec),
+        r.adapter.name.clone(),
+        r.adapter.backend.clone(),
+        r.shape_text(),
         if r.splits > 1 {
-            format!("{} ({} splits)", r.kernel.name(), r.splits)
+            format!("{} ({} splits)", r.kernel, r.splits)
         } else {
-            r.kernel.name().into()
+            r.kernel.clone()
         },
         format!("{:.3}", r.median_ms),
         format!("{:.3}", r.min_ms),
         format!("{:.3}", r.max_ms),
         r.runs.to_string(),
-        format!("{:.2}", r.gflops()),
+        format!("{:.2}", r.gflops),
         if decode {
-            format!("{:.2}", r.kv_gbps())
+            format!("{:.2}", r.kv_gbps)
         } else {
             "-".into()
         },
-        r.timing.into(),
+        r.timing.clone(),
     ]
 }
 
 /// Runs `wgattn bench`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let specs = specs(&args)?;
-    let timing = Timing::parse(&args.timing)?;
+    if let Some(plot) = &args.plot {
+        Format::of(plot)?;
+    }
+    let runs = args.runs.map(|n| n as usize);
     let config = BenchConfig {
         warmup: 1,
-        min_runs: args.runs.unwrap_or(5),
-        max_runs: args.runs.unwrap_or(10_000),
-        target: match args.runs {
+        min_runs: runs.unwrap_or(5),
+        max_runs: runs.unwrap_or(10_000),
+        target: match runs {
             Some(_) => Duration::ZERO,
-            None => Duration::from_secs_f64(args.seconds.unwrap_or(2.0).max(0.0)),
+            None => Duration::from_secs_f64(args.seconds.unwrap_or(2.0)),
         },
-        timing,
+        timing: args.timing.into(),
     };
     let contexts: Vec<Context> = if args.all_adapters {
         let mut seen: Vec<String> = Vec::new();
@@ -227,7 +166,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     } else {
         vec![super::open(adapter)?]
     };
-    let mut rows = Vec::new();
+    let mut records = Vec::new();
     for ctx in &contexts {
         for spec in &specs {
             let bar = ProgressBar::new(config.min_runs as u64);
@@ -235,18 +174,17 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                 ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            bar.set_message(shape_text(spec));
+            bar.set_message(wgattn::validation::describe(spec));
             let r = bench::bench(ctx, spec, &config, &mut |done, expected| {
                 bar.set_length(expected as u64);
                 bar.set_position(done as u64);
             });
             bar.finish_and_clear();
-            let r = r?;
+            let record = BenchRecord::new(ctx, &r?);
             if args.json {
-                println!("{}", result_json(ctx, &r));
-            } else {
-                rows.push(row(ctx, &r));
+                println!("{}", report::line(&record));
             }
+            records.push(record);
         }
     }
     if !args.json {
@@ -266,9 +204,13 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                     "KV GB/s",
                     "timing"
                 ],
-                &rows
+                &records.iter().map(row).collect::<Vec<_>>()
             )
         );
+    }
+    if let Some(path) = &args.plot {
+        bench_plot::write(path, &PlotData::new(&records))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(Outcome::Ok)
 }

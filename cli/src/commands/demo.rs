@@ -10,9 +10,9 @@ use crate::Outcome;
 /// Arguments of `wgattn demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Timed GPU runs after one warm-up.
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
+    /// Timed GPU runs after one warm-up, at least 1.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
 }
 
 /// Runs `wgattn demo`.
@@ -27,7 +27,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     );
     let mut out = ctx.attention(&spec, &q, &k, &v)?; // warm-up: compiles shaders
     let mut times = Vec::new();
-    for _ in 0..args.runs.max(1) {
+    for _ in 0..args.runs {
         let t = Instant::now();
         out = ctx.attention(&spec, &q, &k, &v)?;
         times.push(t.elapsed().as_secs_f64());

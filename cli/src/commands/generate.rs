@@ -2,34 +2,36 @@
 
 use std::path::PathBuf;
 
+use wgattn::Result;
 use wgattn::testdata::{self, Dist};
-use wgattn::{Broadcast, Error, Layout, Result};
 
+use super::values::{self, BroadcastArg, DistArg, LayoutArg, Shape};
 use crate::Outcome;
 
 /// Arguments of `wgattn gen`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Shape B,Hq,Hkv,Sq,Sk,D.
-    #[arg(long, value_name = "B,Hq,Hkv,Sq,Sk,D")]
-    shape: String,
+    #[arg(long, value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
+          allow_hyphen_values = true)]
+    shape: Shape,
     /// Output safetensors file (tensors q, k, v, optional bias, mask and out, and metadata).
     #[arg(long)]
     output: PathBuf,
     /// Layout of the tensors.
-    #[arg(long, default_value = "bhsd")]
-    layout: String,
+    #[arg(long, value_enum, default_value_t)]
+    layout: LayoutArg,
     #[command(flatten)]
     flags: super::spec_flags::SpecFlags,
-    /// Add a random bias tensor: shared [1,1,Sq,Sk], batch [B,1,..], head [1,Hq,..] or full.
-    #[arg(long, value_name = "BROADCAST")]
-    bias: Option<String>,
+    /// Add a random bias tensor of this broadcast.
+    #[arg(long, value_enum, value_name = "BROADCAST")]
+    bias: Option<BroadcastArg>,
     /// Add a random mask tensor (every fifth query row fully masked), broadcast as for --bias.
-    #[arg(long, value_name = "BROADCAST")]
-    mask: Option<String>,
-    /// Input distribution: normal, normal30 or offset3.
-    #[arg(long, default_value = "normal")]
-    dist: String,
+    #[arg(long, value_enum, value_name = "BROADCAST")]
+    mask: Option<BroadcastArg>,
+    /// Input distribution.
+    #[arg(long, value_enum, default_value_t)]
+    dist: DistArg,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -38,54 +40,15 @@ pub struct Args {
     with_out: bool,
 }
 
-/// Parses a broadcast name: shared, batch, head or full.
-pub fn broadcast(field: &str, s: &str) -> Result<Broadcast> {
-    match s {
-        "shared" => Ok(Broadcast::SHARED),
-        "batch" => Ok(Broadcast {
-            per_batch: true,
-            per_head: false,
-        }),
-        "head" => Ok(Broadcast {
-            per_batch: false,
-            per_head: true,
-        }),
-        "full" => Ok(Broadcast::FULL),
-        other => Err(Error::spec(
-            field,
-            other,
-            "is not shared, batch, head or full",
-        )),
-    }
-}
-
 /// Runs `wgattn gen`.
 pub fn run(args: Args) -> Result<Outcome> {
-    let spec = super::bench::parse_shape(&args.shape)?.layout(Layout::parse(&args.layout)?);
-    let mut spec = args.flags.apply(spec)?;
-    spec.bias = args
-        .bias
-        .as_deref()
-        .map(|b| broadcast("bias", b))
-        .transpose()?;
-    spec.mask = args
-        .mask
-        .as_deref()
-        .map(|m| broadcast("mask", m))
-        .transpose()?;
+    let mut spec = args
+        .flags
+        .apply(args.shape.spec().layout(args.layout.into()));
+    spec.bias = args.bias.map(Into::into);
+    spec.mask = args.mask.map(Into::into);
     spec.validate(&wgattn::DeviceLimits::unbounded())?;
-    let dist = match args.dist.as_str() {
-        "normal" => Dist::Normal,
-        "normal30" => Dist::Normal30,
-        "offset3" => Dist::Offset3,
-        other => {
-            return Err(Error::spec(
-                "dist",
-                other,
-                "is not normal, normal30 or offset3",
-            ));
-        }
-    };
+    let dist: Dist = args.dist.into();
     let data = testdata::generate(&spec, dist, args.seed);
     let out = if args.with_out {
         Some(wgattn::reference::attention_with(&spec, &data.inputs())?.out)

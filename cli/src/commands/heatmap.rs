@@ -1,11 +1,13 @@
-//! `wgattn heatmap`: draw one head's attention weights, computed on the GPU, as a PNG.
+//! `wgattn heatmap`: draw one head's attention weights, computed on the GPU, as a PNG or SVG.
 
 use std::path::PathBuf;
 
 use crate::heatmap::{self, Aggregate, ColorMap, RenderOptions, Scale, Window};
-use wgattn::{AttentionSpec, DeviceLimits, Error, Layout, Result, SpecProblem};
+use wgattn::{AttentionSpec, DeviceLimits, Error, Result, SpecProblem};
 
+use super::values::LayoutArg;
 use crate::Outcome;
+use crate::picture::Format;
 
 /// Arguments of `wgattn heatmap`.
 #[derive(clap::Args, Debug)]
@@ -14,8 +16,9 @@ pub struct Args {
     /// `bias` and `mask` when it holds them.
     #[arg(long)]
     input: PathBuf,
-    /// Output PNG file.
-    #[arg(long)]
+    /// Output picture: .png or .svg (SVG holds one rectangle per displayed cell: keep
+    /// --max-size small for long sequences).
+    #[arg(long, value_name = "FILE.png|svg")]
     output: PathBuf,
     /// Batch entry to draw.
     #[arg(long, default_value_t = 0)]
@@ -30,45 +33,38 @@ pub struct Args {
     #[arg(long, value_name = "A..B")]
     key_range: Option<String>,
     /// Layout of the tensors in the file (default: the file's metadata, else bhsd).
-    #[arg(long, value_name = "bhsd|bshd")]
-    layout: Option<String>,
+    #[arg(long, value_enum)]
+    layout: Option<LayoutArg>,
     #[command(flatten)]
     files: super::spec_flags::TensorFiles,
-    /// Colour map: viridis, inferno, magma or plasma.
-    #[arg(long, default_value = "viridis")]
-    colormap: String,
-    /// How blocks of cells are combined on long sequences: max or mean.
-    #[arg(long, default_value = "max")]
-    aggregate: String,
-    /// Colour scale: linear, log, or auto (log when linear would leave half of the cells in
-    /// the lowest tenth of the colours).
-    #[arg(long, default_value = "auto")]
-    scale: String,
-    /// Most cells drawn along a side; longer axes are aggregated in blocks.
-    #[arg(long, default_value_t = 1024)]
-    max_size: usize,
+    /// Colour map.
+    #[arg(long, value_enum, default_value_t)]
+    colormap: ColorMap,
+    /// How blocks of cells are combined on long sequences.
+    #[arg(long, value_enum, default_value_t)]
+    aggregate: Aggregate,
+    /// How weights map onto the colours (not the softmax scale, which comes from the file):
+    /// auto is log when linear would leave half of the cells in the lowest tenth of the colours.
+    #[arg(long, value_enum, default_value_t)]
+    color_scale: Scale,
+    /// Most cells drawn along a side (16..=8192); longer axes are aggregated in blocks.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=8192))]
+    max_size: u64,
 }
 
 /// Runs `wgattn heatmap`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let options = RenderOptions {
-        colormap: ColorMap::parse(&args.colormap)?,
-        aggregate: Aggregate::parse(&args.aggregate)?,
-        scale: Scale::parse(&args.scale)?,
-        max_side: args.max_size,
+        colormap: args.colormap,
+        aggregate: args.aggregate,
+        scale: args.color_scale,
+        max_side: args.max_size as usize,
         ..RenderOptions::default()
     };
-    if !(16..=8192).contains(&args.max_size) {
-        return Err(Error::spec(
-            "max_size",
-            args.max_size,
-            "must be in 16..=8192",
-        ));
-    }
-    let layout = args.layout.as_deref().map(Layout::parse).transpose()?;
-    let mut case = wgattn::io::read_case_as(&args.input, layout)?;
-    // The file's metadata gives causal mask, window, ALiBi, soft-cap, kv_lens and dtype (`wgattn
-    // gen` writes them); `--scale` here is the colour scale, so there are no spec flags.
+    Format::of(&args.output)?;
+    let mut case = wgattn::io::read_case_as(&args.input, args.layout.map(Into::into))?;
+    // The file's metadata gives causal mask, window, ALiBi, soft-cap, kv_lens, softmax scale
+    // and dtype (`wgattn gen` writes them).
     let mut spec = case.spec.clone();
     args.files.load(&mut spec, &mut case)?;
     let spec = &spec;
@@ -86,7 +82,8 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     };
     // Every input check before the GPU is opened; the head's sub-problem is sized before its
     // tensors are gathered.
-    spec.check_inputs(&case.inputs())?;
+    spec.check_inputs(&case.inputs())
+        .map_err(|e| super::spec_flags::in_file(&args.input, e))?;
     let head = heatmap::head_spec(spec, &window)?;
     let ctx = super::open(adapter)?;
     let too_large = |e: Error| too_large(e, spec, &window, &head.spec, ctx.limits(), &args);
@@ -102,7 +99,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         message: "the kernel returned no probability matrix".into(),
     })?;
     let matrix = problem.matrix(&weights)?;
-    let image = heatmap::render(&matrix, &options);
+    let image = heatmap::render(&matrix, &options)?;
     let description = format!(
         "attention weights of batch {} head {}: rows = queries {}..{}, columns = keys {}..{} ({})",
         window.batch,
@@ -113,7 +110,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         window.keys.end,
         wgattn::validation::describe(spec)
     );
-    image.write_png(
+    image.write(
         &args.output,
         &[
             ("Title", "wgattn heatmap".to_string()),
@@ -153,7 +150,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     );
     if image.options.scale == Scale::Linear && image.median_position < heatmap::AUTO_LOG_BELOW {
         println!(
-            "note: the median cell sits at {:.1}% of the colour range; --scale log shows more",
+            "note: the median cell sits at {:.1}% of the colour range; --color-scale log shows more",
             image.median_position * 100.0
         );
     }

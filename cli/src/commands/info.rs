@@ -1,9 +1,9 @@
 //! `wgattn info`: adapters, the chosen one, features and limits.
 
-use serde_json::json;
 use wgattn::{AdapterSummary, Result};
 
 use crate::Outcome;
+use crate::report::{self, AdapterInfoRecord, InfoReport};
 
 /// Arguments of `wgattn info`.
 #[derive(clap::Args, Debug)]
@@ -11,30 +11,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-fn summary_json(s: &AdapterSummary, chosen: bool) -> serde_json::Value {
-    let l = &s.limits;
-    json!({
-        "name": s.info.name,
-        "backend": format!("{:?}", s.info.backend).to_lowercase(),
-        "device_type": format!("{:?}", s.info.device_type),
-        "driver": s.info.driver,
-        "driver_info": s.info.driver_info,
-        "chosen": chosen,
-        "features": s.feature_names(),
-        "subgroup_size": s.caps.subgroup_size,
-        "variants": s.caps.variants(),
-        "limits": {
-            "max_storage_buffer_binding_size": l.max_storage_binding,
-            "max_buffer_size": l.max_buffer_size,
-            "max_compute_workgroup_storage_size": l.max_workgroup_storage,
-            "max_compute_invocations_per_workgroup": l.max_invocations,
-            "max_compute_workgroups_per_dimension": l.max_workgroups_per_dim,
-            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_stage,
-            "min_storage_buffer_offset_alignment": l.storage_offset_alignment,
-        },
-    })
 }
 
 /// Runs `wgattn info`.
@@ -45,11 +21,11 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let is_chosen =
         |s: &AdapterSummary| s.info.name == chosen.name && s.info.backend == chosen.backend;
     if args.json {
-        let adapters: Vec<_> = all.iter().map(|s| summary_json(s, is_chosen(s))).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "adapters": adapters })).unwrap_or_default()
-        );
+        let adapters = all
+            .iter()
+            .map(|s| AdapterInfoRecord::new(s, is_chosen(s)))
+            .collect();
+        println!("{}", report::pretty(&InfoReport { adapters }));
         return Ok(Outcome::Ok);
     }
     println!("adapters (best first):");

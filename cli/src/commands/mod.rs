@@ -5,9 +5,11 @@ pub mod demo;
 pub mod generate;
 pub mod heatmap;
 pub mod info;
+pub mod plot;
 pub mod run;
 pub mod spec_flags;
 pub mod validate;
+pub mod values;
 
 use wgattn::{Context, ContextOptions, Result};
 

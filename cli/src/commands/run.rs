@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use wgattn::{ErrorStats, Kernel, Layout, Result};
+use wgattn::{ErrorStats, Result};
 
+use super::values::{KernelArg, LayoutArg};
 use crate::Outcome;
 
 /// Arguments of `wgattn run`. Metadata in the input file gives defaults; flags override.
@@ -19,12 +20,12 @@ pub struct Args {
     flags: super::spec_flags::SpecFlags,
     #[command(flatten)]
     files: super::spec_flags::TensorFiles,
-    /// Layout of the tensors in the file.
-    #[arg(long, value_name = "bhsd|bshd")]
-    layout: Option<String>,
+    /// Layout of the tensors in the file (default: the file's metadata, else bhsd).
+    #[arg(long, value_enum)]
+    layout: Option<LayoutArg>,
     /// Kernel to use.
-    #[arg(long, default_value = "auto")]
-    kernel: String,
+    #[arg(long, value_enum, default_value_t)]
+    kernel: KernelArg,
     /// Also write the log-sum-exp `lse` [B, Hq, Sq].
     #[arg(long)]
     lse: bool,
@@ -36,19 +37,40 @@ pub struct Args {
     check: bool,
     /// With --check, compare only these query rows (in every batch entry and head), e.g.
     /// 0,100,16383: the reference then costs O(rows·Sk) instead of O(Sq·Sk).
-    #[arg(long, value_name = "I,J,...", requires = "check")]
-    check_rows: Option<String>,
+    #[arg(
+        long,
+        value_name = "I,J,...",
+        requires = "check",
+        value_delimiter = ','
+    )]
+    check_rows: Option<Vec<usize>>,
 }
 
 /// Runs `wgattn run`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
-    let layout = args.layout.as_deref().map(Layout::parse).transpose()?;
-    let mut case = wgattn::io::read_case_as(&args.input, layout)?;
-    let mut spec = args.flags.apply(case.spec.clone())?;
+    let mut case = wgattn::io::read_case_as(&args.input, args.layout.map(Into::into))?;
+    let mut spec = args.flags.apply(case.spec.clone());
     args.files.load(&mut spec, &mut case)?;
-    spec.kernel = Kernel::parse(&args.kernel)?;
+    spec.kernel = args.kernel.into();
     spec.return_lse = args.lse;
     spec.return_weights = args.weights;
+    // Everything about the input is checked before the GPU is opened; errors name the file.
+    spec.validate(&wgattn::DeviceLimits::unbounded())
+        .and_then(|()| spec.check_inputs(&case.inputs()))
+        .map_err(|e| super::spec_flags::in_file(&args.input, e))?;
+    if let Some(rows) = &args.check_rows
+        && let Some(bad) = rows.iter().find(|&&i| i >= spec.seq_q)
+    {
+        return Err(wgattn::Error::spec(
+            "check_rows",
+            bad,
+            format!(
+                "is not a query row of {} (seq_q = {})",
+                args.input.display(),
+                spec.seq_q
+            ),
+        ));
+    }
     let ctx = super::open(adapter)?;
     let started = std::time::Instant::now();
     let out = ctx.attention_with(&spec, &case.inputs())?;
@@ -76,7 +98,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                 };
                 (out.out.clone(), cpu.out, plain)
             }
-            Some(list) => sampled_rows(&spec, &inputs, &out.out, list)?,
+            Some(rows) => sampled_rows(&spec, &inputs, &out.out, rows)?,
         };
         let e = ErrorStats::compare(&got, &expected);
         let (tol, on_max_abs) = wgattn::validation::tolerance_for(
@@ -111,19 +133,16 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
 /// GPU output, reference output, and (f16) the plain f16 reference's output.
 type Compared = (Vec<f32>, Vec<f32>, Option<Vec<f32>>);
 
-/// The GPU output, the reference and (f16) the plain f16 reference on the query rows in
-/// `list` (every batch entry and head).
+/// The GPU output, the reference and (f16) the plain f16 reference on query rows `list`
+/// (every batch entry and head).
 fn sampled_rows(
     spec: &wgattn::AttentionSpec,
     inputs: &wgattn::Inputs,
     gpu: &[f32],
-    list: &str,
+    list: &[usize],
 ) -> Result<Compared> {
     let mut rows = Vec::new();
-    for item in list.split(',') {
-        let i: usize = item.trim().parse().map_err(|_| {
-            wgattn::Error::spec("check_rows", list, format!("has {item:?}, not an integer"))
-        })?;
+    for &i in list {
         for b in 0..spec.batch {
             for h in 0..spec.q_heads {
                 rows.push(wgattn::reference::RowId { b, h, i });

@@ -1,66 +1,81 @@
 //! Flags that change an attention spec, shared by `run`, `gen` and `bench`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use wgattn::{Alibi, AttentionSpec, CausalAlign, DType, Result};
+use wgattn::{Alibi, AttentionSpec, Error, Result, Window};
+
+use super::values::{CausalArg, DTypeArg};
 
 /// Mask, scale and storage flags. Unset flags leave the spec (e.g. a file's metadata) as it is.
 #[derive(clap::Args, Debug, Default)]
 pub struct SpecFlags {
-    /// Causal mask: top-left, bottom-right or none.
-    #[arg(long, value_name = "top-left|bottom-right|none")]
-    pub causal: Option<String>,
-    /// Softmax scale (default 1/sqrt(head_dim)).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Causal mask.
+    #[arg(long, value_enum)]
+    pub causal: Option<CausalArg>,
+    /// Softmax scale (default 1/sqrt(head_dim)); finite.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::finite)]
     pub scale: Option<f32>,
-    /// Valid key length per batch entry, e.g. 3,7 (empty string: none).
-    #[arg(long, value_name = "A,B,...")]
-    pub kv_lens: Option<String>,
-    /// Storage type of q, k, v and out: f32 or f16 (f32 data is rounded on the way in).
-    #[arg(long, value_name = "f32|f16")]
-    pub dtype: Option<String>,
+    /// Valid key length per batch entry, e.g. 3,7.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub kv_lens: Option<Vec<u32>>,
+    /// Storage type of q, k, v and out (f32 data is rounded on the way in for f16).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
     /// Sliding window L,R in keys around the (causal-aligned) diagonal; -1 = unbounded.
-    #[arg(long, value_name = "L,R", allow_hyphen_values = true)]
-    pub window: Option<String>,
+    #[arg(long, value_name = "L,R", allow_hyphen_values = true, value_parser = window)]
+    pub window: Option<Window>,
     /// ALiBi: the standard slopes for the query heads, or one slope per head (s0,s1,...).
-    #[arg(long, value_name = "SLOPES", num_args = 0..=1, default_missing_value = "standard")]
-    pub alibi: Option<String>,
-    /// Logit soft-capping: s <- cap * tanh(s / cap) before bias and masks.
-    #[arg(long, value_name = "CAP", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SLOPES", num_args = 0..=1, default_missing_value = "standard",
+          allow_negative_numbers = true, value_parser = alibi)]
+    pub alibi: Option<Alibi>,
+    /// Logit soft-capping: s <- cap * tanh(s / cap) before bias and masks; finite.
+    #[arg(long, value_name = "CAP", allow_negative_numbers = true, value_parser = super::values::finite)]
     pub softcap: Option<f32>,
+}
+
+/// Parses `L,R` (two integers, -1 = unbounded).
+fn window(s: &str) -> std::result::Result<Window, String> {
+    wgattn::io::parse_window(s).map_err(|_| format!("{s:?} is not two integers L,R"))
+}
+
+/// Parses `standard` or slopes `s0,s1,...`.
+fn alibi(s: &str) -> std::result::Result<Alibi, String> {
+    match s.trim() {
+        "standard" => Ok(Alibi::Standard),
+        other => match wgattn::io::parse_alibi(other) {
+            Ok(Some(a)) => Ok(a),
+            _ => Err(format!(
+                "{s:?} is neither `standard` nor numbers s0,s1,... (one slope per query head)"
+            )),
+        },
+    }
 }
 
 impl SpecFlags {
     /// `spec` with these flags applied.
-    pub fn apply(&self, mut spec: AttentionSpec) -> Result<AttentionSpec> {
-        if let Some(c) = &self.causal {
-            spec.causal = match c.trim() {
-                "none" | "false" => None,
-                other => Some(CausalAlign::parse(other)?),
-            };
+    pub fn apply(&self, mut spec: AttentionSpec) -> AttentionSpec {
+        if let Some(c) = self.causal {
+            spec.causal = c.into();
         }
         if let Some(s) = self.scale {
             spec.scale = Some(s);
         }
         if let Some(l) = &self.kv_lens {
-            spec.kv_lens = wgattn::io::parse_kv_lens(l)?;
+            spec.kv_lens = Some(l.clone());
         }
-        if let Some(d) = &self.dtype {
-            spec.dtype = DType::parse(d)?;
+        if let Some(d) = self.dtype {
+            spec.dtype = d.into();
         }
-        if let Some(w) = &self.window {
-            spec.window = Some(wgattn::io::parse_window(w)?);
+        if let Some(w) = self.window {
+            spec.window = Some(w);
         }
         if let Some(a) = &self.alibi {
-            spec.alibi = match a.as_str() {
-                "standard" => Some(Alibi::Standard),
-                other => wgattn::io::parse_alibi(other)?,
-            };
+            spec.alibi = Some(a.clone());
         }
         if let Some(c) = self.softcap {
             spec.softcap = Some(c);
         }
-        Ok(spec)
+        spec
     }
 }
 
@@ -78,18 +93,37 @@ pub struct TensorFiles {
 }
 
 impl TensorFiles {
-    /// Reads the files given into `case`, declaring their broadcast in `spec`.
+    /// Reads the files given into `case`, declaring their broadcast in `spec`. Every error
+    /// names the file it is about.
     pub fn load(&self, spec: &mut AttentionSpec, case: &mut wgattn::io::Case) -> Result<()> {
         if let Some(f) = &self.bias_file {
             let (shape, data) = wgattn::io::read_float_tensor(f, "bias")?;
-            spec.bias = Some(wgattn::Broadcast::from_shape("bias", &shape, spec)?);
+            spec.bias = Some(
+                wgattn::Broadcast::from_shape("bias", &shape, spec).map_err(|e| in_file(f, e))?,
+            );
             case.bias = Some(data);
         }
         if let Some(f) = &self.mask_file {
             let (shape, data) = wgattn::io::read_bool_tensor(f, "mask")?;
-            spec.mask = Some(wgattn::Broadcast::from_shape("mask", &shape, spec)?);
+            spec.mask = Some(
+                wgattn::Broadcast::from_shape("mask", &shape, spec).map_err(|e| in_file(f, e))?,
+            );
             case.mask = Some(data);
         }
         Ok(())
+    }
+}
+
+/// An error about the contents of file `path` as one that names it ([`Error::BadFile`], still
+/// an input error); errors that already name a file, and device errors, pass through.
+pub fn in_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::InvalidSpec { .. } | Error::InputLength { .. } | Error::NonFinite { .. } => {
+            Error::BadFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        }
+        other => other,
     }
 }

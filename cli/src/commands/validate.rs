@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
 use wgattn::validation::{self, CaseResult};
 use wgattn::{Kernel, Result};
 
+use super::values::KernelArg;
 use crate::Outcome;
+use crate::report::{self, CaseRecord, ValidateReport};
 use crate::table;
 
 /// Arguments of `wgattn validate`.
@@ -16,10 +17,10 @@ pub struct Args {
     #[arg(long)]
     cases: Option<PathBuf>,
     /// Kernel to validate.
-    #[arg(long, default_value = "auto")]
-    kernel: String,
-    /// Skip the built-in shape grid (only the case files).
-    #[arg(long)]
+    #[arg(long, value_enum, default_value_t)]
+    kernel: KernelArg,
+    /// Skip the built-in shape grid (only the case files; needs --cases).
+    #[arg(long, requires = "cases")]
     no_grid: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -28,7 +29,7 @@ pub struct Args {
 
 /// Runs `wgattn validate`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
-    let kernel = Kernel::parse(&args.kernel)?;
+    let kernel: Kernel = args.kernel.into();
     let files = match &args.cases {
         Some(dir) => validation::case_files(dir)?,
         None => Vec::new(),
@@ -53,24 +54,17 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     }
     let failed = results.iter().filter(|(_, r)| !r.passed()).count();
     if args.json {
-        let cases: Vec<_> = results
-            .iter()
-            .map(|(src, r)| {
-                json!({
-                    "source": src, "name": r.name, "kernel": r.kernel.name(),
-                    "max_abs": finite(r.out.max_abs), "rel_fro": finite(r.out.rel_fro),
-                    "nan_count": r.out.nan_count, "tolerance": r.tolerance,
-                    "tolerance_on": if r.max_abs_rule { "max_abs" } else { "rel_fro" },
-                    "pass": r.passed(),
-                })
-            })
-            .collect();
-        let doc = json!({
-            "adapter": ctx.adapter_info().name,
-            "backend": format!("{:?}", ctx.adapter_info().backend).to_lowercase(),
-            "cases": cases, "failed": failed, "passed": failed == 0,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let report = ValidateReport {
+            adapter: ctx.adapter_info().name.clone(),
+            backend: format!("{:?}", ctx.adapter_info().backend).to_lowercase(),
+            cases: results
+                .iter()
+                .map(|(src, r)| CaseRecord::new(src, r))
+                .collect(),
+            failed,
+            passed: failed == 0,
+        };
+        println!("{}", report::pretty(&report));
     } else {
         println!("adapter: {}", super::adapter_line(&ctx));
         let rows: Vec<Vec<String>> = results
@@ -113,13 +107,4 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     } else {
         Outcome::OutOfTolerance
     })
-}
-
-/// JSON has no infinity: non-finite errors become null.
-fn finite(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        serde_json::Value::Null
-    }
 }

@@ -109,11 +109,11 @@ fn bad_input_exits_2_naming_the_problem() {
         ),
         (
             vec!["run", "--input", i, "--output", o, "--kernel", "magic"],
-            "kernel = magic",
+            "'magic'",
         ),
         (
             vec!["run", "--input", i, "--output", o, "--scale", "inf"],
-            "scale = inf must be finite",
+            "inf is not finite",
         ),
         (
             vec!["run", "--input", garbage.to_str().unwrap(), "--output", o],
@@ -303,7 +303,7 @@ fn issue6_flags_work_and_bad_shapes_exit_2() {
         (vec!["--window", "-3,0"], "window.left = -3"),
         (vec!["--softcap", "-1"], "softcap = -1"),
         (vec!["--alibi", "0.5"], "alibi = 1 slopes"),
-        (vec!["--dtype", "f8"], "dtype = f8"),
+        (vec!["--dtype", "f8"], "'f8'"),
     ] {
         let mut full = vec!["run", "--input", i, "--output", o];
         full.extend(args.iter().copied());
@@ -365,5 +365,470 @@ fn bench_json_is_valid_with_the_documented_fields() {
     }
     let r = wgattn(&["bench", "--shape", "1,2,2,64,64", "--runs", "1"]);
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
-    assert!(text(&r).contains("shape = 1,2,2,64,64"), "{}", text(&r));
+    assert!(
+        text(&r).contains("'1,2,2,64,64'") && text(&r).contains("six integers"),
+        "{}",
+        text(&r)
+    );
+}
+
+/// Arguments that select no adapter: a command that got past its checks exits 3, so a check
+/// that ran first is seen as exit 2 without touching a GPU.
+const NO_ADAPTER: [&str; 2] = ["--adapter", "no-such-adapter-xyz"];
+
+fn with_no_adapter<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    NO_ADAPTER.iter().chain(args).copied().collect()
+}
+
+#[test]
+fn errors_about_a_file_name_the_file() {
+    let spec = AttentionSpec::new(1, 2, 2, 8, 8, 8);
+    let input = write_case("named_in.safetensors", &spec, false);
+    let o = tmp("named_out.safetensors");
+    let bias = tmp("named_bias.safetensors");
+    wgattn::io::write_tensors(
+        &bias,
+        &[("bias", vec![1, 3, 8, 8], &vec![0.0; 3 * 64])],
+        Default::default(),
+    )
+    .unwrap();
+    let mask = tmp("named_mask.safetensors");
+    wgattn::io::write_typed(
+        &mask,
+        &[(
+            "mask",
+            vec![1, 1, 8, 7],
+            wgattn::io::TensorOut::Bool(&[true; 56]),
+        )],
+        Default::default(),
+    )
+    .unwrap();
+    // q with a NaN: the input file is named.
+    let nan_in = tmp("named_nan.safetensors");
+    let (mut q, k, v) = wgattn::testdata::inputs(&spec, wgattn::testdata::Dist::Normal, 7);
+    q[3] = f32::NAN;
+    wgattn::io::write_case(&nan_in, &spec, &q, &k, &v, None).unwrap();
+    let (i, o) = (input.to_str().unwrap(), o.to_str().unwrap());
+    for (args, file) in [
+        (
+            vec![
+                "run",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--bias-file",
+                bias.to_str().unwrap(),
+            ],
+            &bias,
+        ),
+        (
+            vec![
+                "run",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--mask-file",
+                mask.to_str().unwrap(),
+            ],
+            &mask,
+        ),
+        (
+            vec!["run", "--input", nan_in.to_str().unwrap(), "--output", o],
+            &nan_in,
+        ),
+        (
+            vec![
+                "heatmap",
+                "--input",
+                nan_in.to_str().unwrap(),
+                "--output",
+                "x.png",
+            ],
+            &nan_in,
+        ),
+    ] {
+        let r = wgattn(&with_no_adapter(&args));
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", text(&r));
+        assert!(
+            text(&r).contains(file.to_str().unwrap()),
+            "{args:?}: expected the file {} named in {}",
+            file.display(),
+            text(&r)
+        );
+    }
+}
+
+#[test]
+fn broadcast_shapes_of_size_one_read_plainly() {
+    let spec = AttentionSpec::new(1, 2, 2, 8, 8, 8);
+    let input = write_case("plain_in.safetensors", &spec, false);
+    let bias = tmp("plain_bias.safetensors");
+    wgattn::io::write_tensors(
+        &bias,
+        &[("bias", vec![1, 3, 8, 8], &vec![0.0; 3 * 64])],
+        Default::default(),
+    )
+    .unwrap();
+    let r = wgattn(&with_no_adapter(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        tmp("plain_out.safetensors").to_str().unwrap(),
+        "--bias-file",
+        bias.to_str().unwrap(),
+    ]));
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(
+        text(&r).contains("must be [1, 2 or 1, 8, 8]"),
+        "{}",
+        text(&r)
+    );
+}
+
+#[test]
+fn a_negative_shape_gets_one_message_however_it_is_written() {
+    for command in [
+        &["bench", "--runs", "1"][..],
+        &["gen", "--output", "never.safetensors"][..],
+    ] {
+        let spaced: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--shape", "-1,2,2,8,8,8"])
+            .collect();
+        let joined: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--shape=-1,2,2,8,8,8"])
+            .collect();
+        let (a, b) = (
+            wgattn(&with_no_adapter(&spaced)),
+            wgattn(&with_no_adapter(&joined)),
+        );
+        assert_eq!(a.status.code(), Some(2), "{}", text(&a));
+        assert_eq!(b.status.code(), Some(2), "{}", text(&b));
+        assert_eq!(text(&a), text(&b));
+        assert!(text(&a).contains("B = \"-1\""), "{}", text(&a));
+    }
+}
+
+#[test]
+fn shape_errors_come_before_the_gpu_is_opened() {
+    // 3 query heads cannot share 2 kv heads: exit 2 about the heads, not exit 3 about the
+    // adapter.
+    let r = wgattn(&with_no_adapter(&[
+        "bench",
+        "--shape",
+        "1,3,2,8,8,8",
+        "--runs",
+        "1",
+    ]));
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("kv_heads"), "{}", text(&r));
+    assert!(!text(&r).contains("no GPU adapter"), "{}", text(&r));
+}
+
+#[test]
+fn runs_and_seconds_out_of_range_are_refused() {
+    for (args, needle) in [
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--runs", "0"][..],
+            "--runs",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "0"][..],
+            "--seconds",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "-1"][..],
+            "--seconds",
+        ),
+        (
+            &["bench", "--shape", "1,1,1,4,4,4", "--seconds", "NaN"][..],
+            "--seconds",
+        ),
+        (&["demo", "--runs", "0"][..], "--runs"),
+    ] {
+        let r = wgattn(&with_no_adapter(args));
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", text(&r));
+        assert!(text(&r).contains(needle), "{args:?}: {}", text(&r));
+    }
+}
+
+#[test]
+fn validate_no_grid_needs_cases() {
+    let r = wgattn(&with_no_adapter(&["validate", "--no-grid"]));
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("--cases"), "{}", text(&r));
+}
+
+#[test]
+fn a_file_whose_q_k_v_dtypes_differ_is_refused() {
+    let spec = AttentionSpec::new(1, 1, 1, 4, 4, 4);
+    let (q, k, v) = wgattn::testdata::inputs(&spec, wgattn::testdata::Dist::Normal, 3);
+    let mixed = tmp("mixed.safetensors");
+    let shape = vec![1, 1, 4, 4];
+    wgattn::io::write_typed(
+        &mixed,
+        &[
+            ("q", shape.clone(), wgattn::io::TensorOut::F16(&q)),
+            ("k", shape.clone(), wgattn::io::TensorOut::F32(&k)),
+            ("v", shape, wgattn::io::TensorOut::F32(&v)),
+        ],
+        Default::default(),
+    )
+    .unwrap();
+    let r = wgattn(&with_no_adapter(&[
+        "run",
+        "--input",
+        mixed.to_str().unwrap(),
+        "--output",
+        tmp("mixed_out.safetensors").to_str().unwrap(),
+    ]));
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    let t = text(&r);
+    assert!(
+        t.contains(mixed.to_str().unwrap()) && t.contains("must share one dtype"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_rows_are_checked_before_anything_runs() {
+    let spec = AttentionSpec::new(1, 1, 1, 8, 8, 8);
+    let input = write_case("rows_in.safetensors", &spec, false);
+    let out = tmp("rows_out.safetensors");
+    for (rows, needle) in [("0,99", "check_rows = 99"), ("0,x", "--check-rows")] {
+        let r = wgattn(&with_no_adapter(&[
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--check",
+            "--check-rows",
+            rows,
+        ]));
+        assert_eq!(r.status.code(), Some(2), "{rows}: {}", text(&r));
+        assert!(text(&r).contains(needle), "{rows}: {}", text(&r));
+    }
+    assert!(!out.exists(), "nothing ran, nothing was written");
+}
+
+#[test]
+fn heatmap_colour_scale_is_named_apart_from_the_softmax_scale() {
+    let spec = AttentionSpec::new(1, 1, 1, 4, 4, 4);
+    let input = write_case("cscale_in.safetensors", &spec, false);
+    let base = [
+        "heatmap",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "never.png",
+    ];
+    let old: Vec<&str> = base.iter().copied().chain(["--scale", "log"]).collect();
+    let r = wgattn(&with_no_adapter(&old));
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("--scale"), "{}", text(&r));
+    // --color-scale is accepted: the command gets as far as opening the (missing) adapter.
+    let new: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--color-scale", "log"])
+        .collect();
+    let r = wgattn(&with_no_adapter(&new));
+    assert_eq!(r.status.code(), Some(3), "{}", text(&r));
+}
+
+#[test]
+fn help_lists_the_values_of_every_enum() {
+    for (command, values) in [
+        (
+            "bench",
+            &[
+                "three-pass",
+                "split-kv",
+                "bottom-right",
+                "wall",
+                "f16",
+                "standard",
+            ][..],
+        ),
+        ("run", &["flash", "bshd", "top-left"][..]),
+        ("gen", &["normal30", "offset3", "shared", "full"][..]),
+        (
+            "heatmap",
+            &["inferno", "plasma", "mean", "--color-scale", "log"][..],
+        ),
+    ] {
+        let r = wgattn(&[command, "--help"]);
+        assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+        for v in values {
+            assert!(
+                text(&r).contains(v),
+                "{command} --help lacks {v}: {}",
+                text(&r)
+            );
+        }
+    }
+}
+
+/// A bench record as `wgattn bench --json` writes it.
+fn record(kernel: &str, dtype: &str, seq: usize, ms: f64) -> wgattn_cli::report::BenchRecord {
+    use wgattn_cli::report::{AdapterRecord, BenchRecord, ShapeRecord};
+    BenchRecord {
+        adapter: AdapterRecord {
+            name: "Test GPU".into(),
+            backend: "vulkan".into(),
+            device_type: "DiscreteGpu".into(),
+            driver: "test".into(),
+        },
+        shape: ShapeRecord {
+            batch: 1,
+            q_heads: 2,
+            kv_heads: 2,
+            seq_q: seq,
+            seq_k: seq,
+            head_dim: 32,
+            causal: None,
+        },
+        kernel: kernel.into(),
+        splits: 1,
+        shaders: vec![],
+        dtype: dtype.into(),
+        options: format!("b1 h2/2 q{seq} k{seq} d32 bhsd"),
+        median_ms: ms,
+        min_ms: ms,
+        max_ms: ms,
+        runs: 3,
+        gflops: 1.0 / ms,
+        kv_gbps: 0.0,
+        timing: "wall".into(),
+    }
+}
+
+#[test]
+fn plot_draws_json_files_as_svg_and_png() {
+    let a = tmp("plot_a.json");
+    let b = tmp("plot_b.json");
+    let lines = |rs: &[wgattn_cli::report::BenchRecord]| {
+        rs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    std::fs::write(
+        &a,
+        lines(&[
+            record("flash", "f32", 64, 0.5),
+            record("flash", "f32", 128, 1.5),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        lines(&[
+            record("three-pass", "f16", 64, 0.9),
+            record("three-pass", "f16", 256, 4.0),
+        ]),
+    )
+    .unwrap();
+    let svg = tmp("plot.svg");
+    let r = wgattn(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--output",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    assert!(text(&r).contains("3 shapes, 2 series"), "{}", text(&r));
+    let t = std::fs::read_to_string(&svg).unwrap();
+    for needle in [
+        "<svg",
+        "flash on Test GPU (vulkan), f32",
+        "three-pass on Test GPU (vulkan), f16",
+        "GFLOP/s per shape",
+        "median time per shape",
+        "1x2x2x256x256x32",
+    ] {
+        assert!(t.contains(needle), "{needle} missing from the SVG");
+    }
+    let png = tmp("plot.png");
+    let r = wgattn(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    let data = wgattn_cli::bench_plot::PlotData::new(&[
+        record("flash", "f32", 64, 0.5),
+        record("flash", "f32", 128, 1.5),
+        record("three-pass", "f16", 64, 0.9),
+        record("three-pass", "f16", 256, 4.0),
+    ]);
+    assert_eq!(
+        (info.width, info.height),
+        (wgattn_cli::bench_plot::WIDTH, data.height())
+    );
+    // Not blank: the series' colours are there.
+    let mut reader = reader;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    let distinct: std::collections::HashSet<&[u8]> = buf.chunks(3).collect();
+    assert!(distinct.len() > 10, "{} colours", distinct.len());
+}
+
+#[test]
+fn plot_errors_name_the_file() {
+    let bad = tmp("plot_bad.json");
+    std::fs::write(&bad, "{\"adapter\": 1}\n").unwrap();
+    let r = wgattn(&["plot", bad.to_str().unwrap(), "--output", "never.svg"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains(bad.to_str().unwrap()), "{}", text(&r));
+    let good = tmp("plot_good.json");
+    std::fs::write(
+        &good,
+        serde_json::to_string(&record("flash", "f32", 64, 1.0)).unwrap(),
+    )
+    .unwrap();
+    let r = wgattn(&["plot", good.to_str().unwrap(), "--output", "plot.gif"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    assert!(text(&r).contains("plot.gif"), "{}", text(&r));
+}
+
+#[test]
+fn bench_plot_writes_an_svg() {
+    if common::ctx().is_none() {
+        return;
+    }
+    let svg = tmp("bench.svg");
+    let r = wgattn(&[
+        "bench",
+        "--shape",
+        "1,2,2,64,64,32",
+        "--runs",
+        "3",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r));
+    let t = std::fs::read_to_string(&svg).unwrap();
+    let adapter = &common::ctx().unwrap().adapter_info().name;
+    assert!(
+        t.starts_with("<svg") && t.contains("GFLOP/s per shape"),
+        "{t}"
+    );
+    assert!(
+        t.contains(adapter.as_str()),
+        "series names the adapter {adapter}"
+    );
+    assert!(t.contains("1x2x2x64x64x32"), "the shape is in the key");
 }

@@ -350,7 +350,7 @@ fn small_causal_heatmap_matches_reference() {
             ..RenderOptions::default()
         },
     ] {
-        let img = heatmap::render(&m, &options);
+        let img = heatmap::render(&m, &options).expect("render");
         // 7 cells scaled up to 57 px each; the whole image stays small.
         assert_eq!((img.plot.cell_width, img.plot.cell_height), (57, 57));
         assert_eq!((img.plot.rect.width, img.plot.rect.height), (399, 399));
@@ -408,7 +408,7 @@ fn kv_lens_and_bottom_right_masks_get_the_mask_colour() {
     ] {
         let m = heatmap::head_weights(ctx, &spec, &inputs, &window).unwrap();
         let reference = AttentionMatrix::from_weights(&spec, &inputs, &full, &window).unwrap();
-        let img = heatmap::render(&m, &RenderOptions::default());
+        let img = heatmap::render(&m, &RenderOptions::default()).expect("render");
         check_cells(&img, &m, &reference);
         // Keys past kv_lens[1] = 7 are masked in every row of batch entry 1.
         if window.batch == 1 {
@@ -432,7 +432,7 @@ fn long_sequence_is_aggregated_into_a_bounded_image() {
     let case = wgattn::io::read_case(&path).unwrap();
     let window = Window::whole(&case.spec, 0, 0);
     let m = heatmap::head_weights(ctx, &case.spec, &case.inputs(), &window).unwrap();
-    let img = heatmap::render(&m, &RenderOptions::default());
+    let img = heatmap::render(&m, &RenderOptions::default()).expect("render");
     let p = &img.plot;
     assert_eq!(
         (p.rows, p.cols, p.block_rows, p.block_cols),
@@ -523,7 +523,7 @@ fn cli_writes_a_png_for_a_window() {
         out.to_str().unwrap(),
         "--colormap",
         "magma",
-        "--scale",
+        "--color-scale",
         "linear",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -543,7 +543,8 @@ fn cli_writes_a_png_for_a_window() {
             scale: Scale::Linear,
             ..RenderOptions::default()
         },
-    );
+    )
+    .expect("render");
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     assert_eq!(expected.plot.cell_width, 13);
     let desc = png
@@ -670,7 +671,7 @@ fn bias_mask_window_and_alibi_on_a_sliced_head_match_the_reference() {
                 ..RenderOptions::default()
             },
         ] {
-            let img = heatmap::render(&m, &options);
+            let img = heatmap::render(&m, &options).expect("render");
             check_cells(&img, &m, &reference);
             img.write_png(tmp(&format!("options_{n}.png")), &[])
                 .unwrap();
@@ -722,7 +723,7 @@ fn cli_draws_a_case_with_bias_mask_window_and_alibi() {
         "2..36",
         "--output",
         out.to_str().unwrap(),
-        "--scale",
+        "--color-scale",
         "linear",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -741,7 +742,8 @@ fn cli_draws_a_case_with_bias_mask_window_and_alibi() {
             scale: Scale::Linear,
             ..RenderOptions::default()
         },
-    );
+    )
+    .expect("render");
     let png = read_png(&out);
     assert_eq!((png.width, png.height), (expected.width, expected.height));
     let r = expected.plot.rect;
@@ -862,8 +864,8 @@ fn cli_rejects_bad_heads_batches_and_ranges_with_exit_2() {
         (&["--key-range", "a..b"][..], "key_range"),
         (&["--key-range", "4"][..], "key_range"),
         (&["--colormap", "jet"][..], "colormap"),
-        (&["--scale", "cubic"][..], "scale"),
-        (&["--max-size", "3"][..], "max_size"),
+        (&["--color-scale", "cubic"][..], "color-scale"),
+        (&["--max-size", "3"][..], "max-size"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let o = wgattn(&args);
@@ -880,4 +882,51 @@ fn cli_rejects_bad_heads_batches_and_ranges_with_exit_2() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn cli_writes_an_svg_with_one_rectangle_per_cell() {
+    if common::ctx().is_none() {
+        return;
+    }
+    // 20 query rows × 30 keys, causal: square 13-px cells, the upper triangle masked.
+    let spec = AttentionSpec::new(1, 1, 1, 20, 30, 8).causal(CausalAlign::TopLeft);
+    let input = write_case("svg.safetensors", &spec, 3);
+    let out = tmp("svg.svg");
+    let o = wgattn(&[
+        "heatmap",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--color-scale",
+        "linear",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<title>wgattn heatmap</title>"));
+    let case = wgattn::io::read_case(&input).unwrap();
+    let window = Window::whole(&case.spec, 0, 0);
+    let expected = heatmap::render(
+        &reference_matrix(&case, &window),
+        &RenderOptions {
+            scale: Scale::Linear,
+            ..RenderOptions::default()
+        },
+    )
+    .expect("render");
+    let p = expected.plot;
+    assert_eq!(
+        (p.rows, p.cols, p.cell_width, p.cell_height),
+        (20, 30, 13, 13)
+    );
+    let cell = format!("width=\"{}\" height=\"{}\"", p.cell_width, p.cell_height);
+    assert_eq!(svg.matches(&cell).count(), p.rows * p.cols);
+    // Masked cells (j > i) and the legend swatch are the mask grey.
+    let masked = (0..20).map(|i| 30 - (i + 1)).sum::<usize>();
+    assert_eq!(expected.masked_cells, masked);
+    assert_eq!(svg.matches("fill=\"#808080\"").count(), masked + 1);
+    for label in ["keys", "queries", "masked"] {
+        assert!(svg.contains(label), "{label} missing from the SVG");
+    }
 }

@@ -1,0 +1,293 @@
+//! What the commands print with `--json`, as serde structs: the CLI's own mirrors of the core's
+//! results (the core crate does not depend on serde). [`BenchRecord`] is also read back by
+//! `wgattn plot`.
+
+use serde::{Deserialize, Serialize};
+use wgattn::bench::BenchResult;
+use wgattn::validation::CaseResult;
+use wgattn::{AdapterSummary, Context};
+
+/// An adapter as `bench` reports it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AdapterRecord {
+    /// Adapter name.
+    pub name: String,
+    /// Backend, lower case (`vulkan`, `gl`, …).
+    pub backend: String,
+    /// Device type (`Cpu`, `DiscreteGpu`, …).
+    pub device_type: String,
+    /// Driver name and information.
+    pub driver: String,
+}
+
+impl AdapterRecord {
+    /// The adapter of `ctx`.
+    pub fn of(ctx: &Context) -> Self {
+        let i = ctx.adapter_info();
+        AdapterRecord {
+            name: i.name.clone(),
+            backend: format!("{:?}", i.backend).to_lowercase(),
+            device_type: format!("{:?}", i.device_type),
+            driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+        }
+    }
+}
+
+/// The shape of a benchmarked problem.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ShapeRecord {
+    /// Batch size.
+    pub batch: usize,
+    /// Query heads.
+    pub q_heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Query rows.
+    pub seq_q: usize,
+    /// Keys.
+    pub seq_k: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Causal alignment (`top-left`, `bottom-right`) or null.
+    pub causal: Option<String>,
+}
+
+/// One benchmarked shape: one line of `wgattn bench --json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BenchRecord {
+    /// Where it ran.
+    pub adapter: AdapterRecord,
+    /// The problem's shape.
+    pub shape: ShapeRecord,
+    /// The kernel that ran (never `auto`).
+    pub kernel: String,
+    /// Key splits (split-KV; 1 otherwise).
+    pub splits: u32,
+    /// Shader variants used.
+    pub shaders: Vec<String>,
+    /// Storage type, `f32` or `f16`.
+    pub dtype: String,
+    /// Every option of the spec, as `wgattn::validation::describe` writes it.
+    pub options: String,
+    /// Median time of one run, ms.
+    pub median_ms: f64,
+    /// Fastest run, ms.
+    pub min_ms: f64,
+    /// Slowest run, ms.
+    pub max_ms: f64,
+    /// Timed runs.
+    pub runs: usize,
+    /// FLOP rate at the median time.
+    pub gflops: f64,
+    /// K/V read rate at the median time (meaningful for decoding).
+    pub kv_gbps: f64,
+    /// `gpu` (timestamp queries) or `wall`.
+    pub timing: String,
+}
+
+impl BenchRecord {
+    /// The record of `r`, measured on `ctx`.
+    pub fn new(ctx: &Context, r: &BenchResult) -> Self {
+        let s = &r.spec;
+        BenchRecord {
+            adapter: AdapterRecord::of(ctx),
+            shape: ShapeRecord {
+                batch: s.batch,
+                q_heads: s.q_heads,
+                kv_heads: s.kv_heads,
+                seq_q: s.seq_q,
+                seq_k: s.seq_k,
+                head_dim: s.head_dim,
+                causal: s.causal.map(|c| c.name().to_string()),
+            },
+            kernel: r.kernel.name().into(),
+            splits: r.splits,
+            shaders: r.shaders.clone(),
+            dtype: s.dtype.name().into(),
+            options: wgattn::validation::describe(s),
+            median_ms: r.median_ms,
+            min_ms: r.min_ms,
+            max_ms: r.max_ms,
+            runs: r.runs,
+            gflops: r.gflops(),
+            kv_gbps: r.kv_gbps(),
+            timing: r.timing.into(),
+        }
+    }
+
+    /// The shape as `BxHqxHkvxSqxSkxD`, followed by the options other than the layout
+    /// `bhsd` (e.g. `1x8x8x512x512x64 causal=top-left`).
+    pub fn shape_text(&self) -> String {
+        let s = &self.shape;
+        // describe() starts with the five shape words; what follows (layout onwards) are the
+        // options.
+        let options: Vec<&str> = self
+            .options
+            .split(' ')
+            .skip(5)
+            .filter(|o| *o != "bhsd" && !o.is_empty())
+            .collect();
+        let dims = format!(
+            "{}x{}x{}x{}x{}x{}",
+            s.batch, s.q_heads, s.kv_heads, s.seq_q, s.seq_k, s.head_dim
+        );
+        if options.is_empty() {
+            dims
+        } else {
+            format!("{dims} {}", options.join(" "))
+        }
+    }
+
+    /// The series this record belongs to in a plot: kernel, adapter (and backend) and dtype.
+    pub fn series(&self) -> String {
+        format!(
+            "{} on {} ({}), {}",
+            self.kernel, self.adapter.name, self.adapter.backend, self.dtype
+        )
+    }
+}
+
+/// One case of `wgattn validate --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct CaseRecord {
+    /// `grid` or `file`.
+    pub source: String,
+    /// Case name.
+    pub name: String,
+    /// Kernel that ran.
+    pub kernel: String,
+    /// Largest absolute error (null when not finite: JSON has no infinity).
+    pub max_abs: Option<f64>,
+    /// Relative Frobenius error (null when not finite).
+    pub rel_fro: Option<f64>,
+    /// NaN outputs.
+    pub nan_count: usize,
+    /// The tolerance applied.
+    pub tolerance: f64,
+    /// Which error the tolerance applies to: `max_abs` or `rel_fro`.
+    pub tolerance_on: String,
+    /// Within tolerance.
+    pub pass: bool,
+}
+
+impl CaseRecord {
+    /// The record of case `r` from `source` (`grid` or `file`).
+    pub fn new(source: &str, r: &CaseResult) -> Self {
+        let finite = |x: f64| x.is_finite().then_some(x);
+        CaseRecord {
+            source: source.into(),
+            name: r.name.clone(),
+            kernel: r.kernel.name().into(),
+            max_abs: finite(r.out.max_abs),
+            rel_fro: finite(r.out.rel_fro),
+            nan_count: r.out.nan_count,
+            tolerance: r.tolerance,
+            tolerance_on: if r.max_abs_rule { "max_abs" } else { "rel_fro" }.into(),
+            pass: r.passed(),
+        }
+    }
+}
+
+/// The whole of `wgattn validate --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ValidateReport {
+    /// Adapter name.
+    pub adapter: String,
+    /// Backend, lower case.
+    pub backend: String,
+    /// Every case.
+    pub cases: Vec<CaseRecord>,
+    /// Cases out of tolerance.
+    pub failed: usize,
+    /// No case failed.
+    pub passed: bool,
+}
+
+/// The limits wgattn uses, under wgpu's names.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct LimitsRecord {
+    /// Largest storage-buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup memory, bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// Alignment of storage-buffer offsets, bytes.
+    pub min_storage_buffer_offset_alignment: u32,
+}
+
+/// One adapter of `wgattn info --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct AdapterInfoRecord {
+    /// Adapter name.
+    pub name: String,
+    /// Backend, lower case.
+    pub backend: String,
+    /// Device type.
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver information.
+    pub driver_info: String,
+    /// The adapter wgattn would use.
+    pub chosen: bool,
+    /// Features wgattn uses that the adapter has.
+    pub features: Vec<String>,
+    /// Fixed subgroup size, if any.
+    pub subgroup_size: Option<u32>,
+    /// Shader variants wgattn would pick there.
+    pub variants: Vec<String>,
+    /// Limits wgattn uses.
+    pub limits: LimitsRecord,
+}
+
+impl AdapterInfoRecord {
+    /// The record of adapter `s`; `chosen` marks the one in use.
+    pub fn new(s: &AdapterSummary, chosen: bool) -> Self {
+        let l = &s.limits;
+        AdapterInfoRecord {
+            name: s.info.name.clone(),
+            backend: format!("{:?}", s.info.backend).to_lowercase(),
+            device_type: format!("{:?}", s.info.device_type),
+            driver: s.info.driver.clone(),
+            driver_info: s.info.driver_info.clone(),
+            chosen,
+            features: s.feature_names().iter().map(|f| f.to_string()).collect(),
+            subgroup_size: s.caps.subgroup_size,
+            variants: s.caps.variants(),
+            limits: LimitsRecord {
+                max_storage_buffer_binding_size: l.max_storage_binding,
+                max_buffer_size: l.max_buffer_size,
+                max_compute_workgroup_storage_size: l.max_workgroup_storage,
+                max_compute_invocations_per_workgroup: l.max_invocations,
+                max_compute_workgroups_per_dimension: l.max_workgroups_per_dim,
+                max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_stage,
+                min_storage_buffer_offset_alignment: l.storage_offset_alignment,
+            },
+        }
+    }
+}
+
+/// The whole of `wgattn info --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct InfoReport {
+    /// Every adapter, best first.
+    pub adapters: Vec<AdapterInfoRecord>,
+}
+
+/// Pretty JSON of `value` (serialising these plain structs cannot fail; an empty string if it
+/// somehow did).
+pub fn pretty<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// One-line JSON of `value`.
+pub fn line<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
