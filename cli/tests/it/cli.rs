@@ -181,7 +181,14 @@ fn validate_passes_shared_cases_and_fails_wrong_ones() {
         return;
     }
     let dir = common::cases_dir();
-    let r = wgattn(&["validate", "--cases", dir.to_str().unwrap(), "--json"]);
+    // The grid itself runs in-process in the library's tests (gpu_vs_reference, auto kernel).
+    let r = wgattn(&[
+        "validate",
+        "--no-grid",
+        "--cases",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     let files: Vec<_> = v["cases"]
