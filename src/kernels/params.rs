@@ -5,13 +5,14 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::chunks::Chunk;
-use crate::context::{Caps, Context, init_buffer};
+use crate::context::{Context, init_buffer};
+use crate::planner::Caps;
 use crate::shaders::ShaderVariant;
 use crate::spec::{AttentionSpec, DType};
 
-/// How q, k, v and out are stored on the GPU.
+/// How q, k, v and out are stored on the GPU (part of the planner's [`Choice`](crate::planner::Choice)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Storage {
+pub enum Storage {
     /// f32 everywhere.
     F32,
     /// f16 arrays (SHADER_F16).
@@ -79,10 +80,28 @@ pub(crate) fn all_flag_sets() -> Vec<Vec<&'static str>> {
     sets
 }
 
-/// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
+/// Defines `Params` and `Params::FIELDS` (every field's name and byte offset), which a unit
+/// test compares with naga's reflection of `struct Params` in `shaders/common.wgsl`.
+macro_rules! params_struct {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($fvis:vis $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        $vis struct $name { $($fvis $field: $ty,)* }
+
+        impl $name {
+            /// Every field's name and byte offset, in order.
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const FIELDS: &'static [(&'static str, usize)] =
+                &[$((stringify!($field), std::mem::offset_of!($name, $field)),)*];
+        }
+    };
+}
+
+params_struct! {
+    /// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl` (checked by a
+    /// unit test against naga's reflection of the WGSL).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Pod, Zeroable)]
+    pub(crate) struct Params {
     batch: u32,
     q_heads: u32,
     kv_heads: u32,
@@ -125,7 +144,9 @@ pub(crate) struct Params {
     mask_sb: u32,
     mask_sh: u32,
     mask_shift: u32,
-    _pad: [u32; 2],
+    pub(crate) x0: u32,
+    _pad1: u32,
+}
 }
 
 /// The aux storage buffer: kv_lens (B entries, or one unused 0) followed by the ALiBi slopes
@@ -197,6 +218,7 @@ pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32, alibi_at: u
         mask_sb: mask_sb as u32,
         mask_sh: mask_sh as u32,
         mask_shift: c.mask.map_or(0, |w| w.shift),
-        _pad: [0; 2],
+        x0: 0,
+        _pad1: 0,
     }
 }
