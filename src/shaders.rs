@@ -10,7 +10,7 @@
 //! [`all_variants`], so tests can validate (and translate) each one without a GPU.
 
 use crate::error::{Error, Result};
-use crate::kernels::bindings::Binding;
+pub use crate::kernels::bindings::Binding;
 
 /// The template files, embedded at build time.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -87,6 +87,17 @@ impl ShaderVariant {
 
     /// The specialised WGSL source with its source map (where each line came from).
     pub fn render_mapped(&self) -> Result<Rendered> {
+        self.render_from(TEMPLATES)
+    }
+
+    /// The bindings this variant's shader declares (its bind group), from the crate's one
+    /// binding table.
+    pub fn bindings(&self) -> Vec<Binding> {
+        crate::kernels::bindings::of_variant(self)
+    }
+
+    /// Renders with the templates of `table` (the embedded ones, or a test's).
+    fn render_from(&self, table: &[(&'static str, &'static str)]) -> Result<Rendered> {
         let mut out = Rendered::default();
         if self.flags.contains(&"F16") {
             out.push("enable f16;", PRELUDE, 0);
@@ -97,7 +108,7 @@ impl ShaderVariant {
         for line in Binding::wgsl_constants().lines() {
             out.push(line, PRELUDE, 0);
         }
-        expand(self.template, self, &mut out).map_err(|message| Error::Shader {
+        expand(self.template, self, table, &mut out).map_err(|message| Error::Shader {
             shader: self.key(),
             message,
         })?;
@@ -186,10 +197,15 @@ fn lookup(
 }
 
 /// Appends template `name` to `out`, resolving directives.
-fn expand(name: &str, variant: &ShaderVariant, out: &mut Rendered) -> Result<(), String> {
+fn expand(
+    name: &str,
+    variant: &ShaderVariant,
+    templates: &[(&'static str, &'static str)],
+    out: &mut Rendered,
+) -> Result<(), String> {
     Expander {
         variant,
-        templates: TEMPLATES,
+        templates,
         state: State {
             flags: variant.flags.iter().map(|f| f.to_string()).collect(),
             loops: Vec::new(),
@@ -393,4 +409,232 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     all.sort();
     all.dedup();
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders `template` of `table` for `variant`'s constants and flags.
+    fn render(table: &[(&'static str, &'static str)], variant: ShaderVariant) -> Result<Rendered> {
+        variant.render_from(table)
+    }
+
+    /// The lines a test template renders to, without the prelude.
+    fn body(table: &[(&'static str, &'static str)], variant: ShaderVariant) -> Vec<String> {
+        let r = render(table, variant).expect("renders");
+        r.source
+            .lines()
+            .zip(&r.origins)
+            .filter(|(_, (t, _))| *t != PRELUDE)
+            .map(|(l, _)| l.to_string())
+            .collect()
+    }
+
+    fn message(e: Error) -> String {
+        match e {
+            Error::Shader { message, .. } => message,
+            e => panic!("expected Error::Shader, got {e:?}"),
+        }
+    }
+
+    fn fails(table: &[(&'static str, &'static str)], variant: ShaderVariant) -> String {
+        message(render(table, variant).expect_err("must fail"))
+    }
+
+    /// naga's parse and validation errors of a rendered shader, positions mapped to template
+    /// lines (what the naga tests print).
+    fn naga_errors(r: &Rendered) -> Option<String> {
+        let module = match naga::front::wgsl::parse_str(&r.source) {
+            Ok(m) => m,
+            Err(e) => return Some(r.annotate(&e.emit_to_string(&r.source))),
+        };
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .err()
+        .map(|e| r.annotate(&e.emit_to_string(&r.source)))
+    }
+
+    #[test]
+    fn includes_defines_and_conditions() {
+        let table = [
+            (
+                "main.wgsl",
+                "a\n#include \"inc.wgsl\"\n#if INC\nafter include\n#else\nno define\n#endif\nz",
+            ),
+            ("inc.wgsl", "#define INC\ninside"),
+        ];
+        assert_eq!(
+            body(&table, ShaderVariant::new("main.wgsl")),
+            ["a", "inside", "after include", "z"]
+        );
+    }
+
+    #[test]
+    fn if_else_negation_and_nesting() {
+        let table = [(
+            "t.wgsl",
+            "#if A\n a\n#if !B\n  a not b\n#else\n  a and b\n#endif\n#else\n not a\n#if B\n  b\n#endif\n#endif\n#if !A\n neg\n#endif",
+        )];
+        let run = |a, b| body(&table, ShaderVariant::new("t.wgsl").flag("A", a).flag("B", b));
+        assert_eq!(run(true, false), [" a", "  a not b"]);
+        assert_eq!(run(true, true), [" a", "  a and b"]);
+        assert_eq!(run(false, true), [" not a", "  b", " neg"]);
+        assert_eq!(run(false, false), [" not a", " neg"]);
+    }
+
+    #[test]
+    fn for_loops_over_ranges_words_and_constants() {
+        let table = [(
+            "t.wgsl",
+            "#for i in 0..3\nx{i}\n#endfor\n#for w in q,k , v\n#if USE_{w}\nuse {w}\n#endif\n#endfor\n#for j in 1..N\n#for c in a,b\ny{j}{c}\n#endfor\n#endfor",
+        )];
+        let v = ShaderVariant::new("t.wgsl").constant("N", 3).flag("USE_k", true);
+        assert_eq!(
+            body(&table, v),
+            ["x0", "x1", "x2", "use k", "y1a", "y1b", "y2a", "y2b"]
+        );
+        // an empty range emits nothing
+        let v = ShaderVariant::new("t.wgsl").constant("N", 1);
+        assert_eq!(body(&table, v), ["x0", "x1", "x2"]);
+    }
+
+    #[test]
+    fn unknown_placeholders_and_bounds_are_errors() {
+        let table = [("t.wgsl", "fn f() {\n  let a = {X};\n}")];
+        let e = fails(&table, ShaderVariant::new("t.wgsl"));
+        assert!(e.contains("t.wgsl:2") && e.contains("{X}"), "{e}");
+        // a loop variable is known only inside its loop
+        let table = [("t.wgsl", "#for i in 0..2\n{i}\n#endfor\n{i}")];
+        let e = fails(&table, ShaderVariant::new("t.wgsl"));
+        assert!(e.contains("t.wgsl:4"), "{e}");
+        let table = [("t.wgsl", "#for i in 0..M\n{i}\n#endfor")];
+        let e = fails(&table, ShaderVariant::new("t.wgsl"));
+        assert!(e.contains("unknown bound"), "{e}");
+        // braces that are not placeholders are WGSL
+        let table = [("t.wgsl", "fn f() { }\nfn g() {}\nlet s = S{ a };")];
+        assert_eq!(body(&table, ShaderVariant::new("t.wgsl")).len(), 3);
+    }
+
+    #[test]
+    fn unbalanced_directives_are_errors() {
+        for (text, expect) in [
+            ("#if A\nx", "#if without #endif"),
+            ("x\n#endif", "unexpected directive #endif"),
+            ("x\n#else", "unexpected directive #else"),
+            ("#for i in 0..2\nx", "#for without #endfor"),
+            ("#endfor", "unexpected directive #endfor"),
+            ("#if A\n#else\n#else\n#endif", "second #else"),
+            ("#if A\n#for i in 0..2\n#endif\n#endfor", "#endfor"),
+            ("#if\n#endif", "expected `#if NAME`"),
+            ("#frobnicate", "unexpected directive #frobnicate"),
+            ("#include \"missing.wgsl\"", "no template named missing.wgsl"),
+            ("#include \"t.wgsl\"", "nested too deeply"),
+        ] {
+            let table = [("t.wgsl", text)];
+            let e = fails(&table, ShaderVariant::new("t.wgsl"));
+            assert!(e.contains(expect), "{text:?}: {e}");
+        }
+        assert!(ShaderVariant::new("none.wgsl").render().is_err());
+    }
+
+    #[test]
+    fn source_map_names_template_lines() {
+        let table = [
+            ("main.wgsl", "// main\n#include \"inc.wgsl\"\n#for i in 0..2\nconst C{i}: u32 = {i}u;\n#endfor"),
+            ("inc.wgsl", "// inc 1\n#if X\n// inc 3\n#endif"),
+        ];
+        let r = render(&table, ShaderVariant::new("main.wgsl").constant("K", 1).flag("X", true))
+            .unwrap();
+        let prelude = r.origins.iter().take_while(|(t, _)| *t == PRELUDE).count();
+        assert_eq!(prelude, 1 + Binding::ALL.len());
+        let mapped: Vec<String> = (prelude + 1..=r.lines()).filter_map(|l| r.origin(l)).collect();
+        assert_eq!(
+            mapped,
+            ["main.wgsl:1", "inc.wgsl:1", "inc.wgsl:3", "main.wgsl:4", "main.wgsl:4"]
+        );
+        assert_eq!(r.origin(1).as_deref(), Some(PRELUDE));
+        assert_eq!(r.origin(0), None);
+        assert_eq!(r.origin(r.lines() + 1), None);
+        assert_eq!(r.source.lines().count(), r.lines());
+    }
+
+    /// A deliberately broken template: naga's errors name the template line, both for a parse
+    /// error and for a validation error, through an include and a loop.
+    #[test]
+    fn naga_errors_map_back_to_template_lines() {
+        let table = [
+            (
+                "broken.wgsl",
+                "#include \"common.wgsl\"\n@group(0) @binding(B_PARAMS) var<uniform> P: Params;\n#include \"bad.wgsl\"\n@compute @workgroup_size(1)\nfn main() {}",
+            ),
+            ("common.wgsl", include_str!("../shaders/common.wgsl")),
+            (
+                "bad.wgsl",
+                "// fine\n#for i in 0..2\nfn f{i}() -> u32 {\n#if BAD_PARSE\n    return 1u +;\n#endif\n    return P.batch + {i}u;\n}\n#endfor\n#if BAD_TYPE\nfn g() -> f32 { return P.batch; }\n#endif",
+            ),
+        ];
+        let ok = render(&table, ShaderVariant::new("broken.wgsl")).unwrap();
+        assert_eq!(naga_errors(&ok), None);
+        let parse = render(&table, ShaderVariant::new("broken.wgsl").flag("BAD_PARSE", true))
+            .unwrap();
+        let e = naga_errors(&parse).expect("parse error");
+        assert!(e.contains("[bad.wgsl:5]"), "{e}");
+        let typed = render(&table, ShaderVariant::new("broken.wgsl").flag("BAD_TYPE", true))
+            .unwrap();
+        let e = naga_errors(&typed).expect("validation error");
+        assert!(e.contains("[bad.wgsl:11]"), "{e}");
+    }
+
+    #[test]
+    fn annotate_leaves_other_text_alone() {
+        let r = Rendered {
+            source: "a\nb\n".into(),
+            origins: vec![("x.wgsl", 7), ("y.wgsl", 9)],
+        };
+        assert_eq!(
+            r.annotate("error at wgsl:2:5, time 12:30 and :3:1 and x:1:2:3 é"),
+            "error at wgsl:2:5 [y.wgsl:9], time 12:30 and :3:1 and x:1:2 [x.wgsl:7]:3 é"
+        );
+    }
+
+    /// No template writes a binding number: they all come from the Rust table.
+    #[test]
+    fn templates_name_bindings_instead_of_numbers() {
+        for (name, text) in TEMPLATES {
+            for (n, line) in text.lines().enumerate() {
+                if let Some(at) = line.find("@binding(") {
+                    let arg = &line[at + "@binding(".len()..];
+                    assert!(
+                        arg.starts_with("B_"),
+                        "{name}:{}: literal binding in {line:?}",
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+
+    /// The rendered size of every variant stays under a budget: unrolling with `#for` is
+    /// what makes shaders big, and compile time grows with it.
+    #[test]
+    fn rendered_size_stays_within_budget() {
+        /// Lines of the largest rendered variant allowed.
+        const LINE_BUDGET: usize = 50_000;
+        let variants = all_variants();
+        let (lines, key) = variants
+            .iter()
+            .map(|v| (v.render_mapped().expect("renders").lines(), v.key()))
+            .max()
+            .expect("variants");
+        println!(
+            "largest of {} variants: {key} renders to {lines} lines (budget {LINE_BUDGET})",
+            variants.len()
+        );
+        assert!(lines < LINE_BUDGET, "{key} renders to {lines} lines");
+        assert!(lines > 1000, "the largest variant unrolls: {lines} lines");
+    }
 }

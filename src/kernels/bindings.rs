@@ -138,3 +138,64 @@ pub(crate) fn entries<'a>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `@group(0) @binding(n)` globals of `source` and whether each is the uniform.
+    fn reflected(source: &str) -> Vec<(u32, bool)> {
+        let module = naga::front::wgsl::parse_str(source).expect("parses");
+        let mut list: Vec<(u32, bool)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let rb = g.binding.as_ref()?;
+                assert_eq!(rb.group, 0);
+                Some((rb.binding, g.space == naga::AddressSpace::Uniform))
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Every template and flag combination (the first variant of each, the smallest) declares
+    /// exactly the bindings of the Rust table, at its indices, the uniform at `Params`.
+    #[test]
+    fn every_kernel_declares_the_table_bindings() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut checked = 0;
+        for v in crate::shaders::all_variants() {
+            let mut flags = v.flags.clone();
+            flags.sort();
+            if !seen.insert((v.template, flags)) {
+                continue;
+            }
+            let expected: Vec<(u32, bool)> = of_variant(&v)
+                .iter()
+                .map(|b| (b.index(), !b.is_storage()))
+                .collect();
+            assert!(!expected.is_empty(), "{}: no bindings in the table", v.key());
+            assert_eq!(
+                reflected(&v.render().expect("renders")),
+                expected,
+                "{}",
+                v.key()
+            );
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} template/flag combinations");
+    }
+
+    #[test]
+    fn table_indices_are_distinct_and_in_order() {
+        for (n, b) in Binding::ALL.iter().enumerate() {
+            assert_eq!(b.index() as usize, n, "{b:?}");
+        }
+        let names: std::collections::BTreeSet<_> =
+            Binding::ALL.iter().map(|b| b.wgsl_name()).collect();
+        assert_eq!(names.len(), Binding::ALL.len());
+        let consts = Binding::wgsl_constants();
+        assert!(consts.contains("const B_SCRATCH2: u32 = 10u;"), "{consts}");
+    }
+}
