@@ -551,3 +551,333 @@ pub fn caps_classes() -> Vec<Caps> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{DType, Layout};
+
+    fn limits() -> DeviceLimits {
+        DeviceLimits {
+            max_storage_binding: 1 << 30,
+            max_buffer_size: 1 << 31,
+            max_workgroup_storage: 32 * 1024,
+            max_invocations: 256,
+            max_workgroups_per_dim: 65535,
+            max_storage_buffers_per_stage: 8,
+            storage_offset_alignment: 256,
+        }
+    }
+
+    /// A CPU adapter (lavapipe-like) with 4 host threads.
+    fn cpu(subgroup_size: Option<u32>, shader_f16: bool) -> Caps {
+        Caps {
+            limits: limits(),
+            subgroup_size,
+            shader_f16,
+            device_type: wgpu::DeviceType::Cpu,
+            tiles: None,
+            host_threads: 4,
+        }
+    }
+
+    /// llvmpipe's GL: no subgroups, no SHADER_F16, 16 KiB of workgroup memory.
+    fn gl() -> Caps {
+        let mut c = cpu(None, false);
+        c.limits.max_workgroup_storage = 16 * 1024;
+        c
+    }
+
+    /// A discrete GPU with fixed subgroups of 32 and SHADER_F16.
+    fn gpu() -> Caps {
+        Caps {
+            device_type: wgpu::DeviceType::DiscreteGpu,
+            ..cpu(Some(32), true)
+        }
+    }
+
+    fn auto(b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize) -> AttentionSpec {
+        AttentionSpec::new(b, hq, hkv, sq, sk, d)
+    }
+
+    #[test]
+    fn weights_go_to_three_pass_and_fused_kernels_refuse_them() {
+        let spec = auto(1, 2, 2, 64, 64, 32).with_weights(true);
+        for caps in [cpu(Some(8), true), gl(), gpu()] {
+            let c = plan(&spec, &caps).unwrap();
+            assert_eq!((c.kernel, c.variant, c.splits), (Kernel::ThreePass, None, 1));
+            for kernel in [Kernel::Flash, Kernel::SplitKv] {
+                match plan(&spec.clone().kernel(kernel), &caps) {
+                    Err(Error::KernelUnsupported { kernel: k, reason }) => {
+                        assert_eq!(k, kernel.name());
+                        assert!(reason.contains("probability matrix"), "{reason}");
+                    }
+                    other => panic!("{kernel}: expected KernelUnsupported, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_kernels_are_used_as_asked() {
+        let spec = auto(1, 4, 2, 100, 300, 64);
+        for caps in [cpu(Some(8), false), gl(), gpu()] {
+            for kernel in [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv] {
+                let c = plan(&spec.clone().kernel(kernel), &caps).unwrap();
+                assert_eq!(c.kernel, kernel);
+                assert_eq!(c.variant.is_none(), kernel == Kernel::ThreePass);
+                match kernel {
+                    Kernel::SplitKv => assert!(c.splits >= 2, "{c:?}"),
+                    _ => assert_eq!(c.splits, 1),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn auto_prefers_flash_and_split_kv_for_decoding() {
+        let caps = cpu(Some(8), true);
+        // prefill: flash
+        let c = plan(&auto(1, 8, 2, 512, 512, 64), &caps).unwrap();
+        assert_eq!((c.kernel, c.splits), (Kernel::Flash, 1));
+        // decoding with the decoding variant: split-KV, its variant, 16 workgroups on 4 threads
+        let c = plan(&auto(1, 8, 2, 1, 4096, 64), &caps).unwrap();
+        assert_eq!(c.kernel, Kernel::SplitKv);
+        assert!(matches!(c.variant, Some(FusedVariant::Decode { rows: 4, subgroup: 8, .. })));
+        assert_eq!(c.splits, 8, "16 workgroups over 2 kv heads");
+        // short decoding with the decoding variant: split-KV with one split (no combine)
+        let c = plan(&auto(1, 8, 2, 1, 200, 64), &caps).unwrap();
+        assert_eq!((c.kernel, c.splits), (Kernel::SplitKv, 1));
+        // without subgroups (GL): split-KV only when splitting gives more workgroups
+        let c = plan(&auto(1, 8, 2, 1, 4096, 64), &gl()).unwrap();
+        assert_eq!(c.kernel, Kernel::SplitKv);
+        assert!(matches!(
+            c.variant,
+            Some(FusedVariant::Rows { sharing: KvSharing::Workgroup, .. })
+        ));
+        assert!(c.splits > 1);
+        let c = plan(&auto(1, 8, 2, 1, 300, 64), &gl()).unwrap();
+        assert_eq!((c.kernel, c.splits), (Kernel::Flash, 1));
+        // 17 query rows is not decoding
+        let c = plan(&auto(1, 1, 1, 17, 1 << 16, 64), &gl()).unwrap();
+        assert_eq!(c.kernel, Kernel::Flash);
+        // too many rows per kv head for the decoding variant: the rows variant, split
+        let c = plan(&auto(1, 16, 1, 1, 4096, 64), &caps).unwrap();
+        assert_eq!(c.kernel, Kernel::SplitKv);
+        assert!(matches!(c.variant, Some(FusedVariant::Rows { .. })), "{c:?}");
+    }
+
+    #[test]
+    fn variant_per_device_class() {
+        let class = |d16, vec4| HeadClass { d16, vec4 };
+        // CPU with subgroups of 8: rows shared by broadcast, 4 rows per invocation for long
+        // problems with head_dim ≤ 128, 2 above, fewer rows for short problems
+        let caps = cpu(Some(8), true);
+        let rows = |spec: &AttentionSpec| flash_variant(spec, &caps);
+        assert_eq!(
+            rows(&auto(1, 2, 2, 512, 512, 64)),
+            FusedVariant::Rows {
+                class: class(4, true),
+                wg: 64,
+                rows: 4,
+                sharing: KvSharing::Subgroup(8)
+            }
+        );
+        assert!(matches!(
+            rows(&auto(1, 2, 2, 512, 512, 256)),
+            FusedVariant::Rows { rows: 2, .. }
+        ));
+        assert!(matches!(
+            rows(&auto(1, 2, 2, 100, 512, 64)),
+            FusedVariant::Rows { rows: 2, wg: 64, .. }
+        ));
+        assert_eq!(
+            rows(&auto(1, 1, 1, 5, 512, 30)),
+            FusedVariant::Rows {
+                class: class(2, false),
+                wg: 8,
+                rows: 1,
+                sharing: KvSharing::Subgroup(8)
+            }
+        );
+        // CPU without subgroups (GL): K/V blocks in workgroup memory
+        assert_eq!(
+            flash_variant(&auto(1, 1, 1, 10, 64, 64), &gl()),
+            FusedVariant::Rows {
+                class: class(4, true),
+                wg: 16,
+                rows: 1,
+                sharing: KvSharing::Workgroup
+            }
+        );
+        // GPUs: tiled, unless the workgroup memory or invocations are missing
+        assert_eq!(
+            flash_variant(&auto(1, 2, 2, 512, 512, 64), &gpu()),
+            FusedVariant::Tiled {
+                class: class(4, true)
+            }
+        );
+        let mut small = gpu();
+        small.limits.max_workgroup_storage = 16 * 1024;
+        assert!(!small.flash_tiles());
+        assert!(matches!(
+            flash_variant(&auto(1, 2, 2, 512, 512, 64), &small),
+            FusedVariant::Rows { .. }
+        ));
+        small = gpu();
+        small.limits.max_invocations = 128;
+        assert!(!small.flash_tiles());
+        // the override forces either way (but never without the memory)
+        let forced = Caps {
+            tiles: Some(true),
+            ..cpu(Some(8), true)
+        };
+        assert!(forced.flash_tiles());
+        assert!(!Caps { tiles: Some(true), ..gl() }.flash_tiles());
+        assert!(!Caps { tiles: Some(false), ..gpu() }.flash_tiles());
+        // GPUs keep the decoding variant for decoding
+        let c = plan(&auto(1, 8, 2, 1, 4096, 64), &gpu()).unwrap();
+        assert!(matches!(c.variant, Some(FusedVariant::Decode { subgroup: 32, .. })));
+        // vec4 needs head_dim % 4 == 0 and 16-byte offset alignment
+        let mut odd = cpu(Some(8), true);
+        odd.limits.storage_offset_alignment = 4;
+        assert!(!HeadClass::of(&auto(1, 1, 1, 4, 4, 64), &odd).vec4);
+        assert!(!HeadClass::of(&auto(1, 1, 1, 4, 4, 66), &cpu(None, false)).vec4);
+        assert_eq!(HeadClass::of(&auto(1, 1, 1, 4, 4, 1), &gl()).d16, 1);
+        assert_eq!(HeadClass::of(&auto(1, 1, 1, 4, 4, 256), &gl()).d16, 16);
+    }
+
+    #[test]
+    fn f16_storage_native_or_packed() {
+        let spec = auto(1, 1, 1, 8, 8, 16).dtype(DType::F16);
+        assert_eq!(plan(&spec, &gpu()).unwrap().storage, Storage::F16);
+        assert_eq!(plan(&spec, &gl()).unwrap().storage, Storage::Packed);
+        assert_eq!(plan(&spec, &cpu(Some(8), false)).unwrap().storage, Storage::Packed);
+        let f32 = auto(1, 1, 1, 8, 8, 16);
+        assert_eq!(plan(&f32, &gpu()).unwrap().storage, Storage::F32);
+        assert_eq!(plan(&f32, &gl()).unwrap().storage, Storage::F32);
+        // the storage shows in the shaders
+        let c = plan(&spec, &gpu()).unwrap();
+        assert!(c.shaders(&spec)[0].flags.contains(&"F16"));
+        let c = plan(&spec, &gl()).unwrap();
+        assert!(c.shaders(&spec)[0].flags.contains(&"PACKED"));
+    }
+
+    #[test]
+    fn split_counts_stay_within_bounds() {
+        for caps in [cpu(Some(8), true), gl(), gpu()] {
+            for (b, hq, hkv, sq, sk) in [
+                (1, 1, 1, 1, 1),
+                (1, 1, 1, 1, 255),
+                (1, 1, 1, 1, 1000),
+                (1, 32, 8, 1, 1 << 20),
+                (1, 1, 1, 1, 1 << 24),
+                (16, 32, 32, 16, 8192),
+            ] {
+                let spec = auto(b, hq, hkv, sq, sk, 64).kernel(Kernel::SplitKv);
+                let n = split_count(&spec, &caps);
+                assert!(n >= 1 && n <= MAX_SPLITS, "{n}");
+                assert!(n as usize <= (sk / 256).max(1), "{sk} keys, {n} splits");
+                let c = plan(&spec, &caps).unwrap();
+                assert_eq!(c.splits, n.max(2));
+            }
+        }
+        // a GPU fills ~2^18 invocations: one-subgroup decoding workgroups get many splits
+        let spec = auto(1, 1, 1, 1, 1 << 20, 64);
+        assert_eq!(split_count(&spec, &gpu()), MAX_SPLITS);
+        assert_eq!(split_count(&spec, &cpu(Some(8), true)), 16);
+        // never more splits than workgroups per dimension
+        let mut few = gpu();
+        few.limits.max_workgroups_per_dim = 5;
+        assert_eq!(split_count(&spec, &few), 5);
+        few.limits.max_workgroups_per_dim = 1;
+        assert_eq!(plan(&spec.clone().kernel(Kernel::SplitKv), &few).unwrap().splits, 1);
+    }
+
+    #[test]
+    fn storage_buffer_limit_is_planned_against() {
+        let spec = auto(1, 2, 2, 64, 64, 32);
+        let biased = spec.clone().bias(crate::spec::Broadcast::SHARED);
+        let mut caps = cpu(Some(8), true);
+        let fused = plan(&spec, &caps).unwrap();
+        assert_eq!(storage_buffers(&spec, &fused), 6);
+        assert_eq!(storage_buffers(&biased, &plan(&biased, &caps).unwrap()), 7);
+        let three = plan(&spec.clone().kernel(Kernel::ThreePass), &caps).unwrap();
+        assert_eq!(storage_buffers(&spec, &three), 4);
+        // 5 per stage: auto falls back to three-pass, flash asked for is a typed error
+        caps.limits.max_storage_buffers_per_stage = 5;
+        assert_eq!(plan(&spec, &caps).unwrap().kernel, Kernel::ThreePass);
+        match plan(&spec.clone().kernel(Kernel::Flash), &caps) {
+            Err(Error::TooLarge {
+                needed: 6,
+                allowed: 5,
+                limit,
+                ..
+            }) => assert_eq!(limit, "max_storage_buffers_per_shader_stage"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // 3 per stage: nothing fits
+        caps.limits.max_storage_buffers_per_stage = 3;
+        assert!(matches!(plan(&spec, &caps), Err(Error::TooLarge { needed: 6, .. })));
+    }
+
+    /// The decoding variant holds all rows of a kv head: when the chunks that fit the
+    /// bindings cut them, split-KV uses the rows variant instead.
+    #[test]
+    fn decode_falls_back_to_rows_when_chunks_cut_kv_heads() {
+        // bshd: q rows of 4 heads interleave, so two query rows need a larger q window than
+        // the 5 keys of the kv head
+        let spec = auto(1, 4, 1, 2, 5, 16).layout(Layout::Bshd).kernel(Kernel::SplitKv);
+        let mut caps = cpu(Some(8), true);
+        caps.limits.storage_offset_alignment = 16;
+        let whole = plan(&spec, &caps).unwrap();
+        assert!(matches!(whole.variant, Some(FusedVariant::Decode { rows: 8, .. })));
+        caps.limits.max_storage_binding = 400;
+        let decode = whole.variant.unwrap();
+        assert!(!flash::keeps_kv_heads_whole(&spec, &caps, &decode, whole.splits));
+        let cut = plan(&spec, &caps).unwrap();
+        assert_eq!(cut.kernel, Kernel::SplitKv);
+        assert!(matches!(cut.variant, Some(FusedVariant::Rows { .. })), "{cut:?}");
+        assert_eq!(cut.splits, whole.splits);
+    }
+
+    /// Whatever the planner picks is in the list the naga tests validate.
+    #[test]
+    fn chosen_variants_are_listed() {
+        let all = crate::shaders::all_variants();
+        for caps in caps_classes() {
+            let listed = fused_variants(&caps);
+            for (hq, hkv, sq, d) in [
+                (1, 1, 1, 16),
+                (8, 2, 1, 64),
+                (8, 1, 1, 128),
+                (4, 4, 16, 100),
+                (2, 2, 200, 256),
+                (4, 2, 300, 64),
+                (1, 1, 1000, 3),
+            ] {
+                for kernel in [Kernel::Auto, Kernel::Flash, Kernel::SplitKv] {
+                    let spec = auto(1, hq, hkv, sq, 4096, d).kernel(kernel);
+                    let c = plan(&spec, &caps).unwrap();
+                    let v = c.variant.unwrap();
+                    assert!(listed.contains(&v), "{v:?} not listed for {caps:?}");
+                    let mut shader = c.shaders(&spec)[0].clone();
+                    shader.flags.retain(|f| !matches!(*f, "F16" | "PACKED"));
+                    assert!(all.contains(&shader), "{} not in all_variants", shader.key());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn caps_describe_the_variants() {
+        let text = |c: &Caps| c.variants().join("\n");
+        assert!(text(&gpu()).contains("workgroup-tiled"));
+        assert!(text(&gpu()).contains("decoding"));
+        assert!(text(&gpu()).contains("native f16"));
+        assert!(text(&cpu(Some(8), false)).contains("subgroupBroadcast (subgroup size 8)"));
+        assert!(text(&gl()).contains("workgroup memory"));
+        assert!(text(&gl()).contains("packed"));
+        assert!(!text(&gl()).contains("decoding"));
+    }
+}
