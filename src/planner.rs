@@ -466,9 +466,7 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
             }
             let decoding = spec.seq_q <= DECODE_MAX_SEQ_Q;
             let split = split_kv(1);
-            let fused = if decoding
-                && (split.splits > 1 || has_decode(spec, caps))
-            {
+            let fused = if decoding && (split.splits > 1 || has_decode(spec, caps)) {
                 split
             } else {
                 flash
@@ -605,7 +603,10 @@ mod tests {
         let spec = auto(1, 2, 2, 64, 64, 32).with_weights(true);
         for caps in [cpu(Some(8), true), gl(), gpu()] {
             let c = plan(&spec, &caps).unwrap();
-            assert_eq!((c.kernel, c.variant, c.splits), (Kernel::ThreePass, None, 1));
+            assert_eq!(
+                (c.kernel, c.variant, c.splits),
+                (Kernel::ThreePass, None, 1)
+            );
             for kernel in [Kernel::Flash, Kernel::SplitKv] {
                 match plan(&spec.clone().kernel(kernel), &caps) {
                     Err(Error::KernelUnsupported { kernel: k, reason }) => {
@@ -643,7 +644,14 @@ mod tests {
         // decoding with the decoding variant: split-KV, its variant, 16 workgroups on 4 threads
         let c = plan(&auto(1, 8, 2, 1, 4096, 64), &caps).unwrap();
         assert_eq!(c.kernel, Kernel::SplitKv);
-        assert!(matches!(c.variant, Some(FusedVariant::Decode { rows: 4, subgroup: 8, .. })));
+        assert!(matches!(
+            c.variant,
+            Some(FusedVariant::Decode {
+                rows: 4,
+                subgroup: 8,
+                ..
+            })
+        ));
         assert_eq!(c.splits, 8, "16 workgroups over 2 kv heads");
         // short decoding with the decoding variant: split-KV with one split (no combine)
         let c = plan(&auto(1, 8, 2, 1, 200, 64), &caps).unwrap();
@@ -653,7 +661,10 @@ mod tests {
         assert_eq!(c.kernel, Kernel::SplitKv);
         assert!(matches!(
             c.variant,
-            Some(FusedVariant::Rows { sharing: KvSharing::Workgroup, .. })
+            Some(FusedVariant::Rows {
+                sharing: KvSharing::Workgroup,
+                ..
+            })
         ));
         assert!(c.splits > 1);
         let c = plan(&auto(1, 8, 2, 1, 300, 64), &gl()).unwrap();
@@ -664,7 +675,10 @@ mod tests {
         // too many rows per kv head for the decoding variant: the rows variant, split
         let c = plan(&auto(1, 16, 1, 1, 4096, 64), &caps).unwrap();
         assert_eq!(c.kernel, Kernel::SplitKv);
-        assert!(matches!(c.variant, Some(FusedVariant::Rows { .. })), "{c:?}");
+        assert!(
+            matches!(c.variant, Some(FusedVariant::Rows { .. })),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -689,7 +703,11 @@ mod tests {
         ));
         assert!(matches!(
             rows(&auto(1, 2, 2, 100, 512, 64)),
-            FusedVariant::Rows { rows: 2, wg: 64, .. }
+            FusedVariant::Rows {
+                rows: 2,
+                wg: 64,
+                ..
+            }
         ));
         assert_eq!(
             rows(&auto(1, 1, 1, 5, 512, 30)),
@@ -733,11 +751,26 @@ mod tests {
             ..cpu(Some(8), true)
         };
         assert!(forced.flash_tiles());
-        assert!(!Caps { tiles: Some(true), ..gl() }.flash_tiles());
-        assert!(!Caps { tiles: Some(false), ..gpu() }.flash_tiles());
+        assert!(
+            !Caps {
+                tiles: Some(true),
+                ..gl()
+            }
+            .flash_tiles()
+        );
+        assert!(
+            !Caps {
+                tiles: Some(false),
+                ..gpu()
+            }
+            .flash_tiles()
+        );
         // GPUs keep the decoding variant for decoding
         let c = plan(&auto(1, 8, 2, 1, 4096, 64), &gpu()).unwrap();
-        assert!(matches!(c.variant, Some(FusedVariant::Decode { subgroup: 32, .. })));
+        assert!(matches!(
+            c.variant,
+            Some(FusedVariant::Decode { subgroup: 32, .. })
+        ));
         // vec4 needs head_dim % 4 == 0 and 16-byte offset alignment
         let mut odd = cpu(Some(8), true);
         odd.limits.storage_offset_alignment = 4;
@@ -752,7 +785,10 @@ mod tests {
         let spec = auto(1, 1, 1, 8, 8, 16).dtype(DType::F16);
         assert_eq!(plan(&spec, &gpu()).unwrap().storage, Storage::F16);
         assert_eq!(plan(&spec, &gl()).unwrap().storage, Storage::Packed);
-        assert_eq!(plan(&spec, &cpu(Some(8), false)).unwrap().storage, Storage::Packed);
+        assert_eq!(
+            plan(&spec, &cpu(Some(8), false)).unwrap().storage,
+            Storage::Packed
+        );
         let f32 = auto(1, 1, 1, 8, 8, 16);
         assert_eq!(plan(&f32, &gpu()).unwrap().storage, Storage::F32);
         assert_eq!(plan(&f32, &gl()).unwrap().storage, Storage::F32);
@@ -776,7 +812,7 @@ mod tests {
             ] {
                 let spec = auto(b, hq, hkv, sq, sk, 64).kernel(Kernel::SplitKv);
                 let n = split_count(&spec, &caps);
-                assert!(n >= 1 && n <= MAX_SPLITS, "{n}");
+                assert!((1..=MAX_SPLITS).contains(&n), "{n}");
                 assert!(n as usize <= (sk / 256).max(1), "{sk} keys, {n} splits");
                 let c = plan(&spec, &caps).unwrap();
                 assert_eq!(c.splits, n.max(2));
@@ -791,7 +827,12 @@ mod tests {
         few.limits.max_workgroups_per_dim = 5;
         assert_eq!(split_count(&spec, &few), 5);
         few.limits.max_workgroups_per_dim = 1;
-        assert_eq!(plan(&spec.clone().kernel(Kernel::SplitKv), &few).unwrap().splits, 1);
+        assert_eq!(
+            plan(&spec.clone().kernel(Kernel::SplitKv), &few)
+                .unwrap()
+                .splits,
+            1
+        );
     }
 
     #[test]
@@ -818,7 +859,10 @@ mod tests {
         }
         // 3 per stage: nothing fits
         caps.limits.max_storage_buffers_per_stage = 3;
-        assert!(matches!(plan(&spec, &caps), Err(Error::TooLarge { needed: 6, .. })));
+        assert!(matches!(
+            plan(&spec, &caps),
+            Err(Error::TooLarge { needed: 6, .. })
+        ));
     }
 
     /// The decoding variant holds all rows of a kv head: when the chunks that fit the
@@ -827,17 +871,30 @@ mod tests {
     fn decode_falls_back_to_rows_when_chunks_cut_kv_heads() {
         // bshd: q rows of 4 heads interleave, so two query rows need a larger q window than
         // the 5 keys of the kv head
-        let spec = auto(1, 4, 1, 2, 5, 16).layout(Layout::Bshd).kernel(Kernel::SplitKv);
+        let spec = auto(1, 4, 1, 2, 5, 16)
+            .layout(Layout::Bshd)
+            .kernel(Kernel::SplitKv);
         let mut caps = cpu(Some(8), true);
         caps.limits.storage_offset_alignment = 16;
         let whole = plan(&spec, &caps).unwrap();
-        assert!(matches!(whole.variant, Some(FusedVariant::Decode { rows: 8, .. })));
+        assert!(matches!(
+            whole.variant,
+            Some(FusedVariant::Decode { rows: 8, .. })
+        ));
         caps.limits.max_storage_binding = 400;
         let decode = whole.variant.unwrap();
-        assert!(!flash::keeps_kv_heads_whole(&spec, &caps, &decode, whole.splits));
+        assert!(!flash::keeps_kv_heads_whole(
+            &spec,
+            &caps,
+            &decode,
+            whole.splits
+        ));
         let cut = plan(&spec, &caps).unwrap();
         assert_eq!(cut.kernel, Kernel::SplitKv);
-        assert!(matches!(cut.variant, Some(FusedVariant::Rows { .. })), "{cut:?}");
+        assert!(
+            matches!(cut.variant, Some(FusedVariant::Rows { .. })),
+            "{cut:?}"
+        );
         assert_eq!(cut.splits, whole.splits);
     }
 
@@ -863,7 +920,11 @@ mod tests {
                     assert!(listed.contains(&v), "{v:?} not listed for {caps:?}");
                     let mut shader = c.shaders(&spec)[0].clone();
                     shader.flags.retain(|f| !matches!(*f, "F16" | "PACKED"));
-                    assert!(all.contains(&shader), "{} not in all_variants", shader.key());
+                    assert!(
+                        all.contains(&shader),
+                        "{} not in all_variants",
+                        shader.key()
+                    );
                 }
             }
         }

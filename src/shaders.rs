@@ -292,8 +292,7 @@ impl Expander<'_> {
     fn file(&mut self, name: &str, out: &mut Rendered, depth: usize) -> Result<(), String> {
         let (file, text) =
             lookup(name, self.templates).ok_or_else(|| format!("no template named {name}"))?;
-        let lines: Vec<(usize, &str)> =
-            text.lines().enumerate().map(|(n, l)| (n + 1, l)).collect();
+        let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(n, l)| (n + 1, l)).collect();
         self.block(file, &lines, out, depth)
     }
 
@@ -479,7 +478,12 @@ mod tests {
             "t.wgsl",
             "#if A\n a\n#if !B\n  a not b\n#else\n  a and b\n#endif\n#else\n not a\n#if B\n  b\n#endif\n#endif\n#if !A\n neg\n#endif",
         )];
-        let run = |a, b| body(&table, ShaderVariant::new("t.wgsl").flag("A", a).flag("B", b));
+        let run = |a, b| {
+            body(
+                &table,
+                ShaderVariant::new("t.wgsl").flag("A", a).flag("B", b),
+            )
+        };
         assert_eq!(run(true, false), [" a", "  a not b"]);
         assert_eq!(run(true, true), [" a", "  a and b"]);
         assert_eq!(run(false, true), [" not a", "  b", " neg"]);
@@ -492,7 +496,9 @@ mod tests {
             "t.wgsl",
             "#for i in 0..3\nx{i}\n#endfor\n#for w in q,k , v\n#if USE_{w}\nuse {w}\n#endif\n#endfor\n#for j in 1..N\n#for c in a,b\ny{j}{c}\n#endfor\n#endfor",
         )];
-        let v = ShaderVariant::new("t.wgsl").constant("N", 3).flag("USE_k", true);
+        let v = ShaderVariant::new("t.wgsl")
+            .constant("N", 3)
+            .flag("USE_k", true);
         assert_eq!(
             body(&table, v),
             ["x0", "x1", "x2", "use k", "y1a", "y1b", "y2a", "y2b"]
@@ -531,7 +537,10 @@ mod tests {
             ("#if A\n#for i in 0..2\n#endif\n#endfor", "#endfor"),
             ("#if\n#endif", "expected `#if NAME`"),
             ("#frobnicate", "unexpected directive #frobnicate"),
-            ("#include \"missing.wgsl\"", "no template named missing.wgsl"),
+            (
+                "#include \"missing.wgsl\"",
+                "no template named missing.wgsl",
+            ),
             ("#include \"t.wgsl\"", "nested too deeply"),
         ] {
             let table = [("t.wgsl", text)];
@@ -544,17 +553,33 @@ mod tests {
     #[test]
     fn source_map_names_template_lines() {
         let table = [
-            ("main.wgsl", "// main\n#include \"inc.wgsl\"\n#for i in 0..2\nconst C{i}: u32 = {i}u;\n#endfor"),
+            (
+                "main.wgsl",
+                "// main\n#include \"inc.wgsl\"\n#for i in 0..2\nconst C{i}: u32 = {i}u;\n#endfor",
+            ),
             ("inc.wgsl", "// inc 1\n#if X\n// inc 3\n#endif"),
         ];
-        let r = render(&table, ShaderVariant::new("main.wgsl").constant("K", 1).flag("X", true))
-            .unwrap();
+        let r = render(
+            &table,
+            ShaderVariant::new("main.wgsl")
+                .constant("K", 1)
+                .flag("X", true),
+        )
+        .unwrap();
         let prelude = r.origins.iter().take_while(|(t, _)| *t == PRELUDE).count();
         assert_eq!(prelude, 1 + Binding::ALL.len());
-        let mapped: Vec<String> = (prelude + 1..=r.lines()).filter_map(|l| r.origin(l)).collect();
+        let mapped: Vec<String> = (prelude + 1..=r.lines())
+            .filter_map(|l| r.origin(l))
+            .collect();
         assert_eq!(
             mapped,
-            ["main.wgsl:1", "inc.wgsl:1", "inc.wgsl:3", "main.wgsl:4", "main.wgsl:4"]
+            [
+                "main.wgsl:1",
+                "inc.wgsl:1",
+                "inc.wgsl:3",
+                "main.wgsl:4",
+                "main.wgsl:4"
+            ]
         );
         assert_eq!(r.origin(1).as_deref(), Some(PRELUDE));
         assert_eq!(r.origin(0), None);
@@ -579,12 +604,18 @@ mod tests {
         ];
         let ok = render(&table, ShaderVariant::new("broken.wgsl")).unwrap();
         assert_eq!(naga_errors(&ok), None);
-        let parse = render(&table, ShaderVariant::new("broken.wgsl").flag("BAD_PARSE", true))
-            .unwrap();
+        let parse = render(
+            &table,
+            ShaderVariant::new("broken.wgsl").flag("BAD_PARSE", true),
+        )
+        .unwrap();
         let e = naga_errors(&parse).expect("parse error");
         assert!(e.contains("[bad.wgsl:5]"), "{e}");
-        let typed = render(&table, ShaderVariant::new("broken.wgsl").flag("BAD_TYPE", true))
-            .unwrap();
+        let typed = render(
+            &table,
+            ShaderVariant::new("broken.wgsl").flag("BAD_TYPE", true),
+        )
+        .unwrap();
         let e = naga_errors(&typed).expect("validation error");
         assert!(e.contains("[bad.wgsl:11]"), "{e}");
     }

@@ -175,7 +175,11 @@ mod tests {
                 .iter()
                 .map(|b| (b.index(), !b.is_storage()))
                 .collect();
-            assert!(!expected.is_empty(), "{}: no bindings in the table", v.key());
+            assert!(
+                !expected.is_empty(),
+                "{}: no bindings in the table",
+                v.key()
+            );
             assert_eq!(
                 reflected(&v.render().expect("renders")),
                 expected,

@@ -21,9 +21,17 @@ pub(crate) fn rows_within_limit(
             continue;
         }
         if !fits(chunk.nbh, 1) {
-            let needed = grids(chunk.nbh, 1).iter().flatten().copied().max().unwrap_or(0);
+            let needed = grids(chunk.nbh, 1)
+                .iter()
+                .flatten()
+                .copied()
+                .max()
+                .unwrap_or(0);
             return Err(Error::TooLarge {
-                what: format!("workgroups per dimension for one query row of {} heads", chunk.nbh),
+                what: format!(
+                    "workgroups per dimension for one query row of {} heads",
+                    chunk.nbh
+                ),
                 needed: needed as u64,
                 allowed: max_dim as u64,
                 limit: "max_compute_workgroups_per_dimension",
@@ -33,7 +41,11 @@ pub(crate) fn rows_within_limit(
         let (mut lo, mut hi) = (1, chunk.nq - 1);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if fits(chunk.nbh, mid) { lo = mid } else { hi = mid - 1 }
+            if fits(chunk.nbh, mid) {
+                lo = mid
+            } else {
+                hi = mid - 1
+            }
         }
         let mut i = 0;
         while i < chunk.nq {

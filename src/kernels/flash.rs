@@ -64,8 +64,10 @@ fn fused_shader_for(
     storage: Storage,
     split: bool,
 ) -> ShaderVariant {
-    let mods =
-        spec.bias.is_some() || spec.mask.is_some() || spec.softcap.is_some() || spec.alibi.is_some();
+    let mods = spec.bias.is_some()
+        || spec.mask.is_some()
+        || spec.softcap.is_some()
+        || spec.alibi.is_some();
     common_flags(fused_shader(variant, split), spec, storage).flag("MODS", mods)
 }
 
@@ -141,7 +143,9 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                     for path in &paths {
                         let class = HeadClass { d16, vec4 };
                         let path = match *path {
-                            FusedVariant::Rows { wg, rows, sharing, .. } => FusedVariant::Rows {
+                            FusedVariant::Rows {
+                                wg, rows, sharing, ..
+                            } => FusedVariant::Rows {
                                 class,
                                 wg,
                                 rows,

@@ -125,11 +125,7 @@ impl Pack {
         for (group, words) in &groups {
             let blocks = words.div_ceil(64) as u32;
             pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(
-                blocks.min(self.max_dim),
-                blocks.div_ceil(self.max_dim),
-                1,
-            );
+            pass.dispatch_workgroups(blocks.min(self.max_dim), blocks.div_ceil(self.max_dim), 1);
         }
     }
 }

@@ -260,17 +260,18 @@ impl ThreePass {
                     Binding::Scratch2 => ch.weights.zip(t.weights).map(|(w, buf)| w.bind(buf)),
                     Binding::Params => None,
                 };
-                let group = |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {
-                    let entries = bindings::entries(list, |b| match b {
-                        Binding::Params => Some(uniform.as_entire_binding()),
-                        b => resource(b),
-                    });
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(label),
-                        layout: &pipeline.get_bind_group_layout(0),
-                        entries: &entries,
-                    })
-                };
+                let group =
+                    |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {
+                        let entries = bindings::entries(list, |b| match b {
+                            Binding::Params => Some(uniform.as_entire_binding()),
+                            b => resource(b),
+                        });
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(label),
+                            layout: &pipeline.get_bind_group_layout(0),
+                            entries: &entries,
+                        })
+                    };
                 Groups {
                     qk: c
                         .qk_pieces
@@ -292,7 +293,11 @@ impl ThreePass {
             timestamp_writes: timestamps,
         });
         for (c, g) in self.chunks.iter().zip(&groups) {
-            let qk = c.qk_pieces.iter().zip(&g.qk).map(|((_, grid), group)| (&self.qk, group, *grid));
+            let qk = c
+                .qk_pieces
+                .iter()
+                .zip(&g.qk)
+                .map(|((_, grid), group)| (&self.qk, group, *grid));
             let rest = [
                 (&self.softmax, &g.softmax, c.softmax_grid),
                 (&self.pv, &g.pv, c.pv_grid),

@@ -38,7 +38,12 @@ fn grids_beyond_the_workgroup_limit_are_cut_into_dispatches() {
         let kernels: &[Kernel] = if tiles {
             &[Kernel::Flash, Kernel::SplitKv]
         } else {
-            &[Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv, Kernel::Auto]
+            &[
+                Kernel::ThreePass,
+                Kernel::Flash,
+                Kernel::SplitKv,
+                Kernel::Auto,
+            ]
         };
         for (n, spec) in specs.iter().enumerate() {
             for &kernel in kernels {
