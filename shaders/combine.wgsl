@@ -6,9 +6,9 @@
 
 const D4: u32 = D16 * 4u;
 
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(9) var<storage, read> o_part: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read> lse_part: array<f32>;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
+@group(0) @binding(B_SCRATCH) var<storage, read> o_part: array<vec4<f32>>;
+@group(0) @binding(B_SCRATCH2) var<storage, read> lse_part: array<f32>;
 #define USE_out
 #include "elem.wgsl"
 

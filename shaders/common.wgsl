@@ -2,9 +2,10 @@
 // Specialised by wgattn's template step (src/shaders.rs): constants are prepended, and
 // #if / #else / #endif / #for / #define / #include lines are resolved before compilation.
 //
-// Bindings, the same in every kernel: 0 params, 1 q, 2 k, 3 v, 4 aux (kv_lens, then ALiBi
-// slopes as f32 bits), 5 out, 6 lse, 7 bias, 8 mask, 9 scores / partial outputs,
-// 10 weights / partial lse.
+// Bindings, the same in every kernel, are named by constants the template step prepends from
+// the Rust table (src/kernels/bindings.rs): B_PARAMS, B_Q, B_K, B_V, B_AUX (kv_lens, then
+// ALiBi slopes as f32 bits), B_OUT, B_LSE, B_BIAS, B_MASK, B_SCRATCH (scores / partial
+// outputs), B_SCRATCH2 (weights / partial lse). Never write a binding number here.
 
 struct Params {
     batch: u32, q_heads: u32, kv_heads: u32, group: u32,
@@ -24,7 +25,9 @@ struct Params {
     align_off: i32, win_left: i32, win_right: i32, softcap: f32,
     // bias / mask (bytes) strides per batch and head (0 when broadcast) and window starts
     bias_sb: u32, bias_sh: u32, bias_shift: u32, mask_sb: u32,
-    mask_sh: u32, mask_shift: u32, _pad0: u32, _pad1: u32,
+    mask_sh: u32, mask_shift: u32,
+    // first workgroup along x of this dispatch (three-pass QKᵀ column blocks)
+    x0: u32, _pad1: u32,
 }
 
 // Masked logits hold MASKED; anything at or below MASKED_CUT (a -inf bias too) is masked.

@@ -2,7 +2,7 @@
 // (PACKED: adapters without SHADER_F16; the kernels then write an f32 out that pack.wgsl
 // converts). With VEC4 an array entry holds 4 elements (head_dim and every offset are
 // multiples of 4). Kernels #define USE_q / USE_k / USE_v / USE_out before including this
-// file to get those bindings (1, 2, 3, 5) and their accessors:
+// file to get those bindings (B_Q, B_K, B_V, B_OUT) and their accessors:
 //   ld4_X(at, d): elements at+d .. at+d+3 of X as vec4<f32>, zero where d+t >= head_dim;
 //   ld_X(i): element i as f32 (scalar storage only);
 //   st4_out(at, d, x) / st_out(i, x): store, skipping d+t >= head_dim.
@@ -26,29 +26,29 @@ alias OutStore4 = array<vec4<f32>>;
 
 #if VEC4
 #if USE_q
-@group(0) @binding(1) var<storage, read> q: Store4;
+@group(0) @binding(B_Q) var<storage, read> q: Store4;
 #endif
 #if USE_k
-@group(0) @binding(2) var<storage, read> k: Store4;
+@group(0) @binding(B_K) var<storage, read> k: Store4;
 #endif
 #if USE_v
-@group(0) @binding(3) var<storage, read> v: Store4;
+@group(0) @binding(B_V) var<storage, read> v: Store4;
 #endif
 #if USE_out
-@group(0) @binding(5) var<storage, read_write> o: OutStore4;
+@group(0) @binding(B_OUT) var<storage, read_write> o: OutStore4;
 #endif
 #else
 #if USE_q
-@group(0) @binding(1) var<storage, read> q: Store;
+@group(0) @binding(B_Q) var<storage, read> q: Store;
 #endif
 #if USE_k
-@group(0) @binding(2) var<storage, read> k: Store;
+@group(0) @binding(B_K) var<storage, read> k: Store;
 #endif
 #if USE_v
-@group(0) @binding(3) var<storage, read> v: Store;
+@group(0) @binding(B_V) var<storage, read> v: Store;
 #endif
 #if USE_out
-@group(0) @binding(5) var<storage, read_write> o: OutStore;
+@group(0) @binding(B_OUT) var<storage, read_write> o: OutStore;
 #endif
 #endif
 

@@ -8,7 +8,7 @@ const D4: u32 = D16 * 4u;
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
 #define USE_q
 #define USE_k
 #define USE_v
@@ -16,14 +16,14 @@ const LN2: f32 = 0.6931471805599453;
 #define USE_out
 #endif
 #include "elem.wgsl"
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
+@group(0) @binding(B_AUX) var<storage, read> aux: array<u32>;
 
 #include "visible.wgsl"
 #include "score.wgsl"
 #include "rows.wgsl"
 #if SPLIT
-@group(0) @binding(9) var<storage, read_write> o_part: array<vec4<f32>>;
-@group(0) @binding(10) var<storage, read_write> lse_part: array<f32>;
+@group(0) @binding(B_SCRATCH) var<storage, read_write> o_part: array<vec4<f32>>;
+@group(0) @binding(B_SCRATCH2) var<storage, read_write> lse_part: array<f32>;
 #else
 #include "out.wgsl"
 #endif

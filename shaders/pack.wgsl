@@ -6,9 +6,9 @@ struct Pack {
     elems: u32,
 }
 
-@group(0) @binding(0) var<uniform> K: Pack;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(B_PARAMS) var<uniform> K: Pack;
+@group(0) @binding(B_SCRATCH) var<storage, read> src: array<f32>;
+@group(0) @binding(B_OUT) var<storage, read_write> dst: array<u32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -4,12 +4,12 @@
 // and V rows outside them (padding) are never read.
 #include "common.wgsl"
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
 #define USE_v
 #define USE_out
 #include "elem.wgsl"
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-@group(0) @binding(9) var<storage, read> p: array<f32>;
+@group(0) @binding(B_AUX) var<storage, read> aux: array<u32>;
+@group(0) @binding(B_SCRATCH) var<storage, read> p: array<f32>;
 
 #include "visible.wgsl"
 

@@ -5,12 +5,12 @@
 // without any arithmetic.
 #include "common.wgsl"
 
-@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
 #define USE_q
 #define USE_k
 #include "elem.wgsl"
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-@group(0) @binding(9) var<storage, read_write> s: array<vec4<f32>>;
+@group(0) @binding(B_AUX) var<storage, read> aux: array<u32>;
+@group(0) @binding(B_SCRATCH) var<storage, read_write> s: array<vec4<f32>>;
 
 #include "visible.wgsl"
 #include "score.wgsl"
@@ -54,7 +54,7 @@ fn main(
     let h = bh % P.q_heads;
     let kvh = h / P.group;
     let r0 = wid.y * TM;
-    let c0 = wid.x * TN;
+    let c0 = (P.x0 + wid.x) * TN;
     let row_base = bh_local * P.nq;
     let col = c0 + lid.x * 4u;
 

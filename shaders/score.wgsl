@@ -1,11 +1,11 @@
 // Score modifiers, applied to the scaled logit s of (b, h, i, j) in this order: soft-cap
 // (SOFTCAP), ALiBi (ALIBI), additive bias (BIAS), boolean mask (MASK). Declares the bias
-// (binding 7, f32) and mask (binding 8, bytes packed 4 per u32) bindings. Needs `P` and `aux`.
+// (B_BIAS, f32) and mask (B_MASK, bytes packed 4 per u32) bindings. Needs `P` and `aux`.
 #if BIAS
-@group(0) @binding(7) var<storage, read> bias: array<f32>;
+@group(0) @binding(B_BIAS) var<storage, read> bias: array<f32>;
 #endif
 #if MASK
-@group(0) @binding(8) var<storage, read> mask: array<u32>;
+@group(0) @binding(B_MASK) var<storage, read> mask: array<u32>;
 #endif
 
 fn modify(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {

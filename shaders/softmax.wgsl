@@ -4,11 +4,11 @@
 // With WEIGHTS the probabilities are also written to the caller's [B, Hq, Sq, Sk] buffer.
 #include "common.wgsl"
 
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(9) var<storage, read_write> s: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
+@group(0) @binding(B_SCRATCH) var<storage, read_write> s: array<vec4<f32>>;
+@group(0) @binding(B_LSE) var<storage, read_write> lse: array<f32>;
 #if WEIGHTS
-@group(0) @binding(10) var<storage, read_write> w: array<f32>;
+@group(0) @binding(B_SCRATCH2) var<storage, read_write> w: array<f32>;
 #endif
 
 var<workgroup> red: array<f32, WG>;

@@ -1,5 +1,5 @@
 // The keys visible to query row i of batch entry b under key padding (kv_lens), the causal
-// mask and the sliding window: the half-open range x..y. Needs `P` and `aux` (binding 4).
+// mask and the sliding window: the half-open range x..y. Needs `P` and `aux` (B_AUX).
 fn visible_range(b: u32, i: u32) -> vec2<u32> {
     var lo = 0;
     var hi = i32(P.seq_k);

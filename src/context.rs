@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::flash::{TILED_WG, TILED_WORKGROUP_BYTES};
 use crate::limits::DeviceLimits;
+use crate::planner::Caps;
 use crate::shaders::ShaderVariant;
 
 /// How to open a [`Context`]. `Default` reads `WGATTN_ADAPTER` and uses the adapter's limits.
@@ -30,51 +30,19 @@ pub struct ContextOptions {
     /// adapter: tiled on GPUs, rows on CPU adapters (lavapipe, llvmpipe). The tiled variant
     /// needs 32 KiB of workgroup memory; adapters with less always use rows.
     pub flash_tiles: Option<bool>,
-}
-
-/// What the kernels may use on a device: its limits and the optional features that select
-/// shader variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caps {
-    /// Limits plans are made against.
-    pub limits: DeviceLimits,
-    /// The subgroup size when the device has subgroups of one fixed size (the subgroup
-    /// variants need it); `None` selects the workgroup-memory variants.
-    pub subgroup_size: Option<u32>,
-    /// The device runs f16 arithmetic in shaders (SHADER_F16).
-    pub shader_f16: bool,
-    /// Kind of adapter (sizes the split-KV grid).
-    pub device_type: wgpu::DeviceType,
-    /// Flash and split-KV use the workgroup-tiled variant (see
-    /// [`ContextOptions::flash_tiles`]).
-    pub flash_tiles: bool,
+    /// Lower the workgroups-per-dimension limit on purpose: larger grids are cut into several
+    /// dispatches (testing).
+    pub max_workgroups_per_dim: Option<u32>,
+    /// Lower the storage-buffers-per-shader-stage limit on purpose: kernels that need more
+    /// are not chosen (testing).
+    pub max_storage_buffers_per_stage: Option<u32>,
 }
 
 impl Caps {
-    /// Which shader variants the kernels use here, in words.
-    pub fn variants(&self) -> Vec<String> {
-        vec![
-            match (self.flash_tiles, self.subgroup_size) {
-                (true, _) => {
-                    "flash/split-kv: workgroup-tiled variant (64 rows × 64 keys, 256 invocations)"
-                        .into()
-                }
-                (false, Some(n)) => {
-                    format!("flash/split-kv: subgroup variant (K/V by subgroupBroadcast, size {n})")
-                }
-                (false, None) => {
-                    "flash/split-kv: workgroup-memory variant (no fixed-size subgroups)".into()
-                }
-            },
-            if self.shader_f16 {
-                "f16: native f16 storage (SHADER_F16)".into()
-            } else {
-                "f16: packed in u32 (unpack2x16float) + packing pass (no SHADER_F16)".into()
-            },
-        ]
-    }
-
-    fn new(
+    /// The caps of a device: its limits, its features (minus those `options` disable) and
+    /// the tiles override of `options` or `WGATTN_FLASH_TILES`. The subgroup variants need
+    /// one fixed subgroup size among [`SUBGROUP_SIZES`](crate::planner::SUBGROUP_SIZES).
+    pub fn new(
         limits: DeviceLimits,
         features: wgpu::Features,
         info: &wgpu::AdapterInfo,
@@ -86,19 +54,14 @@ impl Caps {
             limits,
             subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
                 && fixed
-                && (4..=128).contains(&size)
-                && size.is_power_of_two()
+                && crate::planner::SUBGROUP_SIZES.contains(&size)
                 && !options.disable_subgroups)
                 .then_some(size),
             shader_f16: features.contains(wgpu::Features::SHADER_F16)
                 && !options.disable_shader_f16,
             device_type: info.device_type,
-            flash_tiles: limits.max_workgroup_storage >= TILED_WORKGROUP_BYTES
-                && limits.max_invocations >= TILED_WG
-                && options
-                    .flash_tiles
-                    .or_else(flash_tiles_from_env)
-                    .unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
+            tiles: options.flash_tiles.or_else(flash_tiles_from_env),
+            host_threads: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
         }
     }
 }
@@ -321,7 +284,7 @@ impl Context {
     }
 
     /// Opens an adapter with explicit options. GL contexts of one process share one device per
-    /// adapter (unless `max_storage_binding` / `max_buffer_size` lower the limits): wgpu's GL
+    /// adapter (unless options lower the limits): wgpu's GL
     /// backend cannot run two GL devices from two threads. Destroying that device through
     /// [`Context::device`] loses it for every such context.
     pub fn with_options(options: ContextOptions) -> Result<Self> {
@@ -331,7 +294,10 @@ impl Context {
                 .as_ref()
                 .is_none_or(|f| match_text(&a.get_info()).contains(&f.to_lowercase()))
         };
-        let lowered = options.max_storage_binding.is_some() || options.max_buffer_size.is_some();
+        let lowered = options.max_storage_binding.is_some()
+            || options.max_buffer_size.is_some()
+            || options.max_workgroups_per_dim.is_some()
+            || options.max_storage_buffers_per_stage.is_some();
         let adapter = {
             let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             // Vulkan, Metal and DX12 first. GL is only enumerated when it could hold a better
@@ -392,6 +358,14 @@ impl Context {
         if let Some(m) = options.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(m);
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+        }
+        if let Some(m) = options.max_workgroups_per_dim {
+            limits.max_compute_workgroups_per_dimension =
+                limits.max_compute_workgroups_per_dimension.min(m);
+        }
+        if let Some(m) = options.max_storage_buffers_per_stage {
+            limits.max_storage_buffers_per_shader_stage =
+                limits.max_storage_buffers_per_shader_stage.min(m);
         }
         let features = wanted(adapter.features());
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -498,15 +472,26 @@ impl Context {
         if let Some(p) = cache.get(variant) {
             return Ok(p.clone());
         }
-        let source = variant.render()?;
+        let rendered = variant.render_mapped()?;
         let label = variant.key();
+        // A module the compiler rejects is a bug in a template: report it as Error::Shader
+        // with the template lines its positions come from (see `Rendered::annotate`).
+        let module = self
+            .gpu_scope("shader compilation", || {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&label),
+                        source: wgpu::ShaderSource::Wgsl(rendered.source.as_str().into()),
+                    })
+            })
+            .map_err(|e| match e {
+                Error::Gpu { message, .. } if is_shader_error(&message) => Error::Shader {
+                    shader: label.clone(),
+                    message: rendered.annotate(&message),
+                },
+                e => e,
+            })?;
         let pipeline = self.gpu_scope("shader compilation", || {
-            let module = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(&label),
@@ -610,6 +595,12 @@ pub(crate) fn gpu_scope<T>(
             message: e.to_string(),
         }),
     }
+}
+
+/// True when a wgpu error message is the shader compiler's (parse or validation of WGSL),
+/// not a device problem.
+fn is_shader_error(message: &str) -> bool {
+    message.contains("parsing error") || message.to_lowercase().contains("shader validation")
 }
 
 /// A buffer holding `bytes` (padded to 4), written through the queue rather than mapped at

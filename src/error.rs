@@ -127,7 +127,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A shader template could not be specialised (a bug in wgattn, reported instead of panicking).
+    /// A shader template could not be specialised, or the compiler rejected the rendered
+    /// shader (a bug in wgattn, reported instead of panicking); compiler positions are
+    /// followed by the template line they come from, e.g. `[flash.wgsl:123]`.
     #[error("shader `{shader}`: {message}")]
     Shader {
         /// Template name.

@@ -34,12 +34,13 @@ mod spec;
 pub mod testdata;
 pub mod validation;
 
-pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summaries, adapters};
+pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;
 pub use output::{ErrorStats, Output};
 pub use plan::{BufferSizes, Buffers, Plan};
+pub use planner::Caps;
 pub use spec::{
     Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
     Window, standard_alibi_slopes,

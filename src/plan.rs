@@ -116,6 +116,7 @@ enum Inner {
 pub struct Plan {
     spec: AttentionSpec,
     kernel: Kernel,
+    choice: planner::Choice,
     device: wgpu::Device,
     inner: Inner,
     /// Where lse goes when the caller passes none.
@@ -134,18 +135,18 @@ impl std::fmt::Debug for Plan {
 }
 
 impl Context {
-    /// Validates `spec` against this device, chooses the kernel (see [`planner`]) and compiles
+    /// Validates `spec` against this device, lets the [`planner`] choose kernel, variant and
+    /// splits, and compiles
     /// (or takes from the cache) its pipelines.
     pub fn plan(&self, spec: &AttentionSpec) -> Result<Plan> {
         spec.validate(self.limits())?;
         let choice = planner::plan_kernel(spec, self)?;
         let kernel = choice.kernel;
-        let inner = match kernel {
-            Kernel::Auto | Kernel::ThreePass => Inner::ThreePass(ThreePass::new(self, spec)?),
-            Kernel::Flash => Inner::Flash(Flash::new(self, spec, 1, false)?),
-            Kernel::SplitKv => Inner::Flash(Flash::new(self, spec, choice.splits, true)?),
+        let inner = match choice.variant {
+            None => Inner::ThreePass(ThreePass::new(self, spec, choice.storage)?),
+            Some(_) => Inner::Flash(Flash::new(self, spec, &choice)?),
         };
-        let packing = match Storage::of(spec, self.caps()) {
+        let packing = match choice.storage {
             Storage::Packed => {
                 let pack = Pack::new(self, spec.q_len() as u64)?;
                 let scratch = self.gpu_scope("allocating f32 output scratch", || {
@@ -171,6 +172,7 @@ impl Context {
         Ok(Plan {
             spec: spec.clone(),
             kernel,
+            choice,
             device: self.device().clone(),
             inner,
             lse_scratch,
@@ -188,6 +190,11 @@ impl Plan {
     /// The kernel the planner chose (never `Auto`).
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// The planner's whole decision: kernel, fused variant, splits and storage.
+    pub fn choice(&self) -> &planner::Choice {
+        &self.choice
     }
 
     /// How many chunks the work was split into to fit the device's binding limits.

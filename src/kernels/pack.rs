@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::bindings::{self, Binding};
 use crate::context::{Context, init_buffer};
 use crate::error::Result;
 use crate::shaders::ShaderVariant;
@@ -30,6 +31,8 @@ pub(crate) struct Pack {
     pipeline: Arc<wgpu::ComputePipeline>,
     ranges: Vec<Range>,
     elems: u64,
+    /// The device's workgroups per dimension.
+    max_dim: u32,
 }
 
 /// The variant of the pass.
@@ -76,6 +79,7 @@ impl Pack {
             pipeline,
             ranges,
             elems,
+            max_dim: limits.max_workgroups_per_dim.max(1),
         })
     }
 
@@ -99,23 +103,16 @@ impl Pack {
                         size: std::num::NonZeroU64::new(size.next_multiple_of(4)),
                     })
                 };
+                let resource = |b: Binding| match b {
+                    Binding::Params => Some(r.uniform.as_entire_binding()),
+                    Binding::Scratch => Some(bind(src, r.first_word * 8, src_bytes)),
+                    Binding::Out => Some(bind(dst, r.first_word * 4, r.words * 4)),
+                    _ => None,
+                };
                 let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgattn pack"),
                     layout: &self.pipeline.get_bind_group_layout(0),
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: r.uniform.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: bind(src, r.first_word * 8, src_bytes),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: bind(dst, r.first_word * 4, r.words * 4),
-                        },
-                    ],
+                    entries: &bindings::entries(&bindings::of_variant(&variant()), resource),
                 });
                 (group, r.words)
             })
@@ -128,7 +125,7 @@ impl Pack {
         for (group, words) in &groups {
             let blocks = words.div_ceil(64) as u32;
             pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(blocks.min(65535), blocks.div_ceil(65535), 1);
+            pass.dispatch_workgroups(blocks.min(self.max_dim), blocks.div_ceil(self.max_dim), 1);
         }
     }
 }

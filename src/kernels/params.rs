@@ -5,13 +5,14 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::chunks::Chunk;
-use crate::context::{Caps, Context, init_buffer};
+use crate::context::{Context, init_buffer};
+use crate::planner::Caps;
 use crate::shaders::ShaderVariant;
 use crate::spec::{AttentionSpec, DType};
 
-/// How q, k, v and out are stored on the GPU.
+/// How q, k, v and out are stored on the GPU (part of the planner's [`Choice`](crate::planner::Choice)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Storage {
+pub enum Storage {
     /// f32 everywhere.
     F32,
     /// f16 arrays (SHADER_F16).
@@ -79,10 +80,31 @@ pub(crate) fn all_flag_sets() -> Vec<Vec<&'static str>> {
     sets
 }
 
-/// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
+/// Defines `Params` and (in tests) `Params::FIELDS` (every field's name, offset and type), which a unit
+/// test compares with naga's reflection of `struct Params` in `shaders/common.wgsl`.
+macro_rules! params_struct {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($fvis:vis $field:ident: $ty:ty,)* }) => {
+        $(#[$m])*
+        $vis struct $name { $($fvis $field: $ty,)* }
+
+        impl $name {
+            /// Every field's name, byte offset and type, in order.
+            #[cfg(test)]
+            pub(crate) const FIELDS: &'static [(&'static str, usize, &'static str)] = &[$((
+                stringify!($field),
+                std::mem::offset_of!($name, $field),
+                stringify!($ty),
+            ),)*];
+        }
+    };
+}
+
+params_struct! {
+    /// Per-dispatch parameters; mirrors `struct Params` in `shaders/common.wgsl` (checked by a
+    /// unit test against naga's reflection of the WGSL).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Pod, Zeroable)]
+    pub(crate) struct Params {
     batch: u32,
     q_heads: u32,
     kv_heads: u32,
@@ -125,7 +147,9 @@ pub(crate) struct Params {
     mask_sb: u32,
     mask_sh: u32,
     mask_shift: u32,
-    _pad: [u32; 2],
+    pub(crate) x0: u32,
+    _pad1: u32,
+}
 }
 
 /// The aux storage buffer: kv_lens (B entries, or one unused 0) followed by the ALiBi slopes
@@ -197,6 +221,79 @@ pub(crate) fn params(spec: &AttentionSpec, c: &Chunk, s_stride: u32, alibi_at: u
         mask_sb: mask_sb as u32,
         mask_sh: mask_sh as u32,
         mask_shift: c.mask.map_or(0, |w| w.shift),
-        _pad: [0; 2],
+        x0: 0,
+        _pad1: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// naga's reflection of `struct Params` in a rendered shader: (name, offset, scalar type)
+    /// of each member and the struct's size.
+    fn wgsl_params(source: &str) -> (Vec<(String, u32, String)>, u32) {
+        let module = naga::front::wgsl::parse_str(source).expect("parses");
+        let (members, span) = module
+            .types
+            .iter()
+            .find_map(|(_, ty)| match (&ty.name, &ty.inner) {
+                (Some(name), naga::TypeInner::Struct { members, span }) if name == "Params" => {
+                    Some((members.clone(), *span))
+                }
+                _ => None,
+            })
+            .expect("struct Params");
+        let fields = members
+            .iter()
+            .map(|m| {
+                let ty = match module.types[m.ty].inner {
+                    naga::TypeInner::Scalar(s) => match (s.kind, s.width) {
+                        (naga::ScalarKind::Uint, 4) => "u32",
+                        (naga::ScalarKind::Sint, 4) => "i32",
+                        (naga::ScalarKind::Float, 4) => "f32",
+                        _ => "other scalar",
+                    },
+                    _ => "not a scalar",
+                };
+                (m.name.clone().unwrap_or_default(), m.offset, ty.to_string())
+            })
+            .collect();
+        (fields, span)
+    }
+
+    /// The Rust `Params` and the WGSL `struct Params` (as naga lays it out) agree field by
+    /// field: name, order, offset, type, and total size.
+    #[test]
+    fn params_layout_matches_wgsl() {
+        let source = ShaderVariant::new("combine.wgsl")
+            .constant("WG", 64)
+            .constant("D16", 1)
+            .render()
+            .expect("renders");
+        let (wgsl, span) = wgsl_params(&source);
+        let rust: Vec<(String, u32, String)> = Params::FIELDS
+            .iter()
+            .map(|(n, o, t)| (n.to_string(), *o as u32, t.to_string()))
+            .collect();
+        assert_eq!(rust, wgsl);
+        assert_eq!(std::mem::size_of::<Params>() as u32, span);
+        // a uniform struct's size is a multiple of 16 bytes
+        assert_eq!(span % 16, 0);
+    }
+
+    /// The check above fails when the two sides differ: a WGSL struct with two fields swapped
+    /// is caught.
+    #[test]
+    fn params_layout_check_catches_a_swap() {
+        let source = ShaderVariant::new("combine.wgsl")
+            .constant("WG", 64)
+            .constant("D16", 1)
+            .render()
+            .expect("renders")
+            .replacen("batch: u32, q_heads: u32,", "q_heads: u32, batch: u32,", 1);
+        let (wgsl, _) = wgsl_params(&source);
+        assert_eq!(wgsl[0].0, "q_heads");
+        assert_ne!(Params::FIELDS[0].0, wgsl[0].0);
     }
 }

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use super::bindings::{self, Binding};
 use super::chunks::{self, Chunk, ElemBytes, SplitRule};
-use super::params::{Storage, aux_buffer, common_flags, params};
+use super::dispatch;
+use super::params::{Params, Storage, aux_buffer, common_flags, params};
 use crate::context::{Context, init_buffer};
 use crate::error::Result;
 use crate::plan::Targets;
@@ -68,6 +70,37 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
     v
 }
 
+/// The three shaders (QKᵀ, softmax, P·V) of a three-pass plan for `spec`.
+pub(crate) fn shader_variants(spec: &AttentionSpec, storage: Storage) -> [ShaderVariant; 3] {
+    // P·V only reads v and writes out: storage flags matter, score modifiers do not.
+    let pv_flags = spec.clone().bias(None).mask(None).softcap(None).alibi(None);
+    [
+        common_flags(qk_variant(), spec, storage),
+        softmax_variant(spec.return_weights),
+        common_flags(pv_variant(spec.head_dim), &pv_flags, storage),
+    ]
+}
+
+/// The grids of a chunk of `nbh` (batch·head) pairs and `nq` query rows: QKᵀ (all column
+/// blocks in one dispatch; [`dispatch::pieces`] cuts them), softmax (one workgroup per row,
+/// folded into two dimensions of at most `max_dim`) and P·V.
+fn grids(spec: &AttentionSpec, nbh: u32, nq: u32, max_dim: u32) -> [[u32; 3]; 3] {
+    let rows = nbh * nq;
+    [
+        [
+            (score_stride(spec) as u32).div_ceil(QK_WG.0 * 4),
+            nq.div_ceil(ROW_TILE),
+            nbh,
+        ],
+        [rows.min(max_dim), rows.div_ceil(max_dim), 1],
+        [
+            (spec.head_dim as u32).div_ceil(pv_wg_x(spec.head_dim) * 4),
+            nq.div_ceil(PV_WG_Y * 4),
+            nbh,
+        ],
+    ]
+}
+
 /// Row stride of the score matrix: seq_k rounded up to whole vec4s.
 fn score_stride(spec: &AttentionSpec) -> u64 {
     (spec.seq_k as u64).next_multiple_of(4)
@@ -76,7 +109,8 @@ fn score_stride(spec: &AttentionSpec) -> u64 {
 struct ChunkPlan {
     chunk: Chunk,
     uniform: wgpu::Buffer,
-    qk_grid: [u32; 3],
+    /// QKᵀ dispatches: parameters with their first column block (`x0`) and grid.
+    qk_pieces: Vec<(wgpu::Buffer, [u32; 3])>,
     softmax_grid: [u32; 3],
     pv_grid: [u32; 3],
 }
@@ -89,16 +123,18 @@ pub(crate) struct ThreePass {
     chunks: Vec<ChunkPlan>,
     scores: wgpu::Buffer,
     aux: wgpu::Buffer,
+    /// Bindings of the QKᵀ, softmax and P·V shaders.
+    bindings: [Vec<Binding>; 3],
     /// Keys of the shader variants used.
     shaders: Vec<String>,
 }
 
 impl ThreePass {
-    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec) -> Result<Self> {
+    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec, storage: Storage) -> Result<Self> {
         let limits = ctx.limits();
-        let storage = Storage::of(spec, ctx.caps());
         let stride = score_stride(spec);
         let scratch = move |nbh: u64, nq: u64| nbh * nq * stride * 4;
+        let max_dim = limits.max_workgroups_per_dim.max(1);
         let chunks = chunks::split(
             spec,
             limits,
@@ -113,21 +149,23 @@ impl ThreePass {
                 bh_multiple: 1,
             },
         )?;
+        // QKᵀ's column blocks are cut into dispatches by `x0`; every other dimension must fit
+        let chunks = dispatch::rows_within_limit(chunks, max_dim, |nbh, nq| {
+            let [mut qk, softmax, pv] = grids(spec, nbh, nq, max_dim);
+            qk[0] = qk[0].min(max_dim);
+            vec![qk, softmax, pv]
+        })?;
         let max_scratch = chunks
             .iter()
             .map(|c| scratch(c.nbh as u64, c.nq as u64))
             .max()
             .unwrap_or(4);
         let device = ctx.device();
-        let pv_flags = spec.clone().bias(None).mask(None).softcap(None).alibi(None);
-        let variants = [
-            common_flags(qk_variant(), spec, storage),
-            softmax_variant(spec.return_weights),
-            common_flags(pv_variant(spec.head_dim), &pv_flags, storage),
-        ];
+        let variants = shader_variants(spec, storage);
         let qk = ctx.pipeline(&variants[0])?;
         let softmax = ctx.pipeline(&variants[1])?;
         let pv = ctx.pipeline(&variants[2])?;
+        let bindings = variants.each_ref().map(bindings::of_variant);
         let shaders = variants.iter().map(|v| v.key()).collect();
         ctx.gpu_scope("allocating three-pass buffers", || {
             let scores = device.create_buffer(&wgpu::BufferDescriptor {
@@ -137,33 +175,35 @@ impl ThreePass {
                 mapped_at_creation: false,
             });
             let (aux, alibi_at) = aux_buffer(ctx, spec);
-            let max_dim = limits.max_workgroups_per_dim.max(1);
+            let uniform = |params: &Params| {
+                init_buffer(
+                    device,
+                    ctx.queue(),
+                    "wgattn params",
+                    bytemuck::bytes_of(params),
+                    wgpu::BufferUsages::UNIFORM,
+                )
+            };
             let chunks = chunks
                 .into_iter()
                 .map(|chunk| {
                     let params = params(spec, &chunk, stride as u32, alibi_at);
-                    let uniform = init_buffer(
-                        device,
-                        ctx.queue(),
-                        "wgattn params",
-                        bytemuck::bytes_of(&params),
-                        wgpu::BufferUsages::UNIFORM,
-                    );
-                    let rows = chunk.nbh * chunk.nq;
+                    let [qk_grid, softmax_grid, pv_grid] =
+                        grids(spec, chunk.nbh, chunk.nq, max_dim);
+                    let qk_pieces = dispatch::pieces(qk_grid[0], max_dim)
+                        .into_iter()
+                        .map(|(x0, n)| {
+                            let mut piece: Params = params;
+                            piece.x0 = x0;
+                            (uniform(&piece), [n, qk_grid[1], qk_grid[2]])
+                        })
+                        .collect();
                     ChunkPlan {
-                        qk_grid: [
-                            (stride as u32).div_ceil(QK_WG.0 * 4),
-                            chunk.nq.div_ceil(ROW_TILE),
-                            chunk.nbh,
-                        ],
-                        softmax_grid: [rows.min(max_dim), rows.div_ceil(max_dim), 1],
-                        pv_grid: [
-                            (spec.head_dim as u32).div_ceil(pv_wg_x(spec.head_dim) * 4),
-                            chunk.nq.div_ceil(PV_WG_Y * 4),
-                            chunk.nbh,
-                        ],
+                        qk_pieces,
+                        softmax_grid,
+                        pv_grid,
                         chunk,
-                        uniform,
+                        uniform: uniform(&params),
                     }
                 })
                 .collect();
@@ -174,6 +214,7 @@ impl ThreePass {
                 chunks,
                 scores,
                 aux,
+                bindings,
                 shaders,
             }
         })
@@ -196,68 +237,72 @@ impl ThreePass {
         t: &Targets,
         timestamps: Option<wgpu::ComputePassTimestampWrites>,
     ) {
-        let entry = |binding, resource| wgpu::BindGroupEntry { binding, resource };
-        let groups: Vec<[wgpu::BindGroup; 3]> = self
+        struct Groups {
+            qk: Vec<wgpu::BindGroup>,
+            softmax: wgpu::BindGroup,
+            pv: wgpu::BindGroup,
+        }
+        let groups: Vec<Groups> = self
             .chunks
             .iter()
             .map(|c| {
                 let ch = &c.chunk;
-                let uniform = c.uniform.as_entire_binding();
-                let mut qk_entries = vec![
-                    entry(0, uniform.clone()),
-                    entry(1, ch.q.bind(t.q)),
-                    entry(2, ch.kv.bind(t.k)),
-                    entry(4, self.aux.as_entire_binding()),
-                    entry(9, self.scores.as_entire_binding()),
-                ];
-                if let (Some(w), Some(buf)) = (ch.bias, t.bias) {
-                    qk_entries.push(entry(7, w.bind(buf)));
+                let resource = |b: Binding| match b {
+                    Binding::Q => Some(ch.q.bind(t.q)),
+                    Binding::K => Some(ch.kv.bind(t.k)),
+                    Binding::V => Some(ch.kv.bind(t.v)),
+                    Binding::Aux => Some(self.aux.as_entire_binding()),
+                    Binding::Out => Some(ch.out.bind(t.out)),
+                    Binding::Lse => Some(ch.lse.bind(t.lse)),
+                    Binding::Bias => ch.bias.zip(t.bias).map(|(w, buf)| w.bind(buf)),
+                    Binding::Mask => ch.mask.zip(t.mask).map(|(w, buf)| w.bind(buf)),
+                    Binding::Scratch => Some(self.scores.as_entire_binding()),
+                    Binding::Scratch2 => ch.weights.zip(t.weights).map(|(w, buf)| w.bind(buf)),
+                    Binding::Params => None,
+                };
+                let group =
+                    |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {
+                        let entries = bindings::entries(list, |b| match b {
+                            Binding::Params => Some(uniform.as_entire_binding()),
+                            b => resource(b),
+                        });
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(label),
+                            layout: &pipeline.get_bind_group_layout(0),
+                            entries: &entries,
+                        })
+                    };
+                Groups {
+                    qk: c
+                        .qk_pieces
+                        .iter()
+                        .map(|(u, _)| group("wgattn qk", &self.qk, &self.bindings[0], u))
+                        .collect(),
+                    softmax: group(
+                        "wgattn softmax",
+                        &self.softmax,
+                        &self.bindings[1],
+                        &c.uniform,
+                    ),
+                    pv: group("wgattn pv", &self.pv, &self.bindings[2], &c.uniform),
                 }
-                if let (Some(w), Some(buf)) = (ch.mask, t.mask) {
-                    qk_entries.push(entry(8, w.bind(buf)));
-                }
-                let qk = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgattn qk"),
-                    layout: &self.qk.get_bind_group_layout(0),
-                    entries: &qk_entries,
-                });
-                let mut sm_entries = vec![
-                    entry(0, uniform.clone()),
-                    entry(9, self.scores.as_entire_binding()),
-                    entry(6, ch.lse.bind(t.lse)),
-                ];
-                if let (Some(w), Some(buf)) = (ch.weights, t.weights) {
-                    sm_entries.push(entry(10, w.bind(buf)));
-                }
-                let softmax = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgattn softmax"),
-                    layout: &self.softmax.get_bind_group_layout(0),
-                    entries: &sm_entries,
-                });
-                let pv = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgattn pv"),
-                    layout: &self.pv.get_bind_group_layout(0),
-                    entries: &[
-                        entry(0, uniform),
-                        entry(9, self.scores.as_entire_binding()),
-                        entry(3, ch.kv.bind(t.v)),
-                        entry(4, self.aux.as_entire_binding()),
-                        entry(5, ch.out.bind(t.out)),
-                    ],
-                });
-                [qk, softmax, pv]
             })
             .collect();
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgattn three-pass"),
             timestamp_writes: timestamps,
         });
-        for (c, [qk, softmax, pv]) in self.chunks.iter().zip(&groups) {
-            for (pipeline, group, grid) in [
-                (&self.qk, qk, c.qk_grid),
-                (&self.softmax, softmax, c.softmax_grid),
-                (&self.pv, pv, c.pv_grid),
-            ] {
+        for (c, g) in self.chunks.iter().zip(&groups) {
+            let qk = c
+                .qk_pieces
+                .iter()
+                .zip(&g.qk)
+                .map(|((_, grid), group)| (&self.qk, group, *grid));
+            let rest = [
+                (&self.softmax, &g.softmax, c.softmax_grid),
+                (&self.pv, &g.pv, c.pv_grid),
+            ];
+            for (pipeline, group, grid) in qk.chain(rest) {
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, group, &[]);
                 pass.dispatch_workgroups(grid[0], grid[1], grid[2]);

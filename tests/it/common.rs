@@ -179,6 +179,14 @@ pub fn gl_with(
 
 /// Parses and validates WGSL with naga, as wgpu does before handing it to a back end.
 /// Returns the module and its validation info.
+/// Like [`validate_wgsl`] for a rendered variant: error positions are followed by the
+/// template line they come from, e.g. `wgsl:41:5 [flash.wgsl:123]`.
+pub fn validate_rendered(
+    rendered: &wgattn::shaders::Rendered,
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    validate_wgsl(&rendered.source).map_err(|e| rendered.annotate(&e))
+}
+
 pub fn validate_wgsl(source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
     let info = naga::valid::Validator::new(

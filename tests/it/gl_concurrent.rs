@@ -49,7 +49,7 @@ fn a_second_gl_context_opened_and_used_while_the_first_is_busy() {
     };
     let second = open_second();
     assert_eq!(second.adapter_info().backend, wgpu::Backend::Gl);
-    assert!(second.caps().flash_tiles && !first.caps().flash_tiles);
+    assert!(second.caps().flash_tiles() && !first.caps().flash_tiles());
     // Compile every pipeline first: wgpu's GL backend gives up (panics) when a thread waits
     // more than 1 s for the device's lock, and a cold llvmpipe compilation can hold it longer.
     keep_busy(first, Kernel::Flash, 0);
@@ -58,7 +58,7 @@ fn a_second_gl_context_opened_and_used_while_the_first_is_busy() {
     std::thread::sleep(Duration::from_millis(500));
     // opened while `first` works: found without enumerating adapters
     let third = open_second();
-    assert!(third.caps().flash_tiles);
+    assert!(third.caps().flash_tiles());
     drop(third);
     assert!(keep_busy(&second, Kernel::SplitKv, 2) > 0);
     assert!(busy.join().expect("the first GL context's thread") > 0);

@@ -17,7 +17,7 @@ fn tiled_flash_on_gl() {
         return;
     };
     assert_eq!(ctx.adapter_info().backend, wgpu::Backend::Gl);
-    assert!(ctx.caps().flash_tiles);
+    assert!(ctx.caps().flash_tiles());
     let dir = common::cases_dir();
     for kernel in [Kernel::Flash, Kernel::SplitKv] {
         for f in validation::case_files(&dir).unwrap() {

@@ -5,6 +5,7 @@ mod backends;
 mod bad_input;
 mod chunking;
 mod common;
+mod device_limits;
 mod embedding;
 mod files;
 mod fused_kernels;

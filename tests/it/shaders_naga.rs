@@ -1,4 +1,6 @@
-//! Every shader variant the crate can generate validates with naga and translates to SPIR-V
+//! Every shader variant the crate can generate (the fused variants derived from what the
+//! planner can choose on every class of device) validates with naga, declares exactly the
+//! bindings of the crate's binding table, and translates to SPIR-V
 //! (Vulkan), MSL (Metal), HLSL (DX12) and GLSL ES 3.1 (GL), as wgpu does on each platform —
 //! no GPU needed. Variants a back end cannot express (f16 and subgroups in GLSL) are ones the
 //! crate never selects there: wgpu's GL backend exposes neither SHADER_F16 nor SUBGROUP, and
@@ -114,20 +116,44 @@ fn check_all(variants: &[ShaderVariant]) -> Vec<String> {
                 s.spawn(move || {
                     let mut failures = Vec::new();
                     for v in chunk {
-                        let src = match v.render() {
+                        let rendered = match v.render_mapped() {
                             Ok(s) => s,
                             Err(e) => {
                                 failures.push(format!("{}: {e}", v.key()));
                                 continue;
                             }
                         };
-                        let (module, info) = match common::validate_wgsl(&src) {
+                        let (module, info) = match common::validate_rendered(&rendered) {
                             Ok(x) => x,
                             Err(e) => {
                                 failures.push(format!("{} (naga validation):\n{e}", v.key()));
                                 continue;
                             }
                         };
+                        // the bindings are the Rust table's, the uniform at Params
+                        let mut declared: Vec<(u32, bool)> = module
+                            .global_variables
+                            .iter()
+                            .filter_map(|(_, g)| {
+                                let rb = g.binding.as_ref()?;
+                                Some((
+                                    rb.group * 1000 + rb.binding,
+                                    g.space == naga::AddressSpace::Uniform,
+                                ))
+                            })
+                            .collect();
+                        declared.sort();
+                        let table: Vec<(u32, bool)> = v
+                            .bindings()
+                            .iter()
+                            .map(|b| (b.index(), !b.is_storage()))
+                            .collect();
+                        if declared != table {
+                            failures.push(format!(
+                                "{}: bindings {declared:?}, table {table:?}",
+                                v.key()
+                            ));
+                        }
                         for b in BACKENDS {
                             if b.selectable(v)
                                 && let Err(e) = b.translate(&module, &info)
@@ -151,7 +177,7 @@ fn check_all(variants: &[ShaderVariant]) -> Vec<String> {
 fn every_variant_validates_and_translates_to_every_backend() {
     let variants = shaders::all_variants();
     assert!(
-        variants.len() > 500,
+        variants.len() > 2000,
         "expected the full variant list, got {}",
         variants.len()
     );

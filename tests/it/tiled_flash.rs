@@ -27,7 +27,7 @@ fn tiled_ctx() -> Option<&'static Context> {
         &CTX,
     )?;
     assert!(
-        ctx.caps().flash_tiles,
+        ctx.caps().flash_tiles(),
         "the adapter has under 32 KiB of workgroup memory"
     );
     Some(ctx)
@@ -159,5 +159,5 @@ fn default_choice_follows_the_adapter_type() {
     }
     let gpu = ctx.adapter_info().device_type != wgpu::DeviceType::Cpu;
     let room = ctx.caps().limits.max_workgroup_storage >= 32 * 1024;
-    assert_eq!(ctx.caps().flash_tiles, gpu && room);
+    assert_eq!(ctx.caps().flash_tiles(), gpu && room);
 }
