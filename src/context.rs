@@ -195,6 +195,9 @@ struct SharedGl {
 
 static GL_DEVICES: Mutex<Vec<SharedGl>> = Mutex::new(Vec::new());
 
+/// Serialises opening contexts (see [`Context::with_options`]).
+static OPEN_LOCK: Mutex<()> = Mutex::new(());
+
 /// The adapters of `backends` (∩ `WGPU_BACKEND`), best first. The GL backend is enumerated
 /// on its own: wgpu's EGL code panics (BadAccess) when another thread of the process is using
 /// a GL device at that moment; that panic is caught and reported, and only GL's adapters are
@@ -227,23 +230,41 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
     enumerate(wgpu::Backends::all())
 }
 
-/// Summaries of every adapter, best first.
+/// Summaries of every adapter, best first. While this process has a GL device open, GL is
+/// summarised from that device instead of being enumerated again (enumerating GL while another
+/// thread uses a GL device makes wgpu's EGL code panic).
 pub fn adapter_summaries() -> Vec<AdapterSummary> {
     let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    enumerate(wgpu::Backends::all())
+    let summary = |info: wgpu::AdapterInfo, limits: &wgpu::Limits, features: wgpu::Features| {
+        let limits = DeviceLimits::from_wgpu(limits);
+        let features = wanted(features);
+        AdapterSummary {
+            caps: Caps::new(limits, features, &info, &ContextOptions::default()),
+            info,
+            features,
+            limits,
+        }
+    };
+    let open_gl: Vec<SharedGl> = GL_DEVICES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let backends = if open_gl.is_empty() {
+        wgpu::Backends::all()
+    } else {
+        wgpu::Backends::all() - wgpu::Backends::GL
+    };
+    let mut list: Vec<AdapterSummary> = enumerate(backends)
         .iter()
-        .map(|a| {
-            let info = a.get_info();
-            let limits = DeviceLimits::from_wgpu(&a.limits());
-            let features = wanted(a.features());
-            AdapterSummary {
-                caps: Caps::new(limits, features, &info, &ContextOptions::default()),
-                info,
-                features,
-                limits,
-            }
-        })
-        .collect()
+        .map(|a| summary(a.get_info(), &a.limits(), a.features()))
+        .collect();
+    let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    if allowed.contains(wgpu::Backends::GL) {
+        list.extend(
+            open_gl
+                .into_iter()
+                .map(|d| summary(d.info, &d.device.limits(), d.device.features())),
+        );
+    }
+    list.sort_by_key(|a| rank(&a.info));
+    list
 }
 
 fn env_filter() -> Option<String> {
@@ -288,6 +309,10 @@ impl Context {
     /// backend cannot run two GL devices from two threads. Destroying that device through
     /// [`Context::device`] loses it for every such context.
     pub fn with_options(options: ContextOptions) -> Result<Self> {
+        // One context opens at a time: a GL device is created and registered as shared before
+        // another thread looks for one (two GL devices in one process make wgpu's EGL code
+        // panic), and GL is never enumerated while a GL device is being created.
+        let _opening = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let filter = options.adapter.clone().or_else(env_filter);
         let matches = |a: &wgpu::Adapter| {
             filter

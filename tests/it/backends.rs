@@ -1,7 +1,7 @@
 //! The GL backend (Mesa llvmpipe through EGL) next to Vulkan: the adapter without SHADER_F16
 //! and subgroups runs every kernel with the fallback variants, on a representative subset of
 //! the grid (the full grid runs on the default adapter in gpu_vs_reference.rs). The tiled
-//! flash variant on GL is in gl_tiled.rs (its own process: see there).
+//! flash variant on GL is in gl_tiled.rs. GL tests run one at a time (`common::gl_serial`).
 
 use crate::common;
 
@@ -11,7 +11,7 @@ use wgattn::validation::{self, GridCase};
 use wgattn::{Context, Kernel};
 
 /// The GL adapter (see `common::gl_with`).
-fn gl() -> Option<&'static Context> {
+fn gl() -> Option<common::GlCtx> {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
     common::gl_with(&CTX, None)
 }
@@ -45,19 +45,19 @@ fn gl_adapter_selects_fallback_variants() {
 #[test]
 fn three_pass_on_gl() {
     let Some(ctx) = gl() else { return };
-    common::run_cases(ctx, Kernel::ThreePass, &subset());
+    common::run_cases(&ctx, Kernel::ThreePass, &subset());
 }
 
 #[test]
 fn flash_on_gl() {
     let Some(ctx) = gl() else { return };
-    common::run_cases(ctx, Kernel::Flash, &subset());
+    common::run_cases(&ctx, Kernel::Flash, &subset());
 }
 
 #[test]
 fn split_kv_on_gl() {
     let Some(ctx) = gl() else { return };
-    common::run_cases(ctx, Kernel::SplitKv, &subset());
+    common::run_cases(&ctx, Kernel::SplitKv, &subset());
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn validation_cases_on_gl() {
     let Some(ctx) = gl() else { return };
     let dir = common::cases_dir();
     for f in validation::case_files(&dir).unwrap() {
-        let r = validation::run_case_file(ctx, &f, Kernel::Auto).unwrap();
+        let r = validation::run_case_file(&ctx, &f, Kernel::Auto).unwrap();
         assert!(r.passed(), "{}: {:?}", r.name, r.out);
     }
 }
@@ -75,6 +75,7 @@ fn validation_cases_on_gl() {
 #[test]
 fn the_chosen_adapter_is_the_first_listed() {
     let Some(ctx) = common::ctx() else { return };
+    let _gl = common::gl_serial(); // enumerates GL
     let filter = std::env::var("WGATTN_ADAPTER")
         .unwrap_or_default()
         .to_lowercase();

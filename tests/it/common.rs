@@ -150,12 +150,36 @@ pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validat
     );
 }
 
-/// The GL adapter, with `flash_tiles` passed to its `ContextOptions`. Required (the test fails)
-/// under WGATTN_REQUIRE_GPU=1: CI machines have Mesa's GL driver alongside lavapipe.
+/// GL tests run one at a time (they share one GL device, and wgpu's GL backend panics when a
+/// thread waits more than 1 s for the device while another compiles a shader), and so does
+/// anything that enumerates GL adapters.
+pub fn gl_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A GL context held for one test, with the [`gl_serial`] lock.
+pub struct GlCtx {
+    /// The context (shared by every GL test of the binary).
+    pub ctx: &'static Context,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for GlCtx {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        self.ctx
+    }
+}
+
+/// The GL adapter, with `flash_tiles` passed to its `ContextOptions`, held with the
+/// [`gl_serial`] lock. Required like every adapter (see [`ctx`]): Mesa's GL driver is
+/// installed alongside lavapipe.
 pub fn gl_with(
     cell: &'static OnceLock<Result<Context, String>>,
     flash_tiles: Option<bool>,
-) -> Option<&'static Context> {
+) -> Option<GlCtx> {
+    let serial = gl_serial();
     let ctx = cell.get_or_init(|| {
         let gl = wgattn::adapter_summaries()
             .into_iter()
@@ -169,7 +193,10 @@ pub fn gl_with(
         .map_err(|e| e.to_string())
     });
     match ctx {
-        Ok(c) => Some(c),
+        Ok(c) => Some(GlCtx {
+            ctx: c,
+            _serial: serial,
+        }),
         Err(e) => {
             no_context("GL context", e);
             None

@@ -3,7 +3,7 @@
 //! adapters are enumerated while a GL device is in use; wgattn therefore shares one GL device
 //! between its GL contexts (a later context finds it without enumerating). wgpu's GL backend
 //! also panics when a thread waits more than 1 s for the device's lock, so the pipelines are
-//! compiled before the two threads overlap. A test binary of its own, so that no other GL work
+//! compiled before the two threads overlap. It holds `common::gl_serial`, so no other GL test
 //! runs beside it.
 
 use crate::common;
@@ -31,9 +31,10 @@ fn keep_busy(ctx: &Context, kernel: Kernel, secs: u64) -> u32 {
 #[test]
 fn a_second_gl_context_opened_and_used_while_the_first_is_busy() {
     static FIRST: OnceLock<Result<Context, String>> = OnceLock::new();
-    let Some(first) = common::gl_with(&FIRST, None) else {
+    let Some(held) = common::gl_with(&FIRST, None) else {
         return;
     };
+    let first: &'static Context = held.ctx;
     // different options (the tiled flash variant), same adapter
     let open_second = || {
         Context::with_options(ContextOptions {

@@ -1,7 +1,6 @@
 //! GPUs' GL drivers get the workgroup-tiled flash variant (it needs no subgroups). Forced here
-//! on llvmpipe GL for flash and split-KV over the validation and edge cases. A test binary of
-//! its own: finding the GL adapter enumerates adapters, which wgpu's GL (EGL) backend does not
-//! survive while another thread uses a GL device (see gl_concurrent.rs).
+//! on llvmpipe GL for flash and split-KV over the validation and edge cases. Like every GL
+//! test it holds `common::gl_serial` (see gl_concurrent.rs for GL from several threads).
 
 use crate::common;
 
@@ -21,9 +20,9 @@ fn tiled_flash_on_gl() {
     let dir = common::cases_dir();
     for kernel in [Kernel::Flash, Kernel::SplitKv] {
         for f in validation::case_files(&dir).unwrap() {
-            let r = validation::run_case_file(ctx, &f, kernel).unwrap();
+            let r = validation::run_case_file(&ctx, &f, kernel).unwrap();
             assert!(r.passed(), "{}: {:?} with {kernel}", r.name, r.out);
         }
-        common::run_cases(ctx, kernel, &validation::edge_cases());
+        common::run_cases(&ctx, kernel, &validation::edge_cases());
     }
 }
