@@ -30,6 +30,7 @@ mod plan;
 pub mod planner;
 pub mod reference;
 pub mod shaders;
+mod sizes;
 mod spec;
 pub mod testdata;
 pub mod validation;
@@ -40,6 +41,7 @@ pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;
 pub use output::{ErrorStats, Output};
 pub use plan::{BufferSizes, Buffers, Plan};
+pub use sizes::{Sizes, Strides64};
 pub use spec::{
     Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
     Window, standard_alibi_slopes,
