@@ -39,10 +39,11 @@ pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summari
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;
-pub use output::{ErrorStats, Output};
+pub use output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
 pub use plan::{BufferSizes, Buffers, Plan};
 pub use sizes::{Sizes, Strides64};
 pub use spec::{
-    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT, MAX_HEAD_DIM,
+    Strides,
     Window, standard_alibi_slopes,
 };

@@ -6,6 +6,12 @@ use crate::limits::DeviceLimits;
 /// Largest head_dim any kernel supports.
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// The masking rule, the same in every kernel and in the CPU reference: a logit (scale·q·k
+/// after soft-cap, ALiBi and bias, natural units) at or below this value is masked exactly
+/// like −∞ — its key gets probability 0, and a row whose keys are all masked returns out 0
+/// and lse −∞. Mirrored as `MASKED_CUT` in `shaders/common.wgsl`.
+pub const MASKED_LOGIT: f32 = -1.0e38;
+
 /// Memory layout of q, k, v and out (all contiguous, row-major).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Layout {
@@ -740,5 +746,28 @@ impl Strides {
     /// Flat index of element (b, h, i, 0).
     pub fn at(&self, b: usize, h: usize, i: usize) -> usize {
         b * self.batch + h * self.head + i * self.row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shaders' MASKED_CUT is the Rust MASKED_LOGIT, and MASKED (what masked scores
+    /// hold) is below both cuts (natural and base 2).
+    #[test]
+    fn shader_masking_constants_mirror_masked_logit() {
+        let common = include_str!("../shaders/common.wgsl");
+        let value = |name: &str| -> f32 {
+            let prefix = format!("const {name}: f32 = ");
+            let line = common
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no `{prefix}` in common.wgsl"));
+            line.trim_end_matches(';').trim().parse().unwrap()
+        };
+        assert_eq!(value("MASKED_CUT"), MASKED_LOGIT);
+        let masked = value("MASKED");
+        assert!(masked < MASKED_LOGIT * std::f32::consts::LOG2_E);
     }
 }
