@@ -79,7 +79,9 @@ impl<'a> Tensor<'a> {
     fn max_finite(&self) -> f64 {
         let keep = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
         match self {
-            Tensor::F32(x) => x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(keep(v as f64))),
+            Tensor::F32(x) => x
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(keep(v as f64))),
             Tensor::F16(x) => x
                 .iter()
                 .fold(f64::NEG_INFINITY, |m, v| m.max(keep(v.to_f64()))),
@@ -255,7 +257,9 @@ impl AttentionSpec {
                 a * m,
             ),
             (
-                format!("D · max |q| · max |k| · max(|scale|·log2 e, 1) = {d} · {a:e} · {b:e} · {m:e}"),
+                format!(
+                    "D · max |q| · max |k| · max(|scale|·log2 e, 1) = {d} · {a:e} · {b:e} · {m:e}"
+                ),
                 d * a * b * m,
             ),
             (

@@ -43,7 +43,6 @@ pub use output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
 pub use plan::{BufferSizes, Buffers, Plan};
 pub use sizes::{Sizes, Strides64};
 pub use spec::{
-    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT, MAX_HEAD_DIM,
-    Strides,
-    Window, standard_alibi_slopes,
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT,
+    MAX_HEAD_DIM, Strides, Window, standard_alibi_slopes,
 };

@@ -219,9 +219,6 @@ mod tests {
         let Err(Error::InvalidSpec { problems }) = spec.sizes() else {
             panic!("sizes of a 2^64-element q were accepted");
         };
-        assert!(
-            problems.iter().any(|p| p.field == "q size"),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.field == "q size"), "{problems:?}");
     }
 }

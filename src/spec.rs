@@ -709,10 +709,7 @@ impl AttentionSpec {
                         problems.push(SpecProblem {
                             field: name.into(),
                             value: format!("{bytes} bytes"),
-                            reason: format!(
-                                "exceeds max_buffer_size = {}",
-                                limits.max_buffer_size
-                            ),
+                            reason: format!("exceeds max_buffer_size = {}", limits.max_buffer_size),
                         });
                     }
                 }

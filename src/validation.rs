@@ -129,7 +129,12 @@ impl Tolerances {
         Verdict {
             out: TensorVerdict::judge(&got.out, &expected.out, self.out.0, self.out.1),
             lse: both(&got.lse, &expected.lse, Measure::MaxAbs, self.lse),
-            weights: both(&got.weights, &expected.weights, Measure::RelFro, self.weights),
+            weights: both(
+                &got.weights,
+                &expected.weights,
+                Measure::RelFro,
+                self.weights,
+            ),
         }
     }
 }

@@ -208,9 +208,8 @@ fn try_split(
     let group = spec.group() as u64;
     let (qs, ks) = (sizes.q_strides, sizes.kv_strides);
     let bh_total = sizes.bh;
-    let matrix_index = |(sb, sh): (u64, u64), b: u64, h: u64, i: u64, j: u64| {
-        b * sb + h * sh + i * sk + j
-    };
+    let matrix_index =
+        |(sb, sh): (u64, u64), b: u64, h: u64, i: u64, j: u64| b * sb + h * sh + i * sk + j;
     let mut chunks = Vec::new();
     let mut bh0 = 0;
     while bh0 < bh_total {
@@ -323,9 +322,17 @@ mod tests {
         for c in chunks {
             assert!(c.nbh >= 1 && c.nq >= 1, "empty chunk {c:?}");
             assert_eq!(c.bh0 % unit, 0, "chunk does not start at a unit: {c:?}");
-            for w in [Some(c.q), Some(c.out), Some(c.kv), Some(c.lse), c.weights, c.bias, c.mask]
-                .iter()
-                .flatten()
+            for w in [
+                Some(c.q),
+                Some(c.out),
+                Some(c.kv),
+                Some(c.lse),
+                c.weights,
+                c.bias,
+                c.mask,
+            ]
+            .iter()
+            .flatten()
             {
                 assert!(w.size <= limits.max_storage_binding, "window {w:?} too big");
             }
@@ -361,7 +368,11 @@ mod tests {
         assert!(
             seen.iter().all(|&n| n == 1),
             "rows not covered exactly once for {spec:?}: {:?}",
-            seen.iter().enumerate().filter(|(_, n)| **n != 1).take(5).collect::<Vec<_>>()
+            seen.iter()
+                .enumerate()
+                .filter(|(_, n)| **n != 1)
+                .take(5)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -445,7 +456,9 @@ mod tests {
         let scratch = scores(&spec);
         let started = std::time::Instant::now();
         match split(&spec, &limits(1024, 4), F32, &rule(&scratch, 1, 1)) {
-            Err(Error::TooLarge { needed, allowed, .. }) => {
+            Err(Error::TooLarge {
+                needed, allowed, ..
+            }) => {
                 assert_eq!(allowed, MAX_CHUNKS);
                 assert!(needed > MAX_CHUNKS, "{needed}");
             }

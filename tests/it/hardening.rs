@@ -5,11 +5,33 @@
 
 use crate::common;
 
+use std::sync::OnceLock;
+
 use wgattn::testdata::{self, Dist};
 use wgattn::validation::{self, Tolerances};
-use wgattn::{AttentionSpec, Broadcast, CausalAlign, DType, Error, Inputs, Kernel, MASKED_LOGIT};
+use wgattn::{
+    AttentionSpec, Broadcast, CausalAlign, Context, ContextOptions, DType, Error, Inputs, Kernel,
+    MASKED_LOGIT,
+};
 
 const KERNELS: [Kernel; 3] = [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv];
+
+/// The default context, then the same adapter with the workgroup-tiled flash variant forced
+/// (what GPUs run; `shaders/flash_tiled.wgsl`), which serves Flash and SplitKv.
+fn contexts() -> Vec<(&'static str, &'static Context)> {
+    static TILED: OnceLock<Context> = OnceLock::new();
+    let Some(ctx) = common::ctx() else {
+        return Vec::new();
+    };
+    let tiled = TILED.get_or_init(|| {
+        Context::with_options(ContextOptions {
+            flash_tiles: Some(true),
+            ..Default::default()
+        })
+        .expect("tiled context")
+    });
+    vec![("default", ctx), ("tiled", tiled)]
+}
 
 /// A prefill-like shape and a decoding shape (the split-KV decoding variant).
 fn shapes() -> [AttentionSpec; 2] {
@@ -23,14 +45,18 @@ fn shapes() -> [AttentionSpec; 2] {
 /// kernel now matches the reference at every cap, out and lse.
 #[test]
 fn softcap_matches_reference_at_any_cap() {
-    let Some(ctx) = common::ctx() else { return };
-    for base in shapes() {
-        for kernel in KERNELS {
-            for cap in [1.0f32, 30.0, 1e4, 1e7] {
-                for dist in [Dist::Normal, Dist::Normal30] {
-                    let spec = base.clone().softcap(cap).kernel(kernel).with_lse(true);
-                    let (q, k, v) = testdata::inputs(&spec, dist, 131);
-                    common::check_with(ctx, &spec, &q, &k, &v, common::tolerance(dist));
+    for (name, ctx) in contexts() {
+        for base in shapes() {
+            for kernel in KERNELS {
+                if name == "tiled" && kernel == Kernel::ThreePass {
+                    continue;
+                }
+                for cap in [1.0f32, 30.0, 1e4, 1e7] {
+                    for dist in [Dist::Normal, Dist::Normal30] {
+                        let spec = base.clone().softcap(cap).kernel(kernel).with_lse(true);
+                        let (q, k, v) = testdata::inputs(&spec, dist, 131);
+                        common::check_with(ctx, &spec, &q, &k, &v, common::tolerance(dist));
+                    }
                 }
             }
         }
@@ -41,7 +67,7 @@ fn softcap_matches_reference_at_any_cap() {
 /// masked entirely that way give out 0 and lse −∞, never NaN.
 #[test]
 fn finite_bias_below_masked_logit_masks_in_every_kernel() {
-    let Some(ctx) = common::ctx() else { return };
+    let contexts = contexts();
     for base in shapes() {
         let spec = base.bias(Broadcast::FULL).with_lse(true);
         let data = testdata::generate(&spec, Dist::Normal, 77);
@@ -74,13 +100,19 @@ fn finite_bias_below_masked_logit_masks_in_every_kernel() {
         for &r in &masked_rows {
             assert_eq!(cpu_lse[r], f32::NEG_INFINITY, "reference row {r}");
         }
-        for kernel in KERNELS {
+        for (kernel, (name, ctx)) in KERNELS
+            .iter()
+            .flat_map(|&k| contexts.iter().map(move |c| (k, c)))
+        {
+            if *name == "tiled" && kernel == Kernel::ThreePass {
+                continue;
+            }
             let spec = spec.clone().kernel(kernel);
             let gpu = ctx.attention_with(&spec, &inputs).unwrap();
             let verdict = Tolerances::for_inputs(&spec, &inputs, &cpu.out, 1e-5)
                 .unwrap()
                 .verdict(&gpu, &cpu);
-            assert!(verdict.passed(), "{kernel} {spec:?}: {verdict}");
+            assert!(verdict.passed(), "{kernel} ({name}) {spec:?}: {verdict}");
             let lse = gpu.lse.as_ref().unwrap();
             let qs = spec.q_strides();
             for &r in &masked_rows {
@@ -88,7 +120,10 @@ fn finite_bias_below_masked_logit_masks_in_every_kernel() {
                 let (bh, i) = (r / spec.seq_q, r % spec.seq_q);
                 let at = qs.at(bh / spec.q_heads, bh % spec.q_heads, i);
                 let row = &gpu.out[at..at + spec.head_dim];
-                assert!(row.iter().all(|&x| x == 0.0), "{kernel}: out of row {r}: {row:?}");
+                assert!(
+                    row.iter().all(|&x| x == 0.0),
+                    "{kernel}: out of row {r}: {row:?}"
+                );
             }
         }
     }
@@ -104,7 +139,12 @@ fn logits_that_overflow_f32_are_refused() {
     for (name, spec, q, k) in [
         ("q = k = 1e38", spec.clone(), &huge, &huge),
         ("scale 3.4e38", spec.clone().scale(3.4e38), &q, &k),
-        ("q = 1e30, k = 1e10", spec.clone(), &vec![1e30; 32], &vec![1e10; 32]),
+        (
+            "q = 1e30, k = 1e10",
+            spec.clone(),
+            &vec![1e30; 32],
+            &vec![1e10; 32],
+        ),
     ] {
         for kernel in KERNELS {
             match ctx.attention(&spec.clone().kernel(kernel), q, k, &v) {
@@ -148,7 +188,10 @@ fn lse_is_held_to_a_tolerance() {
     let mut misplaced = cpu.clone();
     misplaced.lse.as_mut().unwrap()[0] = f32::NEG_INFINITY;
     let v = tol.verdict(&misplaced, &cpu);
-    assert!(!v.passed() && v.lse.as_ref().unwrap().inf_mismatches == 1, "{v}");
+    assert!(
+        !v.passed() && v.lse.as_ref().unwrap().inf_mismatches == 1,
+        "{v}"
+    );
 }
 
 /// validate's tolerance for an f16 case file came from the stored `out`, so a wrong `out`

@@ -39,7 +39,8 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let cpu_time = t.elapsed().as_secs_f64();
     let tol = wgattn::validation::TOL_F32;
     let inputs = wgattn::Inputs::new(&q, &k, &v);
-    let verdict = wgattn::validation::Tolerances::new(&spec, &inputs, tol, None).verdict(&out, &cpu);
+    let verdict =
+        wgattn::validation::Tolerances::new(&spec, &inputs, tol, None).verdict(&out, &cpu);
     println!(
         "GPU:     {:.2} ms median of {} (wall, upload + compute + readback), {:.2} GFLOP/s",
         median * 1e3,

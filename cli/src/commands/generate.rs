@@ -88,10 +88,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     // Sizes were checked (u64, no wrap) by validate; now make sure the host can hold what
     // gen allocates — the tensors, and the file image written from them — before allocating.
-    let bytes = spec
-        .sizes()?
-        .host_bytes(args.with_out)
-        .saturating_mul(2);
+    let bytes = spec.sizes()?.host_bytes(args.with_out).saturating_mul(2);
     let mut probe: Vec<u8> = Vec::new();
     if usize::try_from(bytes)
         .ok()
@@ -100,7 +97,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         return Err(Error::spec(
             "shape",
             &args.shape,
-            format!("needs {bytes} bytes of host memory (tensors and file image), more than can be allocated"),
+            format!(
+                "needs {bytes} bytes of host memory (tensors and file image), more than can be allocated"
+            ),
         ));
     }
     drop(probe);

@@ -70,11 +70,13 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
             None => {
                 let cpu = wgattn::reference::attention_with(&spec, &inputs)?;
                 let plain = match spec.dtype {
-                    wgattn::DType::F16 => Some(ErrorStats::compare(
-                        &wgattn::reference::attention_f16_plain(&spec, &inputs)?.out,
-                        &cpu.out,
-                    )
-                    .max_abs),
+                    wgattn::DType::F16 => Some(
+                        ErrorStats::compare(
+                            &wgattn::reference::attention_f16_plain(&spec, &inputs)?.out,
+                            &cpu.out,
+                        )
+                        .max_abs,
+                    ),
                     wgattn::DType::F32 => None,
                 };
                 let expected = Output {

@@ -383,10 +383,24 @@ fn validate_reports_every_case_file_and_exits_with_the_worst_status() {
     let (q, k, v) = wgattn::testdata::inputs(&spec, wgattn::testdata::Dist::Normal, 2);
     let good = wgattn::reference::attention(&spec, &q, &k, &v).unwrap().out;
     let wrong: Vec<f32> = good.iter().map(|x| x + 1.0).collect();
-    wgattn::io::write_case(dir.join("b_good.safetensors"), &spec, &q, &k, &v, Some(&good))
-        .unwrap();
-    wgattn::io::write_case(dir.join("c_wrong.safetensors"), &spec, &q, &k, &v, Some(&wrong))
-        .unwrap();
+    wgattn::io::write_case(
+        dir.join("b_good.safetensors"),
+        &spec,
+        &q,
+        &k,
+        &v,
+        Some(&good),
+    )
+    .unwrap();
+    wgattn::io::write_case(
+        dir.join("c_wrong.safetensors"),
+        &spec,
+        &q,
+        &k,
+        &v,
+        Some(&wrong),
+    )
+    .unwrap();
     let r = wgattn(&["validate", "--no-grid", "--cases", dir.to_str().unwrap()]);
     let t = text(&r);
     assert_eq!(r.status.code(), Some(2), "{t}");
@@ -396,7 +410,13 @@ fn validate_reports_every_case_file_and_exits_with_the_worst_status() {
     assert!(t.contains("3 cases, 2 failed"), "{t}");
     // Without the garbage file the worst is out of tolerance: exit 1.
     std::fs::remove_file(dir.join("a_garbage.safetensors")).unwrap();
-    let r = wgattn(&["validate", "--no-grid", "--cases", dir.to_str().unwrap(), "--json"]);
+    let r = wgattn(&[
+        "validate",
+        "--no-grid",
+        "--cases",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(r.status.code(), Some(1), "{}", text(&r));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["cases"].as_array().unwrap().len(), 2);
@@ -417,6 +437,9 @@ fn gen_refuses_overflowing_shapes() {
     ]);
     let t = text(&r);
     assert_eq!(r.status.code(), Some(2), "{t}");
-    assert!(t.contains("q size") && t.contains("overflows 64 bits"), "{t}");
+    assert!(
+        t.contains("q size") && t.contains("overflows 64 bits"),
+        "{t}"
+    );
     assert!(!out.exists());
 }
