@@ -271,7 +271,8 @@ impl AttentionSpec {
             ),
         ];
         for (detail, bound) in checks {
-            if !(bound <= limit) {
+            // NaN (0 · ∞ cannot occur: inputs are finite) would fail too
+            if bound.is_nan() || bound > limit {
                 return Err(Error::LogitOverflow {
                     detail,
                     bound,
