@@ -73,7 +73,7 @@ fn main(
 #endfor
         let corr_{r} = exp2(m_{r} - mx_{r});
 #for u in 0..KU
-        let p_{r}_{u} = select(0.0, exp2(s_{r}_{u} - mx_{r}), s_{r}_{u} > MASKED_CUT);
+        let p_{r}_{u} = select(0.0, exp2(s_{r}_{u} - mx_{r}), s_{r}_{u} > MASKED_CUT2);
 #endfor
         l_{r} = l_{r} * corr_{r}
 #for u in 0..KU

@@ -181,7 +181,7 @@ fn main(
 #endfor
         let corr_{r} = exp2(m_{r} - mx_{r});
 #for jj in 0..KB
-        let p_{r}_{jj} = select(0.0, exp2(s_{r}_{jj} - mx_{r}), s_{r}_{jj} > MASKED_CUT);
+        let p_{r}_{jj} = select(0.0, exp2(s_{r}_{jj} - mx_{r}), s_{r}_{jj} > MASKED_CUT2);
 #endfor
         l_{r} = l_{r} * corr_{r}
 #for jj in 0..KB

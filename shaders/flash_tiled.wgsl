@@ -154,7 +154,7 @@ fn main(
         for (var t = 0u; t < 16u; t++) {
             bm = max(bm, sa[t * 16u + tr]);
         }
-        let cut = vec4<f32>(MASKED_CUT);
+        let cut = vec4<f32>(MASKED_CUT2);
 #for r in 0..4
         let corr_{r} = exp2(m_{r} - bm[{r}]);
         let p_{r} = select(vec4<f32>(0.0), exp2(s_{r} - vec4<f32>(bm[{r}])), s_{r} > cut);

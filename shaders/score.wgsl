@@ -8,11 +8,28 @@
 @group(0) @binding(B_MASK) var<storage, read> mask: array<u32>;
 #endif
 
+// cap·tanh(x / cap), accurate for every cap. Near zero (|x / cap| < 0.5) tanh(y)/y is its
+// Taylor series in y² (relative error < 1e-9 there) multiplied by x itself, so a large cap
+// returns x to f32 precision (tanh of a small argument, computed as (e^2y − 1)/(e^2y + 1),
+// would lose most digits); beyond, 1 − 2/(e^2|y| + 1) has no cancellation and saturates to
+// 1 without inf/inf.
+fn softcap(x: f32, cap: f32) -> f32 {
+    let y = x / cap;
+    let a = abs(y);
+    if (a < 0.5) {
+        let t = y * y;
+        let p = 1.0 + t * (-1.0 / 3.0 + t * (2.0 / 15.0 + t * (-17.0 / 315.0 + t * (62.0 / 2835.0
+            + t * (-1382.0 / 155925.0 + t * (21844.0 / 6081075.0 + t * (-929569.0 / 638512875.0
+            + t * (6404582.0 / 10854718875.0))))))));
+        return x * p;
+    }
+    return sign(y) * cap * (1.0 - 2.0 / (exp(2.0 * a) + 1.0));
+}
+
 fn modify(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
     var x = s;
 #if SOFTCAP
-    // tanh saturates long before |x| = 20 in f32; clamping avoids inf/inf inside tanh.
-    x = P.softcap * tanh(clamp(x / P.softcap, -20.0, 20.0));
+    x = softcap(x, P.softcap);
 #endif
 #if ALIBI
     x -= bitcast<f32>(aux[P.alibi_at + h]) * abs(f32(i32(i) + P.align_off - i32(j)));

@@ -59,6 +59,20 @@ pub enum Error {
         /// The value found.
         value: f32,
     },
+    /// Finite host inputs whose logits (or their f32 intermediates) could overflow f32, which
+    /// would turn rows into NaN. Found from a cheap bound (max |q|, max |k|, scale, head_dim,
+    /// largest bias, ALiBi); see the README.
+    #[error(
+        "logits may overflow f32: {detail} = {bound:.3e} exceeds {limit:.3e}; rescale q, k, the scale or the bias"
+    )]
+    LogitOverflow {
+        /// The bound that is too large, as a formula with its values.
+        detail: String,
+        /// Its value.
+        bound: f64,
+        /// The largest value accepted.
+        limit: f64,
+    },
     /// A caller-owned GPU buffer is too small or lacks a usage flag.
     #[error("buffer `{buffer}`: {problem}")]
     BadBuffer {

@@ -67,6 +67,27 @@ impl<'a> Tensor<'a> {
         }
     }
 
+    /// Largest |value| (0 when empty).
+    fn max_abs(&self) -> f64 {
+        match self {
+            Tensor::F32(x) => x.iter().fold(0f64, |m, v| m.max(v.abs() as f64)),
+            Tensor::F16(x) => x.iter().fold(0f64, |m, v| m.max(v.to_f64().abs())),
+        }
+    }
+
+    /// Largest finite value (−∞ when there is none).
+    fn max_finite(&self) -> f64 {
+        let keep = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
+        match self {
+            Tensor::F32(x) => x
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(keep(v as f64))),
+            Tensor::F16(x) => x
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, v| m.max(keep(v.to_f64()))),
+        }
+    }
+
     /// Index and value of the first element that `bad` rejects.
     fn find(&self, bad: impl Fn(f32) -> bool) -> Option<(usize, f32)> {
         match self {
@@ -194,6 +215,70 @@ impl AttentionSpec {
                 data.len(),
                 format!("{:?}", m.shape(self)),
             )?;
+        }
+        self.check_logit_range(inputs)
+    }
+
+    /// Refuses finite inputs whose logits could overflow f32 (and turn rows into NaN), from a
+    /// cheap bound. The kernels compute q·(scale·log2 e)·k in f32 (base 2) and add the bias
+    /// and ALiBi after soft-capping, so with m = max(|scale|·log2 e, 1), a = max |q|,
+    /// b = max |k| and D = head_dim these must stay below f32::MAX / 2 (a margin for the
+    /// rounding of sums): a·m (pre-scaled q), D·a·b·m (the dot product and its partial sums),
+    /// and log2 e · (D·a·b·|scale| + largest positive bias + largest ALiBi bonus) (the largest
+    /// logit, in base 2). Very negative logits need no bound: at or below
+    /// [`MASKED_LOGIT`](crate::MASKED_LOGIT) they are masked, in the kernels as in the
+    /// reference.
+    pub fn check_logit_range(&self, inputs: &Inputs) -> Result<()> {
+        let limit = f32::MAX as f64 / 2.0;
+        let log2e = std::f64::consts::LOG2_E;
+        let (a, b) = (inputs.q.max_abs(), inputs.k.max_abs());
+        let (a, b) = match self.dtype {
+            // f16 storage rounds; the bound only needs the magnitude
+            crate::DType::F16 => (a.min(65504.0), b.min(65504.0)),
+            crate::DType::F32 => (a, b),
+        };
+        let scale = (self.effective_scale() as f64).abs();
+        let d = self.head_dim as f64;
+        let m = (scale * log2e).max(1.0);
+        let bias = inputs
+            .bias
+            .as_ref()
+            .map_or(0.0, |t| t.max_finite().max(0.0));
+        let alibi = self.alibi.as_ref().map_or(0.0, |al| {
+            let worst = al
+                .slopes(self.q_heads)
+                .iter()
+                .fold(0f64, |w, &s| w.max(-(s as f64)));
+            worst * (self.seq_q as f64 + self.seq_k as f64)
+        });
+        let checks = [
+            (
+                format!("max |q| · max(|scale|·log2 e, 1) = {a:e} · {m:e}"),
+                a * m,
+            ),
+            (
+                format!(
+                    "D · max |q| · max |k| · max(|scale|·log2 e, 1) = {d} · {a:e} · {b:e} · {m:e}"
+                ),
+                d * a * b * m,
+            ),
+            (
+                format!(
+                    "log2 e · (D · max |q| · max |k| · |scale| + max bias + ALiBi) = \
+                     log2 e · ({d} · {a:e} · {b:e} · {scale:e} + {bias:e} + {alibi:e})"
+                ),
+                log2e * (d * a * b * scale + bias + alibi),
+            ),
+        ];
+        for (detail, bound) in checks {
+            // NaN (0 · ∞ cannot occur: inputs are finite) would fail too
+            if bound.is_nan() || bound > limit {
+                return Err(Error::LogitOverflow {
+                    detail,
+                    bound,
+                    limit,
+                });
+            }
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ mod plan;
 pub mod planner;
 pub mod reference;
 pub mod shaders;
+mod sizes;
 mod spec;
 pub mod testdata;
 pub mod validation;
@@ -38,12 +39,13 @@ pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, ad
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;
-pub use output::{ErrorStats, Output};
+pub use output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
 pub use plan::{BufferSizes, Buffers, Plan};
 pub use planner::Caps;
+pub use sizes::{Sizes, Strides64};
 pub use spec::{
-    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MAX_HEAD_DIM, Strides,
-    Window, standard_alibi_slopes,
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT,
+    MAX_HEAD_DIM, Strides, Window, standard_alibi_slopes,
 };
 
 /// Every Rust block of the README, compiled and run as a doctest.

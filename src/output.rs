@@ -69,3 +69,133 @@ impl ErrorStats {
         self.nan_count == 0 && self.rel_fro <= tol
     }
 }
+
+/// Which error measure a tolerance bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Relative Frobenius error, ‖got − expected‖_F / ‖expected‖_F.
+    RelFro,
+    /// Largest absolute difference.
+    MaxAbs,
+}
+
+impl Measure {
+    /// `rel_fro` or `max_abs`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::RelFro => "rel_fro",
+            Measure::MaxAbs => "max_abs",
+        }
+    }
+}
+
+/// The verdict on one tensor (out, lse or weights): its error, the tolerance it is held to
+/// and the placement of infinities (lse −∞ of fully masked rows must match exactly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorVerdict {
+    /// The error measures.
+    pub stats: ErrorStats,
+    /// Which measure `tolerance` bounds.
+    pub measure: Measure,
+    /// The bound. It never depends on the values being checked (see
+    /// [`Tolerances`](crate::validation::Tolerances)).
+    pub tolerance: f64,
+    /// Entries where got and expected are not both finite or the same infinity (e.g. a −∞
+    /// lse where the reference has a finite one); lengths that differ count every entry.
+    pub inf_mismatches: usize,
+}
+
+impl TensorVerdict {
+    /// Compares `got` with `expected`, holding `measure` to `tolerance`.
+    pub fn judge(got: &[f32], expected: &[f32], measure: Measure, tolerance: f64) -> Self {
+        let inf_mismatches = if got.len() != expected.len() {
+            got.len().max(expected.len())
+        } else {
+            got.iter()
+                .zip(expected)
+                .filter(|(g, e)| (g.is_infinite() || e.is_infinite()) && g != e)
+                .count()
+        };
+        TensorVerdict {
+            stats: ErrorStats::compare(got, expected),
+            measure,
+            tolerance,
+            inf_mismatches,
+        }
+    }
+
+    /// The measured error that `tolerance` bounds.
+    pub fn error(&self) -> f64 {
+        match self.measure {
+            Measure::RelFro => self.stats.rel_fro,
+            Measure::MaxAbs => self.stats.max_abs,
+        }
+    }
+
+    /// No NaN, infinities in the same places, and the error within the tolerance.
+    pub fn passed(&self) -> bool {
+        self.stats.nan_count == 0 && self.inf_mismatches == 0 && self.error() <= self.tolerance
+    }
+
+    /// E.g. `rel_fro 1.2e-6 ≤ 1.0e-5 ok` or `max_abs 3.1e-2 > 1.0e-3 FAIL, 2 NaN`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} {:.2e} {} {:.1e}",
+            self.measure.name(),
+            self.error(),
+            if self.error() <= self.tolerance {
+                "≤"
+            } else {
+                ">"
+            },
+            self.tolerance
+        );
+        if self.stats.nan_count > 0 {
+            s.push_str(&format!(", {} NaN", self.stats.nan_count));
+        }
+        if self.inf_mismatches > 0 {
+            s.push_str(&format!(", {} misplaced ±∞", self.inf_mismatches));
+        }
+        s.push_str(if self.passed() { " ok" } else { " FAIL" });
+        s
+    }
+}
+
+/// The verdict on a whole result: out, and lse and weights when both sides have them. One
+/// type for `wgattn run --check`, `validate`, `demo` and the tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The attention output.
+    pub out: TensorVerdict,
+    /// Log-sum-exp, when checked.
+    pub lse: Option<TensorVerdict>,
+    /// Probability matrix, when checked.
+    pub weights: Option<TensorVerdict>,
+}
+
+impl Verdict {
+    /// True when every checked tensor passed.
+    pub fn passed(&self) -> bool {
+        self.out.passed()
+            && self.lse.as_ref().is_none_or(TensorVerdict::passed)
+            && self.weights.as_ref().is_none_or(TensorVerdict::passed)
+    }
+
+    /// One line: `out rel_fro … ok; lse max_abs … ok`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("out {}", self.out.describe())];
+        if let Some(l) = &self.lse {
+            parts.push(format!("lse {}", l.describe()));
+        }
+        if let Some(w) = &self.weights {
+            parts.push(format!("weights {}", w.describe()));
+        }
+        parts.join("; ")
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}

@@ -88,21 +88,35 @@ pub struct BufferSizes {
 }
 
 impl BufferSizes {
-    /// The sizes for `spec`.
+    /// The sizes for `spec`, from [`AttentionSpec::sizes`]. A spec whose sizes overflow (one
+    /// that [`AttentionSpec::validate`] refuses) gets `u64::MAX` everywhere, which no buffer
+    /// satisfies.
     pub fn of(spec: &AttentionSpec) -> Self {
+        let Ok(s) = spec.sizes() else {
+            return BufferSizes {
+                q: u64::MAX,
+                kv: u64::MAX,
+                lse: u64::MAX,
+                weights: u64::MAX,
+                bias: u64::MAX,
+                mask: u64::MAX,
+            };
+        };
         let es = spec.dtype.size() as u64;
-        let pad = |bytes: u64| bytes.next_multiple_of(4);
+        let bytes = |elems: u64, es: u64| {
+            (elems.saturating_mul(es).checked_next_multiple_of(4)).unwrap_or(u64::MAX)
+        };
         BufferSizes {
-            q: pad(spec.q_len() as u64 * es),
-            kv: pad(spec.kv_len() as u64 * es),
-            lse: spec.lse_len() as u64 * 4,
+            q: bytes(s.q, es),
+            kv: bytes(s.kv, es),
+            lse: bytes(s.lse, 4),
             weights: if spec.return_weights {
-                spec.weights_len() as u64 * 4
+                bytes(s.weights, 4)
             } else {
                 0
             },
-            bias: spec.bias.map_or(0, |b| b.len(spec) as u64 * 4),
-            mask: spec.mask.map_or(0, |m| pad(m.len(spec) as u64)),
+            bias: s.bias.map_or(0, |n| bytes(n, 4)),
+            mask: s.mask.map_or(0, |n| bytes(n, 1)),
         }
     }
 }

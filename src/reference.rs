@@ -255,7 +255,9 @@ fn row(
         if let (Some(bias), Some(bb)) = (&data.bias, spec.bias) {
             s += bias[bb.index(spec, r.b, r.h, r.i, j)] as f64;
         }
-        if s == f64::NEG_INFINITY {
+        // The masking rule of every kernel (crate::MASKED_LOGIT): −∞ and anything at or
+        // below −1e38 mask the key.
+        if s <= crate::spec::MASKED_LOGIT as f64 {
             continue;
         }
         logits.push((j, round(s, precision)));
@@ -281,21 +283,8 @@ fn row(
     max + sum.ln()
 }
 
-/// Maps `f` over `items` on all cores, keeping the order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
-    let per = items.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|chunk| s.spawn(|| chunk.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+/// Maps `f` over `items` on all cores (rayon's global pool), keeping the order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    items.par_iter().map(f).collect()
 }

@@ -6,6 +6,12 @@ use crate::limits::DeviceLimits;
 /// Largest head_dim any kernel supports.
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// The masking rule, the same in every kernel and in the CPU reference: a logit (scale·q·k
+/// after soft-cap, ALiBi and bias, natural units) at or below this value is masked exactly
+/// like −∞ — its key gets probability 0, and a row whose keys are all masked returns out 0
+/// and lse −∞. Mirrored as `MASKED_CUT` in `shaders/common.wgsl`.
+pub const MASKED_LOGIT: f32 = -1.0e38;
+
 /// Memory layout of q, k, v and out (all contiguous, row-major).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Layout {
@@ -187,17 +193,20 @@ impl Broadcast {
         ]
     }
 
-    /// Elements of the tensor for `spec`.
+    /// Elements of the tensor for `spec` (saturating at `usize::MAX`: a spec that passes
+    /// [`AttentionSpec::validate`] never saturates; [`AttentionSpec::sizes`] is the checked
+    /// form).
     pub fn len(self, spec: &AttentionSpec) -> usize {
-        self.shape(spec).iter().product()
+        saturating_product(&self.shape(spec))
     }
 
-    /// Element strides (batch, head); 0 where broadcast. Rows are `seq_k` apart.
+    /// Element strides (batch, head); 0 where broadcast. Rows are `seq_k` apart. Saturating,
+    /// as [`Broadcast::len`].
     pub fn strides(self, spec: &AttentionSpec) -> (usize, usize) {
-        let mat = spec.seq_q * spec.seq_k;
+        let mat = spec.seq_q.saturating_mul(spec.seq_k);
         let head = if self.per_head { mat } else { 0 };
         let batch = if self.per_batch {
-            mat * if self.per_head { spec.q_heads } else { 1 }
+            mat.saturating_mul(if self.per_head { spec.q_heads } else { 1 })
         } else {
             0
         };
@@ -449,21 +458,23 @@ impl AttentionSpec {
         self.q_heads / self.kv_heads.max(1)
     }
 
-    /// Elements of q (and out).
+    /// Elements of q (and out). Like every `*_len` here it saturates at `usize::MAX` instead
+    /// of wrapping: a spec that passes [`AttentionSpec::validate`] never saturates, and
+    /// [`AttentionSpec::sizes`] gives the checked u64 sizes.
     pub fn q_len(&self) -> usize {
-        self.batch * self.q_heads * self.seq_q * self.head_dim
+        saturating_product(&[self.batch, self.q_heads, self.seq_q, self.head_dim])
     }
     /// Elements of k (and of v).
     pub fn kv_len(&self) -> usize {
-        self.batch * self.kv_heads * self.seq_k * self.head_dim
+        saturating_product(&[self.batch, self.kv_heads, self.seq_k, self.head_dim])
     }
     /// Elements of lse, `[B, Hq, Sq]` whatever the layout.
     pub fn lse_len(&self) -> usize {
-        self.batch * self.q_heads * self.seq_q
+        saturating_product(&[self.batch, self.q_heads, self.seq_q])
     }
     /// Elements of the probability matrix, `[B, Hq, Sq, Sk]` whatever the layout.
     pub fn weights_len(&self) -> usize {
-        self.lse_len() * self.seq_k
+        self.lse_len().saturating_mul(self.seq_k)
     }
 
     /// Shape of a tensor with `heads` heads and `seq` rows in this spec's layout.
@@ -483,19 +494,19 @@ impl AttentionSpec {
     }
 
     /// Element strides (batch, head, row) of a tensor with `heads` heads and `seq` rows;
-    /// the dim stride is 1.
+    /// the dim stride is 1. Saturating, as [`AttentionSpec::q_len`].
     pub fn strides(&self, heads: usize, seq: usize) -> Strides {
         let d = self.head_dim;
         match self.layout {
             Layout::Bhsd => Strides {
-                batch: heads * seq * d,
-                head: seq * d,
+                batch: saturating_product(&[heads, seq, d]),
+                head: seq.saturating_mul(d),
                 row: d,
             },
             Layout::Bshd => Strides {
-                batch: seq * heads * d,
+                batch: saturating_product(&[seq, heads, d]),
                 head: d,
-                row: heads * d,
+                row: heads.saturating_mul(d),
             },
         }
     }
@@ -662,37 +673,54 @@ impl AttentionSpec {
                 }
             }
         }
-        // Sizes: every tensor must be addressable with u32 element indices and fit a buffer.
-        let es = self.dtype.size() as u64;
-        let mut sized = vec![
-            ("q", self.q_len() as u64, es),
-            ("k", self.kv_len() as u64, es),
-            ("v", self.kv_len() as u64, es),
-            ("out", self.q_len() as u64, es),
-        ];
-        if self.return_weights {
-            sized.push(("weights", self.weights_len() as u64, 4));
-        }
-        if let Some(bias) = self.bias {
-            sized.push(("bias", bias.len(self) as u64, 4));
-        }
-        if let Some(mask) = self.mask {
-            sized.push(("mask", mask.len(self) as u64, 1));
-        }
-        for (name, elems, elem_bytes) in sized {
-            let bytes = elems.saturating_mul(elem_bytes);
-            if elems > u32::MAX as u64 {
+        // Shaders hold positions (query rows, keys, diagonals) in i32.
+        for (name, v) in [("seq_q", self.seq_q), ("seq_k", self.seq_k)] {
+            if v > i32::MAX as usize {
                 bad(
                     name,
-                    format!("{elems} elements"),
-                    "exceeds the 2^32-1 elements a shader can index".into(),
+                    v.to_string(),
+                    format!("exceeds {} (shaders index positions with i32)", i32::MAX),
                 );
-            } else if bytes > limits.max_buffer_size {
-                bad(
-                    name,
-                    format!("{bytes} bytes"),
-                    format!("exceeds max_buffer_size = {}", limits.max_buffer_size),
-                );
+            }
+        }
+        // Sizes, computed once with checked arithmetic: every tensor must be addressable with
+        // u32 element indices and fit a buffer.
+        match self.sizes() {
+            Err(Error::InvalidSpec { problems: p }) => problems.extend(p),
+            Err(e) => return Err(e),
+            Ok(sizes) => {
+                let es = self.dtype.size() as u64;
+                let mut sized = vec![
+                    ("q", sizes.q, es),
+                    ("k", sizes.kv, es),
+                    ("v", sizes.kv, es),
+                    ("out", sizes.q, es),
+                ];
+                if self.return_weights {
+                    sized.push(("weights", sizes.weights, 4));
+                }
+                if let Some(n) = sizes.bias {
+                    sized.push(("bias", n, 4));
+                }
+                if let Some(n) = sizes.mask {
+                    sized.push(("mask", n, 1));
+                }
+                for (name, elems, elem_bytes) in sized {
+                    let bytes = elems.saturating_mul(elem_bytes);
+                    if elems > u32::MAX as u64 {
+                        problems.push(SpecProblem {
+                            field: name.into(),
+                            value: format!("{elems} elements"),
+                            reason: "exceeds the 2^32-1 elements a shader can index".into(),
+                        });
+                    } else if bytes > limits.max_buffer_size {
+                        problems.push(SpecProblem {
+                            field: name.into(),
+                            value: format!("{bytes} bytes"),
+                            reason: format!("exceeds max_buffer_size = {}", limits.max_buffer_size),
+                        });
+                    }
+                }
             }
         }
         if problems.is_empty() {
@@ -701,6 +729,11 @@ impl AttentionSpec {
             Err(Error::InvalidSpec { problems })
         }
     }
+}
+
+/// The product of `dims`, saturating at `usize::MAX` instead of wrapping.
+fn saturating_product(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |a, &n| a.saturating_mul(n))
 }
 
 /// Element strides of a 4-d tensor; the head_dim stride is always 1.
@@ -718,5 +751,28 @@ impl Strides {
     /// Flat index of element (b, h, i, 0).
     pub fn at(&self, b: usize, h: usize, i: usize) -> usize {
         b * self.batch + h * self.head + i * self.row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shaders' MASKED_CUT is the Rust MASKED_LOGIT, and MASKED (what masked scores
+    /// hold) is below both cuts (natural and base 2).
+    #[test]
+    fn shader_masking_constants_mirror_masked_logit() {
+        let common = include_str!("../shaders/common.wgsl");
+        let value = |name: &str| -> f32 {
+            let prefix = format!("const {name}: f32 = ");
+            let line = common
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no `{prefix}` in common.wgsl"));
+            line.trim_end_matches(';').trim().parse().unwrap()
+        };
+        assert_eq!(value("MASKED_CUT"), MASKED_LOGIT);
+        let masked = value("MASKED");
+        assert!(masked < MASKED_LOGIT * std::f32::consts::LOG2_E);
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::output::ErrorStats;
+use crate::inputs::Inputs;
+use crate::output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
 use crate::spec::{AttentionSpec, CausalAlign, Kernel, Layout};
 use crate::testdata::{self, Dist};
 
@@ -47,30 +48,139 @@ pub struct CaseResult {
     pub name: String,
     /// Kernel that ran it.
     pub kernel: Kernel,
-    /// Error of `out`.
-    pub out: ErrorStats,
-    /// Error of lse (grid cases only).
-    pub lse: Option<ErrorStats>,
-    /// Relative Frobenius tolerance it was held to (f32), or the bound on the max-abs error
-    /// (f16: 2× the plain f16 implementation's max-abs error + 1e-5).
-    pub tolerance: f64,
-    /// True when `tolerance` bounds the max-abs error (f16) rather than rel_fro.
-    pub max_abs_rule: bool,
+    /// The verdict on out and lse.
+    pub verdict: Verdict,
 }
 
 impl CaseResult {
-    /// True when within tolerance and NaN-free.
+    /// True when every checked tensor is within tolerance, NaN-free, with −∞ in place.
     pub fn passed(&self) -> bool {
-        let out_ok = if self.max_abs_rule {
-            self.out.nan_count == 0 && self.out.max_abs <= self.tolerance
-        } else {
-            self.out.within(self.tolerance)
-        };
-        out_ok
-            && self
-                .lse
-                .is_none_or(|l| l.nan_count == 0 && l.max_abs.is_finite())
+        self.verdict.passed()
     }
+}
+
+/// The tolerances a result is held to, all derived from the inputs and the f64 reference,
+/// never from the values being checked:
+///
+/// - **out**: f32, relative Frobenius error ≤ `f32_tol`; f16, FlashAttention's rule, max-abs
+///   error ≤ 2 × the max-abs error of the plain f16 implementation
+///   ([`reference::attention_f16_plain`](crate::reference::attention_f16_plain)) against the
+///   f64 reference on the same inputs, + 1e-5;
+/// - **lse**: max-abs error over the finite entries ≤ `f32_tol` × [`logit_scale`] (lse is a
+///   logit-sized number whose f32 error grows with the logits' magnitude), and −∞ (fully
+///   masked rows) in exactly the same places;
+/// - **weights**: relative Frobenius error ≤ 10 × `f32_tol`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerances {
+    /// Measure and bound for out.
+    pub out: (Measure, f64),
+    /// Bound on lse's max-abs error.
+    pub lse: f64,
+    /// Bound on the weights' relative Frobenius error.
+    pub weights: f64,
+}
+
+impl Tolerances {
+    /// The tolerances for `spec` on `inputs` (see the type). `plain_f16_error` is the max-abs
+    /// error of the plain f16 implementation against the f64 reference, required for f16
+    /// specs (ignored for f32).
+    pub fn new(
+        spec: &AttentionSpec,
+        inputs: &Inputs,
+        f32_tol: f64,
+        plain_f16_error: Option<f64>,
+    ) -> Self {
+        let out = match (spec.dtype, plain_f16_error) {
+            (crate::DType::F16, Some(e)) => (Measure::MaxAbs, 2.0 * e + 1e-5),
+            _ => (Measure::RelFro, f32_tol),
+        };
+        Tolerances {
+            out,
+            lse: f32_tol * logit_scale(spec, inputs),
+            weights: 10.0 * f32_tol,
+        }
+    }
+
+    /// [`Tolerances::new`], running the plain f16 implementation on `inputs` for f16 specs
+    /// and comparing it with `reference_out` (the f64 reference's out on the same inputs).
+    pub fn for_inputs(
+        spec: &AttentionSpec,
+        inputs: &Inputs,
+        reference_out: &[f32],
+        f32_tol: f64,
+    ) -> Result<Self> {
+        let plain = match spec.dtype {
+            crate::DType::F16 => {
+                let plain = crate::reference::attention_f16_plain(spec, inputs)?.out;
+                Some(ErrorStats::compare(&plain, reference_out).max_abs)
+            }
+            crate::DType::F32 => None,
+        };
+        Ok(Tolerances::new(spec, inputs, f32_tol, plain))
+    }
+
+    /// The verdict on `got` against `expected`: out always, lse and weights when both have
+    /// them.
+    pub fn verdict(&self, got: &Output, expected: &Output) -> Verdict {
+        let both = |g: &Option<Vec<f32>>, e: &Option<Vec<f32>>, measure, tol| match (g, e) {
+            (Some(g), Some(e)) => Some(TensorVerdict::judge(g, e, measure, tol)),
+            _ => None,
+        };
+        Verdict {
+            out: TensorVerdict::judge(&got.out, &expected.out, self.out.0, self.out.1),
+            lse: both(&got.lse, &expected.lse, Measure::MaxAbs, self.lse),
+            weights: both(
+                &got.weights,
+                &expected.weights,
+                Measure::RelFro,
+                self.weights,
+            ),
+        }
+    }
+}
+
+/// The magnitude the logits can reach, from the inputs alone: 1 + |scale| · max‖q row‖ ·
+/// max‖k row‖ (Cauchy–Schwarz bound of |scale·q·k|, or the soft-cap when smaller) + the
+/// largest finite |bias| + the largest ALiBi term |slope|·(Sq + Sk). lse's tolerance is
+/// relative to it.
+pub fn logit_scale(spec: &AttentionSpec, inputs: &Inputs) -> f64 {
+    let d = spec.head_dim;
+    let max_norm = |t: &crate::Tensor, heads: usize, seq: usize| {
+        let x = t.to_f32();
+        let s = spec.strides(heads, seq);
+        let mut m = 0f64;
+        for b in 0..spec.batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let at = s.at(b, h, i);
+                    let Some(row) = x.get(at..at + d) else {
+                        continue;
+                    };
+                    m = m.max(row.iter().map(|&v| v as f64 * v as f64).sum::<f64>());
+                }
+            }
+        }
+        m.sqrt()
+    };
+    let mut qk = spec.effective_scale().abs() as f64
+        * max_norm(&inputs.q, spec.q_heads, spec.seq_q)
+        * max_norm(&inputs.k, spec.kv_heads, spec.seq_k);
+    if let Some(cap) = spec.softcap {
+        qk = qk.min(cap.abs() as f64);
+    }
+    let bias = inputs.bias.as_ref().map_or(0.0, |b| {
+        b.to_f32()
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(0f64, |m, &x| m.max(x.abs() as f64))
+    });
+    let alibi = spec.alibi.as_ref().map_or(0.0, |a| {
+        a.slopes(spec.q_heads)
+            .iter()
+            .fold(0f64, |m, &s| m.max(s.abs() as f64))
+            * (spec.seq_q + spec.seq_k) as f64
+    });
+    1.0 + qk + bias + alibi
 }
 
 /// Names a spec compactly, e.g. `b2 h8/2 q33 k100 d64 bshd causal-br kv_lens`.
@@ -271,32 +381,6 @@ pub fn edge_cases() -> Vec<GridCase> {
     ]
 }
 
-/// How a result of `spec` is judged against `expected`: f32 by relative Frobenius error
-/// `f32_tol`; f16 by FlashAttention's rule, max-abs error at most twice the max-abs error of
-/// the plain f16 implementation `plain` (+ 1e-5). Returns (tolerance, is it on max-abs).
-pub fn tolerance_for(
-    spec: &AttentionSpec,
-    plain: Option<&[f32]>,
-    expected: &[f32],
-    f32_tol: f64,
-) -> (f64, bool) {
-    match (spec.dtype, plain) {
-        (crate::DType::F16, Some(plain)) => (
-            2.0 * ErrorStats::compare(plain, expected).max_abs + 1e-5,
-            true,
-        ),
-        _ => (f32_tol, false),
-    }
-}
-
-/// The plain f16 implementation's output for f16 specs (None for f32).
-fn plain_f16(spec: &AttentionSpec, inputs: &crate::Inputs) -> Result<Option<Vec<f32>>> {
-    Ok(match spec.dtype {
-        crate::DType::F16 => Some(crate::reference::attention_f16_plain(spec, inputs)?.out),
-        crate::DType::F32 => None,
-    })
-}
-
 /// One option of [`option_grid`]: a name and how it changes a spec.
 type Modifier = (&'static str, fn(AttentionSpec) -> AttentionSpec);
 
@@ -380,59 +464,54 @@ pub fn option_grid() -> Vec<GridCase> {
     cases
 }
 
-/// Runs one grid case with `kernel` on the GPU and compares out and lse with the reference
-/// (bias and mask generated as `testdata::generate` does). f32 cases are held to a relative
-/// Frobenius tolerance; f16 cases to FlashAttention's rule: max-abs error at most twice the
-/// plain f16 implementation's, + 1e-5.
+/// Runs one grid case with `kernel` on the GPU and judges out and lse against the reference
+/// (bias and mask generated as `testdata::generate` does) with [`Tolerances`]: f32 out within
+/// the case's relative Frobenius tolerance, f16 out within FlashAttention's rule, lse within
+/// the tolerance × the logit scale with −∞ in place.
 pub fn run_grid_case(ctx: &Context, case: &GridCase, kernel: Kernel) -> Result<CaseResult> {
-    let spec = case.spec.clone().kernel(kernel);
+    let spec = case.spec.clone().kernel(kernel).with_lse(true);
     let data = testdata::generate(&spec, case.dist, case.seed);
     let inputs = data.inputs();
     let gpu = ctx.attention_with(&spec, &inputs)?;
     let cpu = crate::reference::attention_with(&spec, &inputs)?;
-    let lse = match (&gpu.lse, &cpu.lse) {
-        (Some(g), Some(c)) => Some(ErrorStats::compare(g, c)),
-        _ => None,
-    };
-    let plain = plain_f16(&spec, &inputs)?;
-    let (tolerance, max_abs_rule) =
-        tolerance_for(&spec, plain.as_deref(), &cpu.out, case.tolerance());
+    let tolerances = Tolerances::for_inputs(&spec, &inputs, &cpu.out, case.tolerance())?;
     Ok(CaseResult {
         name: case.name.clone(),
         kernel: crate::planner::choose(&spec, ctx)?,
-        out: ErrorStats::compare(&gpu.out, &cpu.out),
-        lse,
-        tolerance,
-        max_abs_rule,
+        verdict: tolerances.verdict(&gpu, &cpu),
     })
 }
 
-/// Runs a case file with `kernel` and compares with its stored `out`: f32 cases within a
-/// relative Frobenius error of 1e-4 (as the cases' README sets for f32 engines), f16 cases
-/// within twice the max-abs error of a plain f16 implementation (+ 1e-5).
+/// Runs a case file with `kernel` and compares out with its stored `out`, and lse with the
+/// f64 reference computed from the file's inputs. The tolerances come from those inputs (see
+/// [`Tolerances`]), never from the stored `out`: f32 out within a relative Frobenius error of
+/// 1e-4 (as the cases' README sets for f32 engines), f16 out within twice the max-abs error
+/// of a plain f16 implementation against the f64 reference (+ 1e-5).
 #[cfg(feature = "safetensors")]
 pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseResult> {
     let case = crate::io::read_case(path)?;
-    let expected = case.out.clone().ok_or_else(|| crate::Error::BadFile {
+    let stored = case.out.clone().ok_or_else(|| crate::Error::BadFile {
         path: path.to_path_buf(),
         message: "has no `out` tensor to compare with".into(),
     })?;
-    let spec = case.spec.clone().kernel(kernel);
-    let gpu = ctx.attention_with(&spec, &case.inputs())?;
+    let spec = case.spec.clone().kernel(kernel).with_lse(true);
+    let inputs = case.inputs();
+    let gpu = ctx.attention_with(&spec, &inputs)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    let plain = plain_f16(&spec, &case.inputs())?;
-    let (tolerance, max_abs_rule) =
-        tolerance_for(&spec, plain.as_deref(), &expected, TOL_F32_LARGE);
+    let cpu = crate::reference::attention_with(&spec, &inputs)?;
+    let tolerances = Tolerances::for_inputs(&spec, &inputs, &cpu.out, TOL_F32_LARGE)?;
+    let expected = Output {
+        out: stored,
+        lse: cpu.lse,
+        weights: None,
+    };
     Ok(CaseResult {
         name,
         kernel: crate::planner::choose(&spec, ctx)?,
-        out: ErrorStats::compare(&gpu.out, &expected),
-        lse: None,
-        tolerance,
-        max_abs_rule,
+        verdict: tolerances.verdict(&gpu, &expected),
     })
 }
 

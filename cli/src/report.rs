@@ -147,43 +147,96 @@ impl BenchRecord {
     }
 }
 
-/// One case of `wgattn validate --json`.
+/// One tensor's verdict (lse) in `wgattn validate --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TensorRecord {
+    /// Largest absolute error (null when not finite).
+    pub max_abs: Option<f64>,
+    /// The tolerance applied.
+    pub tolerance: f64,
+    /// Entries that are ±∞ on one side only (masked rows must match exactly).
+    pub inf_mismatches: usize,
+    /// NaN entries.
+    pub nan_count: usize,
+    /// Within tolerance.
+    pub pass: bool,
+}
+
+/// One case of `wgattn validate --json`: its verdict, or the error that stopped it.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct CaseRecord {
     /// `grid` or `file`.
     pub source: String,
     /// Case name.
     pub name: String,
-    /// Kernel that ran.
-    pub kernel: String,
-    /// Largest absolute error (null when not finite: JSON has no infinity).
+    /// Kernel that ran (absent when the case could not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Largest absolute error of out (null when not finite).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_abs: Option<f64>,
-    /// Relative Frobenius error (null when not finite).
+    /// Relative Frobenius error of out (null when not finite).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rel_fro: Option<f64>,
     /// NaN outputs.
-    pub nan_count: usize,
-    /// The tolerance applied.
-    pub tolerance: f64,
-    /// Which error the tolerance applies to: `max_abs` or `rel_fro`.
-    pub tolerance_on: String,
-    /// Within tolerance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nan_count: Option<usize>,
+    /// The tolerance applied to out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Which error of out the tolerance applies to: `max_abs` or `rel_fro`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance_on: Option<String>,
+    /// The lse verdict, when the case compared lse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lse: Option<TensorRecord>,
+    /// Why the case could not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Within tolerance (false for an error).
     pub pass: bool,
 }
 
 impl CaseRecord {
-    /// The record of case `r` from `source` (`grid` or `file`).
-    pub fn new(source: &str, r: &CaseResult) -> Self {
+    /// The record of case `name` from `source` (`grid` or `file`): its result or its error.
+    pub fn new(source: &str, name: &str, r: &wgattn::Result<CaseResult>) -> Self {
         let finite = |x: f64| x.is_finite().then_some(x);
-        CaseRecord {
-            source: source.into(),
-            name: r.name.clone(),
-            kernel: r.kernel.name().into(),
-            max_abs: finite(r.out.max_abs),
-            rel_fro: finite(r.out.rel_fro),
-            nan_count: r.out.nan_count,
-            tolerance: r.tolerance,
-            tolerance_on: if r.max_abs_rule { "max_abs" } else { "rel_fro" }.into(),
-            pass: r.passed(),
+        match r {
+            Ok(r) => {
+                let v = &r.verdict;
+                CaseRecord {
+                    source: source.into(),
+                    name: r.name.clone(),
+                    kernel: Some(r.kernel.name().into()),
+                    max_abs: finite(v.out.stats.max_abs),
+                    rel_fro: finite(v.out.stats.rel_fro),
+                    nan_count: Some(v.out.stats.nan_count),
+                    tolerance: Some(v.out.tolerance),
+                    tolerance_on: Some(v.out.measure.name().into()),
+                    lse: v.lse.as_ref().map(|l| TensorRecord {
+                        max_abs: finite(l.stats.max_abs),
+                        tolerance: l.tolerance,
+                        inf_mismatches: l.inf_mismatches,
+                        nan_count: l.stats.nan_count,
+                        pass: l.passed(),
+                    }),
+                    error: None,
+                    pass: r.passed(),
+                }
+            }
+            Err(e) => CaseRecord {
+                source: source.into(),
+                name: name.into(),
+                kernel: None,
+                max_abs: None,
+                rel_fro: None,
+                nan_count: None,
+                tolerance: None,
+                tolerance_on: None,
+                lse: None,
+                error: Some(e.to_string()),
+                pass: false,
+            },
         }
     }
 }

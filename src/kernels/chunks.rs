@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::DeviceLimits;
+use crate::sizes::Sizes;
 use crate::spec::AttentionSpec;
 
 /// A window of a buffer bound for one chunk.
@@ -87,33 +88,71 @@ pub(crate) struct SplitRule<'a> {
     pub bh_multiple: u32,
 }
 
+/// Most chunks one plan may hold. Each chunk is one set of dispatches with its own bind
+/// group; beyond this the plan itself would take more memory than the problem.
+pub(crate) const MAX_CHUNKS: u64 = 1 << 16;
+
+/// Chunks of `nbh` (batch·head) pairs and `nq` query rows needed to cover `sizes`.
+fn chunk_count(sizes: &Sizes, sq: u64, nbh: u64, nq: u64) -> u64 {
+    sizes.bh.div_ceil(nbh.max(1)) * sq.div_ceil(nq.max(1))
+}
+
 /// Splits `spec` into as few chunks as fit `limits`: whole (batch·head) groups first, then
-/// query-row ranges.
+/// query-row ranges. Every size comes from [`AttentionSpec::sizes`] (checked u64), and a
+/// split that would need more than [`MAX_CHUNKS`] chunks is refused before any chunk is built.
 pub(crate) fn split(
     spec: &AttentionSpec,
     limits: &DeviceLimits,
     elem_bytes: ElemBytes,
     rule: &SplitRule,
 ) -> Result<Vec<Chunk>> {
-    let bh_total = (spec.batch * spec.q_heads) as u64;
+    let sizes = spec.sizes()?;
     let sq = spec.seq_q as u64;
-    let fits = |nbh: u64, nq: u64| try_split(spec, limits, elem_bytes, rule, nbh, nq);
+    let fits = |nbh: u64, nq: u64| try_split(spec, &sizes, limits, elem_bytes, rule, nbh, nq);
+    // `fits` fails both for chunks too large and for too many chunks; the search looks for the
+    // largest chunks that fit, and treats "too many" (small chunks) as fitting so that it stays
+    // monotone: if the largest chunks that fit are still too many, the split is refused below.
+    let fits_or_too_many = |nbh: u64, nq: u64| {
+        chunk_count(&sizes, sq, nbh, nq) > MAX_CHUNKS || fits(nbh, nq).is_some()
+    };
     // Whole query ranges first, with as many (batch·head) pairs per chunk as fit ...
     let unit = rule.bh_multiple.max(1) as u64;
-    let max_units = (bh_total / unit).min(rule.max_units_per_dispatch.max(1) as u64);
-    if let Some(n) = largest(max_units, |n| fits(n * unit, sq).is_some()) {
-        return Ok(fits(n * unit, sq).expect("checked above"));
+    let max_units = (sizes.bh / unit).min(rule.max_units_per_dispatch.max(1) as u64);
+    let mut tried = None;
+    if let Some(n) = largest(max_units, |n| fits_or_too_many(n * unit, sq)) {
+        if let Some(chunks) = fits(n * unit, sq) {
+            return Ok(chunks);
+        }
+        tried = Some((n * unit, sq));
     }
     // ... else one unit per chunk and as many query rows (in whole tiles when possible) as fit.
-    if let Some(nq) = largest(sq, |n| fits(unit, n).is_some()) {
+    if tried.is_none()
+        && let Some(nq) = largest(sq, |n| fits_or_too_many(unit, n))
+    {
         let tile = rule.row_tile as u64;
         let nq = if nq >= tile { nq / tile * tile } else { nq };
-        return Ok(fits(unit, nq).expect("a smaller chunk fits too"));
+        if let Some(chunks) = fits(unit, nq) {
+            return Ok(chunks);
+        }
+        tried = Some((unit, nq));
+    }
+    if let Some((nbh, nq)) = tried {
+        // Chunks of this size are already too many; the ones that fit one binding are at
+        // least as many.
+        return Err(Error::TooLarge {
+            what: "splitting into chunks that each fit one storage binding (at least)".into(),
+            needed: chunk_count(&sizes, sq, nbh, nq),
+            allowed: MAX_CHUNKS,
+            limit: "chunks per plan, at max_storage_buffer_binding_size",
+        });
     }
     // Even one row of one head does not fit: say what is too big.
     let scratch = (rule.scratch_bytes)(unit, 1);
-    let ks = spec.kv_strides();
-    let kv = ((spec.seq_k - 1) * ks.row + spec.head_dim) as u64 * elem_bytes.input;
+    let ks = sizes.kv_strides;
+    let kv = (spec.seq_k as u64 - 1)
+        .saturating_mul(ks.row)
+        .saturating_add(spec.head_dim as u64)
+        .saturating_mul(elem_bytes.input);
     let (what, needed) = if scratch >= kv {
         ("the scratch of one query row (its score row)", scratch)
     } else {
@@ -141,8 +180,11 @@ fn largest(max: u64, ok: impl Fn(u64) -> bool) -> Option<u64> {
     Some(lo)
 }
 
+/// The chunks of `nbh` pairs × `nq` rows, or `None` when one of their windows exceeds the
+/// binding limit or there would be more than [`MAX_CHUNKS`] of them.
 fn try_split(
     spec: &AttentionSpec,
+    sizes: &Sizes,
     limits: &DeviceLimits,
     elem_bytes: ElemBytes,
     rule: &SplitRule,
@@ -150,23 +192,24 @@ fn try_split(
     nq: u64,
 ) -> Option<Vec<Chunk>> {
     let max = limits.max_storage_binding;
-    if (rule.scratch_bytes)(nbh, nq) > max {
-        return None;
-    }
-    let align = limits.storage_offset_alignment.max(4) as u64;
     let (hq, sq, sk, d) = (
         spec.q_heads as u64,
         spec.seq_q as u64,
         spec.seq_k as u64,
         spec.head_dim as u64,
     );
+    if nbh == 0 || nq == 0 || chunk_count(sizes, sq, nbh, nq) > MAX_CHUNKS {
+        return None;
+    }
+    if (rule.scratch_bytes)(nbh, nq) > max {
+        return None;
+    }
+    let align = limits.storage_offset_alignment.max(4) as u64;
     let group = spec.group() as u64;
-    let qs = spec.q_strides();
-    let ks = spec.kv_strides();
-    let at = |s: &crate::spec::Strides, b: u64, h: u64, i: u64| {
-        b * s.batch as u64 + h * s.head as u64 + i * s.row as u64
-    };
-    let bh_total = spec.batch as u64 * hq;
+    let (qs, ks) = (sizes.q_strides, sizes.kv_strides);
+    let bh_total = sizes.bh;
+    let matrix_index =
+        |(sb, sh): (u64, u64), b: u64, h: u64, i: u64, j: u64| b * sb + h * sh + i * sk + j;
     let mut chunks = Vec::new();
     let mut bh0 = 0;
     while bh0 < bh_total {
@@ -179,12 +222,12 @@ fn try_split(
             let i1 = i0 + m - 1;
             // Strides are positive and (b, h) pairs are visited in order, so the first and
             // last elements of the chunk sit at its first and last (b, h, i).
-            let (q_first, q_last) = (at(&qs, b0, h0, i0), at(&qs, b1, h1, i1) + d - 1);
+            let (q_first, q_last) = (qs.at(b0, h0, i0), qs.at(b1, h1, i1) + d - 1);
             let q = Window::new(q_first, q_last, elem_bytes.input, align);
             let out = Window::new(q_first, q_last, elem_bytes.out, align);
             let kv = Window::new(
-                at(&ks, b0, h0 / group, 0),
-                at(&ks, b1, h1 / group, sk - 1) + d - 1,
+                ks.at(b0, h0 / group, 0),
+                ks.at(b1, h1 / group, sk - 1) + d - 1,
                 elem_bytes.input,
                 align,
             );
@@ -197,14 +240,13 @@ fn try_split(
                     align,
                 )
             });
-            let matrix = |m: crate::spec::Broadcast, bytes| {
-                let (b0, h0, b1, h1) = (b0 as usize, h0 as usize, b1 as usize, h1 as usize);
-                let first = m.index(spec, b0, h0, i0 as usize, 0) as u64;
-                let last = m.index(spec, b1, h1, i1 as usize, sk as usize - 1) as u64;
+            let matrix = |strides: (u64, u64), bytes| {
+                let first = matrix_index(strides, b0, h0, i0, 0);
+                let last = matrix_index(strides, b1, h1, i1, sk - 1);
                 Window::new(first, last, bytes, align)
             };
-            let bias = spec.bias.map(|m| matrix(m, 4));
-            let mask = spec.mask.map(|m| matrix(m, 1));
+            let bias = spec.bias.map(|_| matrix(sizes.bias_strides, 4));
+            let mask = spec.mask.map(|_| matrix(sizes.mask_strides, 1));
             let windows = [Some(q), Some(out), Some(kv), Some(lse), weights, bias, mask];
             if windows.iter().flatten().any(|w| w.size > max) {
                 return None;
@@ -227,4 +269,218 @@ fn try_split(
         bh0 += n;
     }
     Some(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    //! GPU-free tests of the chunker: coverage, binding limits, odd sizes and refusals.
+    use super::*;
+    use crate::spec::{Broadcast, CausalAlign, Layout};
+
+    fn limits(max_binding: u64, align: u32) -> DeviceLimits {
+        DeviceLimits {
+            max_storage_binding: max_binding,
+            storage_offset_alignment: align,
+            ..DeviceLimits::unbounded()
+        }
+    }
+
+    /// A three-pass-like rule: a score row of Sk f32 per (pair, row) as scratch.
+    fn scores(spec: &AttentionSpec) -> impl Fn(u64, u64) -> u64 {
+        let sk = spec.seq_k as u64;
+        move |nbh, nq| nbh * nq * sk * 4
+    }
+
+    fn rule<'a>(
+        scratch: &'a dyn Fn(u64, u64) -> u64,
+        row_tile: u32,
+        bh_multiple: u32,
+    ) -> SplitRule<'a> {
+        SplitRule {
+            scratch_bytes: scratch,
+            row_tile,
+            max_units_per_dispatch: 65535,
+            bh_multiple,
+        }
+    }
+
+    const F32: ElemBytes = ElemBytes { input: 4, out: 4 };
+
+    /// Asserts that `chunks` cover every (batch·head, row) of `spec` exactly once, that every
+    /// window respects `limits` and holds the elements its chunk touches.
+    fn assert_valid(spec: &AttentionSpec, limits: &DeviceLimits, chunks: &[Chunk], unit: u32) {
+        let sizes = spec.sizes().unwrap();
+        let (sq, sk, d) = (spec.seq_q as u64, spec.seq_k as u64, spec.head_dim as u64);
+        let mut seen = vec![0u8; (sizes.bh * sq) as usize];
+        let inside = |w: &Window, first: u64, last: u64, eb: u64, what: &str| {
+            assert!(
+                w.shift as u64 <= first && (last + 1) * eb <= w.offset + w.size,
+                "{what} window {w:?} misses elements {first}..={last} of {spec:?}"
+            );
+            assert_eq!(w.offset % limits.storage_offset_alignment.max(4) as u64, 0);
+        };
+        for c in chunks {
+            assert!(c.nbh >= 1 && c.nq >= 1, "empty chunk {c:?}");
+            assert_eq!(c.bh0 % unit, 0, "chunk does not start at a unit: {c:?}");
+            for w in [
+                Some(c.q),
+                Some(c.out),
+                Some(c.kv),
+                Some(c.lse),
+                c.weights,
+                c.bias,
+                c.mask,
+            ]
+            .iter()
+            .flatten()
+            {
+                assert!(w.size <= limits.max_storage_binding, "window {w:?} too big");
+            }
+            for bh in c.bh0 as u64..(c.bh0 + c.nbh) as u64 {
+                let (b, h) = (bh / spec.q_heads as u64, bh % spec.q_heads as u64);
+                let kvh = h / spec.group() as u64;
+                for i in c.i0 as u64..(c.i0 + c.nq) as u64 {
+                    seen[(bh * sq + i) as usize] += 1;
+                    let q = sizes.q_strides.at(b, h, i);
+                    inside(&c.q, q, q + d - 1, 4, "q");
+                    inside(&c.out, q, q + d - 1, 4, "out");
+                    let k0 = sizes.kv_strides.at(b, kvh, 0);
+                    let k1 = sizes.kv_strides.at(b, kvh, sk - 1);
+                    inside(&c.kv, k0, k1 + d - 1, 4, "kv");
+                    inside(&c.lse, bh * sq + i, bh * sq + i, 4, "lse");
+                    if let Some(w) = &c.weights {
+                        let r = (bh * sq + i) * sk;
+                        inside(w, r, r + sk - 1, 4, "weights");
+                    }
+                    if let Some(w) = &c.bias {
+                        let (sb, sh) = sizes.bias_strides;
+                        let r = b * sb + h * sh + i * sk;
+                        inside(w, r, r + sk - 1, 4, "bias");
+                    }
+                    if let Some(w) = &c.mask {
+                        let (sb, sh) = sizes.mask_strides;
+                        let r = b * sb + h * sh + i * sk;
+                        inside(w, r, r + sk - 1, 1, "mask");
+                    }
+                }
+            }
+        }
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "rows not covered exactly once for {spec:?}: {:?}",
+            seen.iter()
+                .enumerate()
+                .filter(|(_, n)| **n != 1)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once_within_the_binding_limit() {
+        let specs = [
+            AttentionSpec::new(2, 4, 2, 100, 300, 32).causal(CausalAlign::BottomRight),
+            AttentionSpec::new(1, 4, 2, 130, 120, 64).layout(Layout::Bshd),
+            AttentionSpec::new(3, 6, 3, 37, 41, 7)
+                .layout(Layout::Bshd)
+                .bias(Broadcast {
+                    per_batch: true,
+                    per_head: false,
+                })
+                .mask(Broadcast::FULL)
+                .with_weights(true),
+            AttentionSpec::new(5, 3, 1, 1, 257, 40).bias(Broadcast::SHARED),
+            AttentionSpec::new(1, 1, 1, 1, 1, 1),
+        ];
+        for spec in &specs {
+            let scratch = scores(spec);
+            for (max_binding, align) in [(u64::MAX, 4), (96 * 1024, 64), (64 * 1024, 256)] {
+                let lim = limits(max_binding, align);
+                for (tile, unit) in [(1, 1), (16, 1), (64, spec.group() as u32)] {
+                    let r = rule(&scratch, tile, unit);
+                    match split(spec, &lim, F32, &r) {
+                        Ok(chunks) => {
+                            if max_binding == u64::MAX {
+                                assert_eq!(chunks.len(), 1, "{spec:?}");
+                            }
+                            assert_valid(spec, &lim, &chunks, unit)
+                        }
+                        Err(e) => panic!("{spec:?} at binding {max_binding}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_bindings_split_by_rows_in_whole_tiles() {
+        // One head's score matrix is 100·300·4 = 120 KB: rows must be split.
+        let spec = AttentionSpec::new(1, 2, 2, 100, 300, 16);
+        let scratch = scores(&spec);
+        let lim = limits(32 * 1024, 4);
+        let chunks = split(&spec, &lim, F32, &rule(&scratch, 16, 1)).unwrap();
+        assert!(chunks.len() > 2, "{}", chunks.len());
+        for c in &chunks {
+            assert_eq!(c.nbh, 1);
+            assert!(c.nq % 16 == 0 || c.i0 + c.nq == 100, "{c:?}");
+        }
+        assert_valid(&spec, &lim, &chunks, 1);
+    }
+
+    #[test]
+    fn a_row_that_cannot_fit_is_refused_by_name() {
+        // One score row (1000 keys · 4 B) exceeds a 2 KB binding.
+        let spec = AttentionSpec::new(1, 1, 1, 8, 1000, 1);
+        let scratch = scores(&spec);
+        match split(&spec, &limits(2048, 4), F32, &rule(&scratch, 1, 1)) {
+            Err(Error::TooLarge { what, needed, .. }) => {
+                assert!(what.contains("score row"), "{what}");
+                assert_eq!(needed, 4000);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // Keys of one head (512 keys · 64 dims · 4 B = 128 KB) beyond a 64 KB binding.
+        let spec = AttentionSpec::new(1, 1, 1, 4, 512, 64);
+        let none = |_: u64, _: u64| 0;
+        match split(&spec, &limits(64 * 1024, 4), F32, &rule(&none, 1, 1)) {
+            Err(Error::TooLarge { what, .. }) => assert!(what.contains("keys"), "{what}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_many_chunks_are_refused_without_building_them() {
+        // 2^20 heads of one row each, one head per chunk (its score row fills the binding):
+        // 2^20 chunks would be built one by one before; now refused up front.
+        let spec = AttentionSpec::new(1, 1 << 20, 1 << 20, 1, 256, 1);
+        let scratch = scores(&spec);
+        let started = std::time::Instant::now();
+        match split(&spec, &limits(1024, 4), F32, &rule(&scratch, 1, 1)) {
+            Err(Error::TooLarge {
+                needed, allowed, ..
+            }) => {
+                assert_eq!(allowed, MAX_CHUNKS);
+                assert!(needed > MAX_CHUNKS, "{needed}");
+            }
+            Ok(c) => panic!("accepted {} chunks", c.len()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn overflowing_shapes_are_refused_before_splitting() {
+        // `wgattn bench --shape 1048576,1048576,1048576,65536,65536,256`: q has 2^64 elements.
+        let spec = AttentionSpec::new(1 << 20, 1 << 20, 1 << 20, 1 << 16, 1 << 16, 256);
+        let scratch = scores(&spec);
+        let r = rule(&scratch, 64, 1);
+        assert!(matches!(
+            split(&spec, &limits(1 << 27, 256), F32, &r),
+            Err(Error::InvalidSpec { .. })
+        ));
+        assert!(matches!(
+            spec.validate(&DeviceLimits::unbounded()),
+            Err(Error::InvalidSpec { .. })
+        ));
+    }
 }

@@ -66,7 +66,7 @@ fn validation_cases_on_gl() {
     let dir = common::cases_dir();
     for f in validation::case_files(&dir).unwrap() {
         let r = validation::run_case_file(&ctx, &f, Kernel::Auto).unwrap();
-        assert!(r.passed(), "{}: {:?}", r.name, r.out);
+        assert!(r.passed(), "{}: {:?}", r.name, r.verdict);
     }
 }
 

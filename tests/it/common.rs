@@ -61,7 +61,8 @@ pub fn check(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Chec
     check_with(ctx, spec, &q, &k, &v, tolerance(dist))
 }
 
-/// Like [`check`] with given inputs and tolerance.
+/// Like [`check`] with given inputs and tolerance: the GPU result is judged against the f64
+/// reference by [`wgattn::validation::Tolerances`] (out, lse with its −∞ placement, weights).
 pub fn check_with(
     ctx: &Context,
     spec: &AttentionSpec,
@@ -74,35 +75,19 @@ pub fn check_with(
         .attention(spec, q, k, v)
         .unwrap_or_else(|e| panic!("GPU attention failed for {spec:?}: {e}"));
     let cpu = wgattn::reference::attention(spec, q, k, v).expect("reference");
-    let out = ErrorStats::compare(&gpu.out, &cpu.out);
-    assert_eq!(out.nan_count, 0, "NaN in out for {spec:?}");
-    assert!(
-        out.within(tol),
-        "out error {out:?} above {tol} for {spec:?}"
+    let inputs = wgattn::Inputs::new(q, k, v);
+    let verdict = wgattn::validation::Tolerances::new(spec, &inputs, tol, None).verdict(&gpu, &cpu);
+    assert!(verdict.passed(), "{verdict} for {spec:?}");
+    assert_eq!(
+        gpu.lse.is_some(),
+        verdict.lse.is_some(),
+        "lse not checked for {spec:?}"
     );
-    let lse = gpu.lse.as_ref().map(|g| {
-        let e = ErrorStats::compare(g, cpu.lse.as_ref().expect("reference lse"));
-        assert!(
-            e.nan_count == 0 && e.max_abs <= tol.max(1e-5) * 10.0 * lse_scale(cpu.lse.as_deref()),
-            "lse error {e:?} for {spec:?}"
-        );
-        e
-    });
-    let weights = gpu.weights.as_ref().map(|g| {
-        let e = ErrorStats::compare(g, cpu.weights.as_ref().expect("reference weights"));
-        assert!(e.within(tol * 10.0), "weights error {e:?} for {spec:?}");
-        e
-    });
-    Checked { out, lse, weights }
-}
-
-/// Magnitude of the finite lse values (absolute lse error scales with it).
-fn lse_scale(lse: Option<&[f32]>) -> f64 {
-    lse.map_or(1.0, |l| {
-        l.iter()
-            .filter(|x| x.is_finite())
-            .fold(1.0f64, |m, &x| m.max(x.abs() as f64))
-    })
+    Checked {
+        out: verdict.out.stats,
+        lse: verdict.lse.map(|l| l.stats),
+        weights: verdict.weights.map(|w| w.stats),
+    }
 }
 
 /// The public validation cases, kept in the repository (`tests/data/validation`).
@@ -129,14 +114,7 @@ pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validat
     for case in cases {
         match wgattn::validation::run_grid_case(ctx, case, kernel) {
             Ok(r) if r.passed() => {}
-            Ok(r) => failures.push(format!(
-                "{}: out {:?} (tolerance {:.2e}{}) lse {:?}",
-                case.name,
-                r.out,
-                r.tolerance,
-                if r.max_abs_rule { " on max_abs" } else { "" },
-                r.lse
-            )),
+            Ok(r) => failures.push(format!("{}: {}", case.name, r.verdict)),
             Err(e) => failures.push(format!("{}: error {e}", case.name)),
         }
     }

@@ -83,7 +83,7 @@ fn workgroup_memory_fallback_matches_reference() {
     check_all(ctx, Kernel::SplitKv, &edge_specs()[..3]);
     for case in validation::grid(2e7).iter().step_by(5) {
         let r = validation::run_grid_case(ctx, case, Kernel::Flash).unwrap();
-        assert!(r.passed(), "{}: {:?}", case.name, r.out);
+        assert!(r.passed(), "{}: {:?}", case.name, r.verdict);
     }
 }
 

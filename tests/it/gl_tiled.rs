@@ -21,7 +21,7 @@ fn tiled_flash_on_gl() {
     for kernel in [Kernel::Flash, Kernel::SplitKv] {
         for f in validation::case_files(&dir).unwrap() {
             let r = validation::run_case_file(&ctx, &f, kernel).unwrap();
-            assert!(r.passed(), "{}: {:?} with {kernel}", r.name, r.out);
+            assert!(r.passed(), "{}: {:?} with {kernel}", r.name, r.verdict);
         }
         common::run_cases(&ctx, kernel, &validation::edge_cases());
     }

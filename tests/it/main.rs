@@ -13,6 +13,7 @@ mod gl_concurrent;
 mod gl_tiled;
 mod gpu_errors;
 mod gpu_vs_reference;
+mod hardening;
 mod options;
 mod shaders_naga;
 mod tiled_flash;

@@ -145,7 +145,7 @@ fn tiled_validation_cases() {
         for f in &files {
             let r = validation::run_case_file(ctx, f, kernel)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            assert!(r.passed(), "{}: {:?} with {}", r.name, r.out, r.kernel);
+            assert!(r.passed(), "{}: {:?} with {}", r.name, r.verdict, r.kernel);
         }
     }
 }

@@ -12,7 +12,7 @@ fn run(kernel: Kernel) {
     for f in files {
         let r = validation::run_case_file(ctx, &f, kernel)
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert!(r.passed(), "{}: {:?} with {}", r.name, r.out, r.kernel);
+        assert!(r.passed(), "{}: {:?} with {}", r.name, r.verdict, r.kernel);
     }
 }
 
@@ -46,7 +46,7 @@ fn own_cases_with_bias_and_mask_pass_in_every_kernel() {
             Kernel::SplitKv,
         ] {
             let r = validation::run_case_file(ctx, f, kernel).unwrap();
-            assert!(r.passed(), "{} with {kernel}: {:?}", r.name, r.out);
+            assert!(r.passed(), "{} with {kernel}: {:?}", r.name, r.verdict);
         }
     }
     assert!(

@@ -49,6 +49,29 @@ pub fn run(args: Args) -> Result<Outcome> {
     spec.mask = args.mask.map(Into::into);
     spec.validate(&wgattn::DeviceLimits::unbounded())?;
     let dist: Dist = args.dist.into();
+    // Sizes were checked (u64, no wrap) by validate; now make sure the host can hold what
+    // gen allocates — the tensors, and the file image written from them — before allocating.
+    let bytes = spec.sizes()?.host_bytes(args.with_out).saturating_mul(2);
+    let mut probe: Vec<u8> = Vec::new();
+    if usize::try_from(bytes)
+        .ok()
+        .is_none_or(|n| probe.try_reserve_exact(n).is_err())
+    {
+        return Err(wgattn::Error::spec(
+            "shape",
+            {
+                let s = &args.shape;
+                format!(
+                    "{},{},{},{},{},{}",
+                    s.batch, s.q_heads, s.kv_heads, s.seq_q, s.seq_k, s.head_dim
+                )
+            },
+            format!(
+                "needs {bytes} bytes of host memory (tensors and file image), more than can be allocated"
+            ),
+        ));
+    }
+    drop(probe);
     let data = testdata::generate(&spec, dist, args.seed);
     let out = if args.with_out {
         Some(wgattn::reference::attention_with(&spec, &data.inputs())?.out)

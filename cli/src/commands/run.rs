@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use wgattn::{ErrorStats, Result};
+use wgattn::{ErrorStats, Output, Result};
 
 use super::values::{KernelArg, LayoutArg};
 use crate::Outcome;
@@ -32,7 +32,8 @@ pub struct Args {
     /// Also write the probability matrix `weights` [B, Hq, Sq, Sk].
     #[arg(long)]
     weights: bool,
-    /// Also run the CPU reference and print the error (exit 1 above 1e-4).
+    /// Also run the CPU reference and print the verdict on out (and lse with --lse, weights
+    /// with --weights): exit 1 when out of tolerance (see README, "Verdicts").
     #[arg(long)]
     check: bool,
     /// With --check, compare only these query rows (in every batch entry and head), e.g.
@@ -87,58 +88,59 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     );
     if args.check {
         let inputs = case.inputs();
-        let (got, expected, plain) = match &args.check_rows {
+        let (got, expected, plain_error) = match &args.check_rows {
             None => {
                 let cpu = wgattn::reference::attention_with(&spec, &inputs)?;
                 let plain = match spec.dtype {
-                    wgattn::DType::F16 => {
-                        Some(wgattn::reference::attention_f16_plain(&spec, &inputs)?.out)
-                    }
+                    wgattn::DType::F16 => Some(
+                        ErrorStats::compare(
+                            &wgattn::reference::attention_f16_plain(&spec, &inputs)?.out,
+                            &cpu.out,
+                        )
+                        .max_abs,
+                    ),
                     wgattn::DType::F32 => None,
                 };
-                (out.out.clone(), cpu.out, plain)
+                let expected = Output {
+                    weights: cpu.weights.filter(|_| spec.return_weights),
+                    ..cpu
+                };
+                (out.clone(), expected, plain)
             }
-            Some(rows) => sampled_rows(&spec, &inputs, &out.out, rows)?,
+            Some(rows) => sampled_rows(&spec, &inputs, &out, rows)?,
         };
-        let e = ErrorStats::compare(&got, &expected);
-        let (tol, on_max_abs) = wgattn::validation::tolerance_for(
+        let tolerances = wgattn::validation::Tolerances::new(
             &spec,
-            plain.as_deref(),
-            &expected,
+            &inputs,
+            wgattn::validation::TOL_F32_LARGE,
+            plain_error,
+        );
+        let verdict = tolerances.verdict(&got, &expected);
+        println!(
+            "check against CPU reference: {verdict} (out: {}; lse: max_abs ≤ {:.0e} × logit scale)",
+            match verdict.out.measure {
+                wgattn::Measure::MaxAbs => "max_abs, 2× plain f16 + 1e-5",
+                wgattn::Measure::RelFro => "rel_fro",
+            },
             wgattn::validation::TOL_F32_LARGE,
         );
-        let ok = if on_max_abs {
-            e.nan_count == 0 && e.max_abs <= tol
-        } else {
-            e.within(tol)
-        };
-        println!(
-            "check against CPU reference: max_abs {:.3e}, rel_fro {:.3e} (tolerance: {} ≤ {tol:.2e}) {}",
-            e.max_abs,
-            e.rel_fro,
-            if on_max_abs {
-                "max_abs, 2× plain f16 + 1e-5"
-            } else {
-                "rel_fro"
-            },
-            if ok { "ok" } else { "FAIL" }
-        );
-        if !ok {
+        if !verdict.passed() {
             return Ok(Outcome::OutOfTolerance);
         }
     }
     Ok(Outcome::Ok)
 }
 
-/// GPU output, reference output, and (f16) the plain f16 reference's output.
-type Compared = (Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+/// GPU output, reference output (lse too when the run returned it) and, for f16, the max-abs
+/// error of the plain f16 implementation against the reference, on the sampled rows.
+type Compared = (Output, Output, Option<f64>);
 
-/// The GPU output, the reference and (f16) the plain f16 reference on query rows `list`
-/// (every batch entry and head).
+/// The GPU output, the reference and (f16) the plain f16 reference's error on the query rows
+/// in `list` (every batch entry and head).
 fn sampled_rows(
     spec: &wgattn::AttentionSpec,
     inputs: &wgattn::Inputs,
-    gpu: &[f32],
+    gpu: &Output,
     list: &[usize],
 ) -> Result<Compared> {
     let mut rows = Vec::new();
@@ -150,22 +152,34 @@ fn sampled_rows(
         }
     }
     let cpu = wgattn::reference::attention_rows(spec, inputs, &rows)?;
+    let expected_out: Vec<f32> = cpu.iter().flat_map(|r| r.out.iter().copied()).collect();
     let plain = match spec.dtype {
-        wgattn::DType::F16 => Some(
-            wgattn::reference::attention_rows_f16_plain(spec, inputs, &rows)?
+        wgattn::DType::F16 => {
+            let plain: Vec<f32> = wgattn::reference::attention_rows_f16_plain(spec, inputs, &rows)?
                 .into_iter()
                 .flat_map(|r| r.out)
-                .collect(),
-        ),
+                .collect();
+            Some(ErrorStats::compare(&plain, &expected_out).max_abs)
+        }
         wgattn::DType::F32 => None,
     };
     let qs = spec.q_strides();
-    let mut got = Vec::new();
-    let mut expected = Vec::new();
-    for r in cpu {
+    let mut got = Output::default();
+    let mut expected = Output {
+        out: expected_out,
+        ..Output::default()
+    };
+    if let Some(lse) = &gpu.lse {
+        got.lse = Some(Vec::new());
+        expected.lse = Some(cpu.iter().map(|r| r.lse).collect());
+        for r in &cpu {
+            let at = (r.row.b * spec.q_heads + r.row.h) * spec.seq_q + r.row.i;
+            got.lse.as_mut().expect("set above").push(lse[at]);
+        }
+    }
+    for r in &cpu {
         let at = qs.at(r.row.b, r.row.h, r.row.i);
-        got.extend_from_slice(&gpu[at..at + spec.head_dim]);
-        expected.extend_from_slice(&r.out);
+        got.out.extend_from_slice(&gpu.out[at..at + spec.head_dim]);
     }
     Ok((got, expected, plain))
 }

@@ -839,3 +839,79 @@ fn bench_plot_writes_an_svg() {
     );
     assert!(t.contains("1x2x2x64x64x32"), "the shape is in the key");
 }
+
+/// `validate --cases DIR` reports every file — a bad one as an error row — and exits with the
+/// worst status instead of stopping at the first bad file.
+#[test]
+fn validate_reports_every_case_file_and_exits_with_the_worst_status() {
+    if common::ctx().is_none() {
+        return;
+    }
+    let dir = tmp("mixed_cases");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Sorted first: a file that is not a case at all.
+    std::fs::write(dir.join("a_garbage.safetensors"), b"not a safetensors file").unwrap();
+    let spec = AttentionSpec::new(1, 1, 1, 4, 6, 4);
+    let (q, k, v) = wgattn::testdata::inputs(&spec, wgattn::testdata::Dist::Normal, 2);
+    let good = wgattn::reference::attention(&spec, &q, &k, &v).unwrap().out;
+    let wrong: Vec<f32> = good.iter().map(|x| x + 1.0).collect();
+    wgattn::io::write_case(
+        dir.join("b_good.safetensors"),
+        &spec,
+        &q,
+        &k,
+        &v,
+        Some(&good),
+    )
+    .unwrap();
+    wgattn::io::write_case(
+        dir.join("c_wrong.safetensors"),
+        &spec,
+        &q,
+        &k,
+        &v,
+        Some(&wrong),
+    )
+    .unwrap();
+    let r = wgattn(&["validate", "--no-grid", "--cases", dir.to_str().unwrap()]);
+    let t = text(&r);
+    assert_eq!(r.status.code(), Some(2), "{t}");
+    for name in ["a_garbage", "b_good", "c_wrong"] {
+        assert!(t.contains(name), "{name} not reported:\n{t}");
+    }
+    assert!(t.contains("3 cases, 2 failed"), "{t}");
+    // Without the garbage file the worst is out of tolerance: exit 1.
+    std::fs::remove_file(dir.join("a_garbage.safetensors")).unwrap();
+    let r = wgattn(&[
+        "validate",
+        "--no-grid",
+        "--cases",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["cases"].as_array().unwrap().len(), 2);
+    assert!(v["cases"][0]["lse"]["tolerance"].as_f64().unwrap() > 0.0);
+}
+
+/// Shapes whose sizes overflow are refused by name (exit 2) before anything is allocated:
+/// `gen` with this shape used to abort after a 4 GiB allocation.
+#[test]
+fn gen_refuses_overflowing_shapes() {
+    let out = tmp("huge.safetensors");
+    let r = wgattn(&[
+        "gen",
+        "--shape",
+        "1048576,1048576,1048576,65536,65536,256",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&r);
+    assert_eq!(r.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("q size") && t.contains("overflows 64 bits"),
+        "{t}"
+    );
+    assert!(!out.exists());
+}
