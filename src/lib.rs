@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod backward;
 pub mod bench;
 mod context;
 mod error;
@@ -34,6 +35,7 @@ mod spec;
 pub mod testdata;
 pub mod validation;
 
+pub use backward::{BackwardBuffers, BackwardPlan, BackwardSizes, Grads};
 pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};

@@ -4,6 +4,10 @@
 
 use half::f16;
 
+mod backward;
+pub use backward::{attention_backward, attention_backward_f16_plain};
+pub(crate) use backward::check_d_out;
+
 use crate::error::Result;
 use crate::inputs::Inputs;
 use crate::limits::DeviceLimits;
