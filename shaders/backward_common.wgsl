@@ -4,8 +4,11 @@
 // modifiers (score.wgsl), whose `P` fields keep the forward's names.
 //
 // Bindings: 0 params, 1 q, 2 k, 3 v, 4 aux (kv_lens, then ALiBi slopes as f32 bits), 5 out,
-// 6 lse, 7 bias, 8 mask, 9 D (rowsum(dO ∘ O), f32 [B, Hq, Sq]), 10 d_out, 11 dq, 12 dk,
-// 13 dv, 14 dbias. Gradients are f32. Work items are numbered x + y·(64·workgroups in x).
+// 6 row statistics per query row (r = (b·Hq + h)·Sq + i), written by the pre-pass:
+// (m, log l, ref, D') with P = exp(s − m − log l) and D = ref + D' (D = Σ_j P·dP =
+// rowsum(dO ∘ O)), so that dS = P·((dP − ref) − D'); 7 bias, 8 mask, 10 d_out, 11 dq, 12 dk,
+// 13 dv, 14 dbias, 15 the forward's lse. Gradients are f32. Work items are numbered
+// x + y·(64·workgroups in x).
 
 struct Params {
     batch: u32, q_heads: u32, kv_heads: u32, group: u32,
@@ -30,11 +33,8 @@ const MASKED_CUT: f32 = -1.0e38;
 #include "visible.wgsl"
 #include "score.wgsl"
 
-#if USE_lse
-@group(0) @binding(6) var<storage, read> lse: array<f32>;
-#endif
-#if USE_D_read
-@group(0) @binding(9) var<storage, read> dd: array<f32>;
+#if USE_stats
+@group(0) @binding(6) var<storage, read> stats: array<vec4<f32>>;
 #endif
 #if USE_dout
 @group(0) @binding(10) var<storage, read> dout: Store;
@@ -67,14 +67,46 @@ fn k_at(b: u32, g: u32, j: u32) -> u32 {
     return b * P.k_sb + g * P.k_sh + j * P.k_ss;
 }
 
-// exp(s − lse): the probability of a logit s (after the modifiers) in a row with log-sum-exp
-// lse; 0 for masked logits and for rows with no visible key (lse = −∞).
-fn prob(s: f32, l: f32) -> f32 {
-    if (s <= MASKED_CUT || l <= MASKED_CUT) {
+// exp(s − m − log l): the probability of a logit s (after the modifiers) in a row with
+// statistics st = (m, log l); 0 for masked logits and for rows with no visible key
+// (m ≤ MASKED_CUT). With m the row's largest logit, computed exactly as here, s − m is exact.
+
+// dS / P = dP − D for the row statistics st, as (dP − ref) − D': with ref the dP of the row's
+// largest logit (recomputed bit-identically), the near-one-hot rows of large logits lose
+// nothing to the cancellation of dP − D.
+fn ds_over_p(dp: f32, st: vec4<f32>) -> f32 {
+    return (dp - st.z) - st.w;
+}
+fn prob(s: f32, st: vec4<f32>) -> f32 {
+    if (s <= MASKED_CUT || st.x <= MASKED_CUT) {
         return 0.0;
     }
-    return exp(s - l);
+    return exp((s - st.x) - st.y);
 }
+
+// The scaled dot product q_row · k_row · scale, summed in the same order by every kernel so
+// that every pass recomputes bit-identical logits (four partial sums: less rounding).
+#if USE_q
+fn qk(qa: u32, ka: u32) -> f32 {
+    var acc = vec4<f32>(0.0);
+    for (var c = 0u; c < P.head_dim; c += 4u) {
+        acc += ld4_q(qa, c) * ld4_k(ka, c);
+    }
+    return ((acc.x + acc.y) + (acc.z + acc.w)) * P.scale;
+}
+#endif
+#if USE_dout
+#if USE_v
+// dP = dO_row · v_row, summed in the same order by every kernel.
+fn dov(qa: u32, ka: u32) -> f32 {
+    var acc = vec4<f32>(0.0);
+    for (var c = 0u; c < P.head_dim; c += 4u) {
+        acc += ld4_do(qa, c) * ld4_v(ka, c);
+    }
+    return (acc.x + acc.y) + (acc.z + acc.w);
+}
+#endif
+#endif
 
 // d(soft-cap)/dx at the scaled logit x: 1 − tanh²(x / cap) (1 without soft-capping).
 fn cap_grad(x: f32) -> f32 {

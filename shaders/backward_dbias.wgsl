@@ -4,8 +4,7 @@
 #define USE_q
 #define USE_k
 #define USE_v
-#define USE_lse
-#define USE_D_read
+#define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
 @group(0) @binding(14) var<storage, read_write> dbias: array<f32>;
@@ -37,15 +36,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let row = (b * P.q_heads + h) * P.seq_q + i;
             let qa = q_at(b, h, i);
             let ka = k_at(b, g, j);
-            var dot_qk = 0.0;
-            var dp = 0.0;
-            for (var c = 0u; c < P.head_dim; c += 4u) {
-                let dor = ld4_do(qa, c);
-                dot_qk += dot(ld4_q(qa, c), ld4_k(ka, c));
-                dp += dot(dor, ld4_v(ka, c));
+            let st = stats[row];
+            let p = prob(modify(qk(qa, ka), b, h, i, j), st);
+            if (p == 0.0) {
+                continue;
             }
-            let p = prob(modify(dot_qk * P.scale, b, h, i, j), lse[row]);
-            acc += p * (dp - dd[row]);
+            let dp = dov(qa, ka);
+            acc += p * ds_over_p(dp, st);
         }
     }
     dbias[e] = acc;

@@ -1,13 +1,12 @@
 // Backward, key-parallel: dk and dv of one key row of one kv head per invocation, summed over
 // the query heads of its GQA group (read in place) and the query rows that can see the key
 // (the causal / window bounds give the row range; key padding skips the key entirely).
-// dv = Σ P·dO, dk = scale·Σ dS·cap'(x)·q with dS = P·(dP − D), P recomputed from q, k, lse.
-// D4: head_dim rounded up to a multiple of 4, over 4.
+// dv = Σ P·dO, dk = scale·Σ dS·cap'(x)·q with dS = P·(dP − D), P recomputed from q, k and
+// the row statistics of the pre-pass. D4: head_dim rounded up to a multiple of 4, over 4.
 #define USE_q
 #define USE_k
 #define USE_v
-#define USE_lse
-#define USE_D_read
+#define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
 @group(0) @binding(12) var<storage, read_write> dk: array<f32>;
@@ -42,13 +41,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let b = r / (P.seq_k * P.kv_heads);
     let ka = k_at(b, g, j);
     let n4 = (P.head_dim + 3u) / 4u;
-    var kr: array<vec4<f32>, D4>;
-    var vr: array<vec4<f32>, D4>;
     var dk_acc: array<vec4<f32>, D4>;
     var dv_acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < n4; c++) {
-        kr[c] = ld4_k(ka, c * 4u);
-        vr[c] = ld4_v(ka, c * 4u);
         dk_acc[c] = vec4<f32>(0.0);
         dv_acc[c] = vec4<f32>(0.0);
     }
@@ -64,24 +59,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 continue;
             }
             let row = (b * P.q_heads + h) * P.seq_q + i;
-            let l = lse[row];
             let qa = q_at(b, h, i);
-            var dot_qk = 0.0;
-            for (var c = 0u; c < n4; c++) {
-                dot_qk += dot(ld4_q(qa, c * 4u), kr[c]);
-            }
-            let x = dot_qk * P.scale;
-            let p = prob(modify(x, b, h, i, j), l);
+            let x = qk(qa, ka);
+            let st = stats[row];
+            let p = prob(modify(x, b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }
-            var dp = 0.0;
+            let dp = dov(qa, ka);
             for (var c = 0u; c < n4; c++) {
-                let dor = ld4_do(qa, c * 4u);
-                dp += dot(dor, vr[c]);
-                dv_acc[c] += p * dor;
+                dv_acc[c] += p * ld4_do(qa, c * 4u);
             }
-            let ds = p * (dp - dd[row]) * cap_grad(x);
+            let ds = p * ds_over_p(dp, st) * cap_grad(x);
             for (var c = 0u; c < n4; c++) {
                 dk_acc[c] += ds * ld4_q(qa, c * 4u);
             }

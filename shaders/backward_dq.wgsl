@@ -1,11 +1,11 @@
-// Backward, query-parallel: dq of one query row per invocation. P is recomputed from q, k and
-// the forward's lse; dS = P·(dP − D), dq = scale·Σ_j dS_j·cap'(x_j)·k_j over the visible keys.
-// D4: head_dim rounded up to a multiple of 4, over 4 (the register rows' length).
+// Backward, query-parallel: dq of one query row per invocation, over its visible keys:
+// dq = scale·Σ_j dS_j·cap'(x_j)·k_j with dS = P·(dP − D), P recomputed from q, k and the
+// row statistics of the pre-pass. D4: head_dim rounded up to a multiple of 4, over 4 (the
+// accumulator's length).
 #define USE_q
 #define USE_k
 #define USE_v
-#define USE_lse
-#define USE_D_read
+#define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
 @group(0) @binding(11) var<storage, read_write> dq: array<f32>;
@@ -22,34 +22,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let g = h / P.group;
     let at = q_at(b, h, i);
     let n4 = (P.head_dim + 3u) / 4u;
-    var qr: array<vec4<f32>, D4>;
-    var dor: array<vec4<f32>, D4>;
     var acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < n4; c++) {
-        qr[c] = ld4_q(at, c * 4u);
-        dor[c] = ld4_do(at, c * 4u);
         acc[c] = vec4<f32>(0.0);
     }
-    let l = lse[r];
-    let d_row = dd[r];
+    let st = stats[r];
     let range = visible_range(b, i);
-    if (l > MASKED_CUT) {
+    if (st.x > MASKED_CUT) {
         for (var j = range.x; j < range.y; j++) {
             let ka = k_at(b, g, j);
-            var dot_qk = 0.0;
-            for (var c = 0u; c < n4; c++) {
-                dot_qk += dot(qr[c], ld4_k(ka, c * 4u));
-            }
-            let x = dot_qk * P.scale;
-            let p = prob(modify(x, b, h, i, j), l);
+            let x = qk(at, ka);
+            let p = prob(modify(x, b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }
-            var dp = 0.0;
-            for (var c = 0u; c < n4; c++) {
-                dp += dot(dor[c], ld4_v(ka, c * 4u));
-            }
-            let ds = p * (dp - d_row) * cap_grad(x);
+            let ds = p * ds_over_p(dov(at, ka), st) * cap_grad(x);
             for (var c = 0u; c < n4; c++) {
                 acc[c] += ds * ld4_k(ka, c * 4u);
             }

@@ -1,9 +1,24 @@
-// Backward pre-pass: D[r] = Σ_d dO[r, d]·O[r, d] for every query row r = (b·Hq + h)·Sq + i.
-// One invocation per row.
-@group(0) @binding(5) var<storage, read> o: Store;
-@group(0) @binding(9) var<storage, read_write> dd: array<f32>;
+// Backward pre-pass, one invocation per query row r = (b·Hq + h)·Sq + i: writes the row's
+// statistics (m, log l, ref, D') that the other passes recompute P and dS with
+// (P = exp(s − m − log l), dS = P·((dP − ref) − D'); D = ref + D' = Σ_j P_j·dP_j).
+// RECOMPUTE: one online-softmax sweep over the visible keys finds m (the row's largest
+// logit), ref (the dP of that key), l = Σ exp(s − m) and D' = Σ exp(s − m)·(dP − ref) / l,
+// with logits and dP computed exactly as the other passes do — P is then consistent to the
+// last bit, and the largest key's dS, P·(−D'), has no cancellation: the gradients stay
+// accurate when logits are ~10³ and rows are nearly one-hot.
+// Otherwise (FlashAttention-2's scheme): m = the forward's lse, log l = 0, ref = 0 and
+// D' = rowsum(dO ∘ O) from the forward's out.
 #define USE_dout
+#if RECOMPUTE
+#define USE_q
+#define USE_k
+#define USE_v
+#endif
 #include "backward_common.wgsl"
+@group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
+#if !RECOMPUTE
+@group(0) @binding(5) var<storage, read> o: Store;
+@group(0) @binding(15) var<storage, read> lse: array<f32>;
 
 fn ld_o(i: u32) -> f32 {
 #if PACKED
@@ -12,6 +27,7 @@ fn ld_o(i: u32) -> f32 {
     return f32(o[i]);
 #endif
 }
+#endif
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -23,9 +39,43 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let h = (r / P.seq_q) % P.q_heads;
     let b = r / (P.seq_q * P.q_heads);
     let at = q_at(b, h, i);
+#if RECOMPUTE
+    let g = h / P.group;
+    let range = visible_range(b, i);
+    var m = MASKED;
+    var l = 0.0;
+    var a = 0.0;
+    var dref = 0.0;
+    for (var j = range.x; j < range.y; j++) {
+        let ka = k_at(b, g, j);
+        let s = modify(qk(at, ka), b, h, i, j);
+        if (s <= MASKED_CUT) {
+            continue;
+        }
+        let dp = dov(at, ka);
+        if (s > m) {
+            // new largest logit: rescale, and move the reference to this key's dP
+            let c = exp(m - s);
+            a = (a + l * (dref - dp)) * c;
+            l *= c;
+            m = s;
+            dref = dp;
+        }
+        let e = exp(s - m);
+        l += e;
+        a += e * (dp - dref);
+    }
+    if (l > 0.0) {
+        stats[r] = vec4<f32>(m, log(l), dref, a / l);
+    } else {
+        stats[r] = vec4<f32>(MASKED, 0.0, 0.0, 0.0);
+    }
+#else
     var acc = 0.0;
     for (var t = 0u; t < P.head_dim; t++) {
         acc += ld_do(at + t) * ld_o(at + t);
     }
-    dd[r] = acc;
+    let l = lse[r];
+    stats[r] = vec4<f32>(select(MASKED, l, l > MASKED_CUT), 0.0, 0.0, acc);
+#endif
 }

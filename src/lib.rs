@@ -35,7 +35,7 @@ mod spec;
 pub mod testdata;
 pub mod validation;
 
-pub use backward::{BackwardBuffers, BackwardPlan, BackwardSizes, Grads};
+pub use backward::{BackwardBuffers, BackwardMode, BackwardPlan, BackwardSizes, Grads};
 pub use context::{AdapterSummary, Caps, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};

@@ -1,6 +1,6 @@
 //! The host path of the backward pass: slices in, [`Grads`] back.
 
-use super::Grads;
+use super::{BackwardMode, Grads};
 use super::plan::{BackwardBuffers, BackwardSizes};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -15,6 +15,9 @@ impl Context {
     /// d_out are rounded to f16 first; gradients are f32. `dbias` is computed when the spec
     /// declares a bias. The probability matrix is never formed: P is recomputed from q, k and
     /// lse block by block.
+    ///
+    /// Runs in the default [`BackwardMode`] (row statistics recomputed for accuracy; `out`
+    /// and `lse` are checked but not read); see [`Context::attention_backward_mode`].
     pub fn attention_backward<'a>(
         &self,
         spec: &AttentionSpec,
@@ -23,12 +26,25 @@ impl Context {
         lse: &[f32],
         d_out: impl Into<Tensor<'a>>,
     ) -> Result<Grads> {
+        self.attention_backward_mode(spec, inputs, out, lse, d_out, BackwardMode::default())
+    }
+
+    /// [`Context::attention_backward`] in the given mode.
+    pub fn attention_backward_mode<'a>(
+        &self,
+        spec: &AttentionSpec,
+        inputs: &Inputs,
+        out: impl Into<Tensor<'a>>,
+        lse: &[f32],
+        d_out: impl Into<Tensor<'a>>,
+        mode: BackwardMode,
+    ) -> Result<Grads> {
         let (out, d_out) = (out.into(), d_out.into());
         spec.validate(self.limits())?;
         spec.check_inputs(inputs)?;
         check_forward_results(spec, &out, lse)?;
         crate::reference::check_d_out(spec, &d_out)?;
-        let plan = self.plan_backward(spec)?;
+        let plan = self.plan_backward_with(spec, mode)?;
         let sizes = BackwardSizes::of(spec);
         use wgpu::BufferUsages as U;
         let device = self.device();

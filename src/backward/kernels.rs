@@ -46,18 +46,26 @@ fn d4_for(head_dim: usize) -> u32 {
         .unwrap_or(D4_CLASSES[D4_CLASSES.len() - 1])
 }
 
-/// The variant of `pass` for `spec` with `storage`.
-pub(crate) fn variant(pass: Pass, spec: &AttentionSpec, storage: Storage) -> ShaderVariant {
+/// The variant of `pass` for `spec` with `storage`; `recompute` selects the pre-pass that
+/// recomputes the row statistics (see [`crate::BackwardMode`]).
+pub(crate) fn variant(
+    pass: Pass,
+    spec: &AttentionSpec,
+    storage: Storage,
+    recompute: bool,
+) -> ShaderVariant {
     let mut v = ShaderVariant::new(pass.template());
     if matches!(pass, Pass::Dkv | Pass::Dq) {
         v = v.constant("D4", d4_for(spec.head_dim));
     }
-    v.flag("F16", storage == Storage::F16)
+    let mods = pass != Pass::Prep || recompute;
+    v.flag("RECOMPUTE", pass == Pass::Prep && recompute)
+        .flag("F16", storage == Storage::F16)
         .flag("PACKED", storage == Storage::Packed)
-        .flag("BIAS", spec.bias.is_some() && pass != Pass::Prep)
-        .flag("MASK", spec.mask.is_some() && pass != Pass::Prep)
-        .flag("SOFTCAP", spec.softcap.is_some() && pass != Pass::Prep)
-        .flag("ALIBI", spec.alibi.is_some() && pass != Pass::Prep)
+        .flag("BIAS", spec.bias.is_some() && mods)
+        .flag("MASK", spec.mask.is_some() && mods)
+        .flag("SOFTCAP", spec.softcap.is_some() && mods)
+        .flag("ALIBI", spec.alibi.is_some() && mods)
 }
 
 /// Every backward variant (for the naga test).
@@ -74,6 +82,9 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
             v.flags = storage.clone();
             out.push(v);
         }
+        let mut v = ShaderVariant::new(Pass::Prep.template());
+        v.flags = std::iter::once("RECOMPUTE").chain(flags.clone()).collect();
+        out.push(v);
         for d4 in D4_CLASSES {
             for pass in [Pass::Dkv, Pass::Dq] {
                 let mut v = ShaderVariant::new(pass.template()).constant("D4", d4);

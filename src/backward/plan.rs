@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::BackwardMode;
 use super::kernels::{self, BwdParams, Pass};
 use crate::context::{Context, gpu_scope, init_buffer};
 use crate::error::{Error, Result};
@@ -91,14 +92,16 @@ struct Step {
     groups: (u32, u32),
 }
 
-/// A compiled backward plan for one spec on one device. Memory it owns: the `B·Hq·Sq` f32
-/// buffer of `D = rowsum(dO ∘ O)`, the aux buffer and four uniforms; no score matrix.
+/// A compiled backward plan for one spec on one device. Memory it owns: `4·B·Hq·Sq` f32 of
+/// row statistics (m, log l, and D split in two), the aux buffer and four uniforms — no score
+/// matrix.
 pub struct BackwardPlan {
     spec: AttentionSpec,
+    mode: BackwardMode,
     device: wgpu::Device,
     steps: Vec<Step>,
     aux: wgpu::Buffer,
-    d: wgpu::Buffer,
+    stats: wgpu::Buffer,
 }
 
 impl std::fmt::Debug for BackwardPlan {
@@ -112,8 +115,18 @@ impl std::fmt::Debug for BackwardPlan {
 
 impl Context {
     /// Validates `spec` for the backward pass on this device and compiles (or takes from the
-    /// cache) its pipelines. The spec's kernel, lse and weights settings are ignored.
+    /// cache) its pipelines, in the default [`BackwardMode`]. The spec's kernel, lse and
+    /// weights settings are ignored.
     pub fn plan_backward(&self, spec: &AttentionSpec) -> Result<BackwardPlan> {
+        self.plan_backward_with(spec, BackwardMode::default())
+    }
+
+    /// [`Context::plan_backward`] in the given mode.
+    pub fn plan_backward_with(
+        &self,
+        spec: &AttentionSpec,
+        mode: BackwardMode,
+    ) -> Result<BackwardPlan> {
         spec.validate(self.limits())?;
         let sizes = BackwardSizes::of(spec);
         let limit = self.limits().max_storage_binding;
@@ -121,6 +134,7 @@ impl Context {
             ("q", sizes.q),
             ("k", sizes.kv),
             ("lse", sizes.lse),
+            ("row statistics", sizes.lse * 4),
             ("bias", sizes.bias),
             ("mask", sizes.mask),
             ("dq", sizes.dq),
@@ -144,7 +158,8 @@ impl Context {
         let max_x = self.limits().max_workgroups_per_dim.min(65535);
         let mut steps = Vec::new();
         for pass in passes {
-            let variant = kernels::variant(pass, spec, storage);
+            let variant =
+                kernels::variant(pass, spec, storage, mode == BackwardMode::Recompute);
             let pipeline = self.pipeline(&variant)?;
             let p: BwdParams = kernels::params(spec, pass, alibi_at);
             let uniform = self.gpu_scope("allocating backward parameters", || {
@@ -164,7 +179,7 @@ impl Context {
                 groups: kernels::grid(kernels::items(spec, pass), max_x),
             });
         }
-        let (aux, d) = self.gpu_scope("allocating backward buffers", || {
+        let (aux, stats) = self.gpu_scope("allocating backward buffers", || {
             let aux = init_buffer(
                 self.device(),
                 self.queue(),
@@ -172,20 +187,26 @@ impl Context {
                 bytemuck::cast_slice(&aux_words),
                 wgpu::BufferUsages::STORAGE,
             );
-            let d = self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgattn backward D"),
-                size: sizes.lse.max(4),
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-            (aux, d)
+            let scratch = |label, size: u64| {
+                self.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.max(8),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            (
+                aux,
+                scratch("wgattn backward row statistics", sizes.lse * 4),
+            )
         })?;
         Ok(BackwardPlan {
             spec: spec.clone(),
             device: self.device().clone(),
+            mode,
             steps,
             aux,
-            d,
+            stats,
         })
     }
 }
@@ -204,6 +225,11 @@ impl BackwardPlan {
     /// The spec this plan differentiates.
     pub fn spec(&self) -> &AttentionSpec {
         &self.spec
+    }
+
+    /// The mode the plan was built in.
+    pub fn mode(&self) -> BackwardMode {
+        self.mode
     }
 
     /// Bytes each caller buffer needs.
@@ -233,19 +259,17 @@ impl BackwardPlan {
                 // (binding, buffer, bytes bound)
                 let mut list: Vec<(u32, &wgpu::Buffer, u64)> =
                     vec![(0, &step.uniform, whole(&step.uniform))];
-                if step.pass == Pass::Prep {
+                list.push((6, &self.stats, whole(&self.stats)));
+                list.push((10, bufs.d_out, sizes.q));
+                if step.pass == Pass::Prep && self.mode == BackwardMode::ForwardLse {
                     list.push((5, bufs.out, sizes.q));
-                    list.push((9, &self.d, whole(&self.d)));
-                    list.push((10, bufs.d_out, sizes.q));
+                    list.push((15, bufs.lse, sizes.lse));
                 } else {
                     list.extend([
                         (1, bufs.q, sizes.q),
                         (2, bufs.k, sizes.kv),
                         (3, bufs.v, sizes.kv),
                         (4, &self.aux, whole(&self.aux)),
-                        (6, bufs.lse, sizes.lse),
-                        (9, &self.d, whole(&self.d)),
-                        (10, bufs.d_out, sizes.q),
                     ]);
                     if let Some(b) = bufs.bias {
                         list.push((7, b, sizes.bias));
