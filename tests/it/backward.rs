@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use wgattn::testdata::{self, Dist, Rng};
 use wgattn::validation::{self, GridCase};
 use wgattn::{
-    Alibi, AttentionSpec, BackwardBuffers, Broadcast, CausalAlign, Context, DType, Error,
+    Alibi, AttentionSpec, BackwardBuffers, BackwardMode, Broadcast, CausalAlign, Context, DType, Error,
     ErrorStats, Inputs, Layout, Tensor,
 };
 
@@ -39,7 +39,13 @@ impl GradCheck {
 /// Runs the backward of `spec` on the GPU with inputs from `dist`/`seed` (bias and mask as
 /// `testdata::generate` makes them), the forward's out and lse from the reference, and an
 /// N(0, 1) upstream gradient; compares each gradient with `reference::attention_backward`.
-fn check_grads(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Vec<GradCheck> {
+fn check_grads(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    dist: Dist,
+    seed: u64,
+    mode: BackwardMode,
+) -> Vec<GradCheck> {
     let data = testdata::generate(spec, dist, seed);
     let inputs = data.inputs();
     let fwd = wgattn::reference::attention_with(&spec.clone().with_lse(true), &inputs)
@@ -47,7 +53,7 @@ fn check_grads(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Ve
     let d_out = Rng::new(seed ^ 0xD0).normals(spec.q_len(), 0.0, 1.0);
     let lse = fwd.lse.as_ref().expect("lse");
     let gpu = ctx
-        .attention_backward(spec, &inputs, &fwd.out, lse, &d_out)
+        .attention_backward_mode(spec, &inputs, &fwd.out, lse, &d_out, mode)
         .unwrap_or_else(|e| panic!("GPU backward failed for {spec:?}: {e}"));
     let cpu = wgattn::reference::attention_backward(spec, &inputs, Tensor::F32(&d_out))
         .expect("reference backward");
@@ -81,11 +87,22 @@ fn check_grads(ctx: &Context, spec: &AttentionSpec, dist: Dist, seed: u64) -> Ve
         .collect()
 }
 
-/// Runs every case and fails with the list of gradients out of tolerance.
+/// Runs every case in the default mode and fails with the list of gradients out of tolerance.
 fn run(ctx: &Context, cases: &[GridCase]) {
+    run_mode(ctx, cases, BackwardMode::default());
+}
+
+/// [`run`] in `mode`; prints the largest f32 relative error and f16 error/bound ratio.
+fn run_mode(ctx: &Context, cases: &[GridCase], mode: BackwardMode) {
     let mut failures = Vec::new();
+    let (mut worst_f32, mut worst_f16) = (0.0f64, 0.0f64);
     for case in cases {
-        for c in check_grads(ctx, &case.spec, case.dist, case.seed) {
+        for c in check_grads(ctx, &case.spec, case.dist, case.seed, mode) {
+            if c.on_max_abs {
+                worst_f16 = worst_f16.max(c.err.max_abs / c.bound);
+            } else {
+                worst_f32 = worst_f32.max(c.err.rel_fro);
+            }
             if !c.passed() {
                 failures.push(format!(
                     "{}: {} {:?} (bound {:.2e} on {})",
@@ -98,6 +115,10 @@ fn run(ctx: &Context, cases: &[GridCase]) {
             }
         }
     }
+    println!(
+        "{} cases, {mode:?}: worst f32 rel_fro {worst_f32:.3e}, worst f16 max_abs/bound {worst_f16:.3}",
+        cases.len()
+    );
     assert!(
         failures.is_empty(),
         "{} gradient(s) out of tolerance on {}:\n{}",
@@ -207,6 +228,18 @@ fn backward_extra_options_match_reference() {
         ),
     ];
     run(ctx, &cases);
+}
+
+/// FlashAttention-2's scheme (the forward's lse, D = rowsum(dO ∘ O)) on unit-scale inputs.
+#[test]
+fn backward_forward_lse_mode_matches_reference() {
+    let Some(ctx) = common::ctx() else { return };
+    let cases: Vec<GridCase> = shape_grid()
+        .into_iter()
+        .filter(|c| c.dist == Dist::Normal)
+        .chain(option_cases().into_iter().step_by(4))
+        .collect();
+    run_mode(ctx, &cases, BackwardMode::ForwardLse);
 }
 
 /// Fully masked rows (kv_lens 0, a mask row of false) give zero gradients, never NaN.
