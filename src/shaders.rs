@@ -39,7 +39,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "backward_prep.wgsl",
         include_str!("../shaders/backward_prep.wgsl"),
     ),
-    ("backward_dq.wgsl", include_str!("../shaders/backward_dq.wgsl")),
+    (
+        "backward_dq.wgsl",
+        include_str!("../shaders/backward_dq.wgsl"),
+    ),
     (
         "backward_dkv.wgsl",
         include_str!("../shaders/backward_dkv.wgsl"),

@@ -1,7 +1,7 @@
 //! The host path of the backward pass: slices in, [`Grads`] back.
 
-use super::{BackwardMode, Grads};
 use super::plan::{BackwardBuffers, BackwardSizes};
+use super::{BackwardMode, Grads};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::host::{gpu_bytes, mask_bytes};
@@ -173,10 +173,7 @@ fn check_forward_results(spec: &AttentionSpec, out: &Tensor, lse: &[f32]) -> Res
             value: values[index],
         });
     }
-    if let Some(index) = lse
-        .iter()
-        .position(|x| x.is_nan() || *x == f32::INFINITY)
-    {
+    if let Some(index) = lse.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
         return Err(Error::NonFinite {
             tensor: "lse",
             index,

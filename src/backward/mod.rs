@@ -15,8 +15,8 @@ mod host;
 mod kernels;
 mod plan;
 
-pub use plan::{BackwardBuffers, BackwardPlan, BackwardSizes};
 pub(crate) use kernels::variants;
+pub use plan::{BackwardBuffers, BackwardPlan, BackwardSizes};
 
 /// How the backward pass gets each row's softmax normaliser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

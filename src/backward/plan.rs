@@ -158,8 +158,7 @@ impl Context {
         let max_x = self.limits().max_workgroups_per_dim.min(65535);
         let mut steps = Vec::new();
         for pass in passes {
-            let variant =
-                kernels::variant(pass, spec, storage, mode == BackwardMode::Recompute);
+            let variant = kernels::variant(pass, spec, storage, mode == BackwardMode::Recompute);
             let pipeline = self.pipeline(&variant)?;
             let p: BwdParams = kernels::params(spec, pass, alibi_at);
             let uniform = self.gpu_scope("allocating backward parameters", || {

@@ -28,11 +28,7 @@ enum Precision {
 /// for the upstream gradient `d_out` (same shape and layout as q), computed in f64. With dtype
 /// f16 the inputs and `d_out` are rounded to f16 first, as the GPU sees them; the gradients are
 /// not rounded. `dbias` has the bias's broadcast shape: broadcast dimensions are summed.
-pub fn attention_backward(
-    spec: &AttentionSpec,
-    inputs: &Inputs,
-    d_out: Tensor,
-) -> Result<Grads> {
+pub fn attention_backward(spec: &AttentionSpec, inputs: &Inputs, d_out: Tensor) -> Result<Grads> {
     compute(spec, inputs, d_out, Precision::F64)
 }
 
@@ -174,7 +170,9 @@ fn compute(
                 if keys.is_empty() {
                     continue;
                 }
-                let max = keys.iter().fold(f64::NEG_INFINITY, |m, &(_, _, s)| m.max(s));
+                let max = keys
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &(_, _, s)| m.max(s));
                 let sum: f64 = keys.iter().map(|&(_, _, s)| (s - max).exp()).sum();
                 // P_j and dP_j, then D = Σ P·dP
                 let pdp: Vec<(f64, f64)> = keys
@@ -314,8 +312,7 @@ mod tests {
                             continue;
                         }
                         let ka = ks.at(b, h / g, j);
-                        let mut s: f64 =
-                            (0..d).map(|t| q[qa + t] * k[ka + t]).sum::<f64>() * scale;
+                        let mut s: f64 = (0..d).map(|t| q[qa + t] * k[ka + t]).sum::<f64>() * scale;
                         if let Some(cap) = spec.softcap {
                             s = cap as f64 * (s / cap as f64).tanh();
                         }
@@ -377,15 +374,28 @@ mod tests {
         let base = forward64(spec, &q64, &k64, &v64, bias64.as_deref(), mask.as_deref());
         let reference = super::super::attention_with(spec, &inputs).unwrap();
         for (a, b) in base.iter().zip(&reference.out) {
-            assert!((a - *b as f64).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+            assert!(
+                (a - *b as f64).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{a} vs {b}"
+            );
         }
-        let loss = |o: &[f64]| o.iter().zip(&d_out).map(|(a, &g)| a * g as f64).sum::<f64>();
+        let loss = |o: &[f64]| {
+            o.iter()
+                .zip(&d_out)
+                .map(|(a, &g)| a * g as f64)
+                .sum::<f64>()
+        };
         let eps = 1e-5;
         let mut checked = 0;
         let mut check = |name: &str, analytic: &[f32], which: usize| {
             let n = analytic.len();
             for idx in 0..n {
-                let mut tensors = [q64.clone(), k64.clone(), v64.clone(), bias64.clone().unwrap_or_default()];
+                let mut tensors = [
+                    q64.clone(),
+                    k64.clone(),
+                    v64.clone(),
+                    bias64.clone().unwrap_or_default(),
+                ];
                 if which == 3 && !tensors[3][idx].is_finite() {
                     assert_eq!(analytic[idx], 0.0, "{name}[{idx}] behind a -inf bias");
                     continue;
@@ -447,18 +457,30 @@ mod tests {
             tiny().softcap(1.5),
             tiny().bias(Broadcast::FULL),
             tiny().bias(Broadcast::SHARED),
-            tiny().bias(Broadcast { per_batch: false, per_head: true }),
-            tiny().mask(Broadcast { per_batch: true, per_head: false }),
+            tiny().bias(Broadcast {
+                per_batch: false,
+                per_head: true,
+            }),
+            tiny().mask(Broadcast {
+                per_batch: true,
+                per_head: false,
+            }),
             tiny()
                 .causal(CausalAlign::BottomRight)
                 .softcap(2.0)
                 .alibi(Alibi::Standard)
-                .bias(Broadcast { per_batch: true, per_head: false })
+                .bias(Broadcast {
+                    per_batch: true,
+                    per_head: false,
+                })
                 .window(2, 1),
         ];
         for (n, spec) in specs.iter().enumerate() {
             let checked = fd_check(spec, 100 + n as u64);
-            assert!(checked > 10, "only {checked} non-zero gradients checked for {spec:?}");
+            assert!(
+                checked > 10,
+                "only {checked} non-zero gradients checked for {spec:?}"
+            );
         }
     }
 
@@ -475,7 +497,12 @@ mod tests {
         let half_q = spec.q_len() / 2;
         let half_k = spec.kv_len() / 2;
         assert!(g.dq[half_q..].iter().all(|&x| x == 0.0));
-        assert!(g.dk[half_k..].iter().chain(&g.dv[half_k..]).all(|&x| x == 0.0));
+        assert!(
+            g.dk[half_k..]
+                .iter()
+                .chain(&g.dv[half_k..])
+                .all(|&x| x == 0.0)
+        );
         assert!(g.dq[..half_q].iter().any(|&x| x != 0.0));
     }
 }

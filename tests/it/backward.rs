@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use wgattn::testdata::{self, Dist, Rng};
 use wgattn::validation::{self, GridCase};
 use wgattn::{
-    Alibi, AttentionSpec, BackwardBuffers, BackwardMode, Broadcast, CausalAlign, Context, DType, Error,
-    ErrorStats, Inputs, Layout, Tensor,
+    Alibi, AttentionSpec, BackwardBuffers, BackwardMode, Broadcast, CausalAlign, Context, DType,
+    Error, ErrorStats, Inputs, Layout, Tensor,
 };
 
 /// Relative Frobenius tolerance of every f32 gradient.
@@ -191,7 +191,12 @@ fn backward_extra_options_match_reference() {
     let Some(ctx) = common::ctx() else { return };
     let base = AttentionSpec::new(2, 4, 2, 33, 40, 16).causal(CausalAlign::TopLeft);
     let cases = [
-        case("softcap 30 logits 1e3", base.clone().softcap(30.0), Dist::Normal30, 1),
+        case(
+            "softcap 30 logits 1e3",
+            base.clone().softcap(30.0),
+            Dist::Normal30,
+            1,
+        ),
         case("scale 0.3", base.clone().scale(0.3), Dist::Normal, 2),
         case(
             "mask [B,1] + alibi + window",
@@ -254,7 +259,7 @@ fn backward_fully_masked_rows_are_zero() {
         .attention_with(&spec.clone().with_lse(true), &data.inputs())
         .unwrap();
     let lse = fwd.lse.unwrap();
-    assert!(lse.iter().any(|x| *x == f32::NEG_INFINITY));
+    assert!(lse.contains(&f32::NEG_INFINITY));
     let d_out = Rng::new(8).normals(spec.q_len(), 0.0, 1.0);
     let g = ctx
         .attention_backward(&spec, &data.inputs(), &fwd.out, &lse, &d_out)
@@ -298,7 +303,11 @@ fn backward_after_gpu_forward() {
         ("dq", &gpu.dq, &cpu.dq),
         ("dk", &gpu.dk, &cpu.dk),
         ("dv", &gpu.dv, &cpu.dv),
-        ("dbias", gpu.dbias.as_ref().unwrap(), cpu.dbias.as_ref().unwrap()),
+        (
+            "dbias",
+            gpu.dbias.as_ref().unwrap(),
+            cpu.dbias.as_ref().unwrap(),
+        ),
     ] {
         let e = ErrorStats::compare(g, c);
         assert!(e.within(F32_TOL), "{name}: {e:?}");
@@ -360,13 +369,7 @@ fn backward_plan_encodes_into_caller_buffers() {
     // bad buffers first: nothing recorded, typed errors
     let small = out_buf(8);
     for (bad, name) in [
-        (
-            BackwardBuffers {
-                dq: &small,
-                ..bufs
-            },
-            "dq",
-        ),
+        (BackwardBuffers { dq: &small, ..bufs }, "dq"),
         (BackwardBuffers { dk: &q, ..bufs }, "dk"),
         (BackwardBuffers { bias: None, ..bufs }, "bias"),
     ] {
@@ -390,7 +393,11 @@ fn backward_plan_encodes_into_caller_buffers() {
     let rk = read(&dk, sizes.dkv, &mut enc);
     let rv = read(&dv, sizes.dkv, &mut enc);
     ctx.queue().submit([enc.finish()]);
-    for (r, c, name) in [(&rq, &cpu.dq, "dq"), (&rk, &cpu.dk, "dk"), (&rv, &cpu.dv, "dv")] {
+    for (r, c, name) in [
+        (&rq, &cpu.dq, "dq"),
+        (&rk, &cpu.dk, "dk"),
+        (&rv, &cpu.dv, "dv"),
+    ] {
         r.slice(..).map_async(wgpu::MapMode::Read, |_| {});
         dev.poll(wgpu::PollType::wait_indefinitely()).unwrap();
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&r.slice(..).get_mapped_range().unwrap());
