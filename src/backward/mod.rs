@@ -11,10 +11,12 @@
 //! has its own element-parallel pass that sums dS over the broadcast dimensions. Extra
 //! memory: `4·B·Hq·Sq` f32 of row statistics.
 
+mod bench;
 mod host;
 mod kernels;
 mod plan;
 
+pub use bench::{BackwardTiming, bench_backward};
 pub(crate) use kernels::variants;
 pub use plan::{BackwardBuffers, BackwardPlan, BackwardSizes};
 

@@ -45,6 +45,9 @@ pub struct Args {
     /// One JSON object per shape on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Time the backward pass instead (wall time, --runs runs, default 5).
+    #[arg(long, conflicts_with_all = ["all_adapters", "seconds"])]
+    backward: bool,
 }
 
 /// The standard benchmark shapes: (B, Hq, Hkv, Sq, Sk, D, causal).
@@ -192,6 +195,9 @@ fn row(ctx: &Context, r: &BenchResult) -> Vec<String> {
 /// Runs `wgattn bench`.
 pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let specs = specs(&args)?;
+    if args.backward {
+        return super::grad::bench(&super::open(adapter)?, &specs, args.runs, args.json);
+    }
     let timing = Timing::parse(&args.timing)?;
     let config = BenchConfig {
         warmup: 1,

@@ -38,6 +38,11 @@ pub struct Args {
     /// 0,100,16383: the reference then costs O(rows·Sk) instead of O(Sq·Sk).
     #[arg(long, value_name = "I,J,...", requires = "check")]
     check_rows: Option<String>,
+    /// Also run the backward pass: reads tensor `d_out` (shape of q) from the input and writes
+    /// `dq`, `dk`, `dv` (+ `dbias` with a bias) with `out` and `lse`; `--check` then compares
+    /// the gradients with the CPU reference.
+    #[arg(long, conflicts_with_all = ["weights", "check_rows"])]
+    grad: bool,
 }
 
 /// Runs `wgattn run`.
@@ -47,12 +52,16 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let mut spec = args.flags.apply(case.spec.clone())?;
     args.files.load(&mut spec, &mut case)?;
     spec.kernel = Kernel::parse(&args.kernel)?;
-    spec.return_lse = args.lse;
+    spec.return_lse = args.lse || args.grad;
     spec.return_weights = args.weights;
     let ctx = super::open(adapter)?;
     let started = std::time::Instant::now();
     let out = ctx.attention_with(&spec, &case.inputs())?;
     let elapsed = started.elapsed();
+    if args.grad {
+        let (input, output) = (&args.input, &args.output);
+        return super::grad::run(&ctx, &spec, &case, input, output, &out, args.check);
+    }
     wgattn::io::write_output(&args.output, &spec, &out)?;
     println!(
         "{}: {} with {} on {} in {:.1} ms -> {}",
