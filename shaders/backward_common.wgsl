@@ -37,6 +37,19 @@ const MASKED_CUT: f32 = -1.0e38;
 @group(0) @binding(6) var<storage, read> stats: array<vec4<f32>>;
 #endif
 #if USE_dout
+#if VEC4
+@group(0) @binding(10) var<storage, read> dout: Store4;
+
+fn ld4_do(at: u32, d: u32) -> vec4<f32> {
+#if PACKED
+    let w = dout[(at + d) / 4u];
+    let x = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    let x = vec4<f32>(dout[(at + d) / 4u]);
+#endif
+    return select(vec4<f32>(0.0), x, d < P.head_dim);
+}
+#else
 @group(0) @binding(10) var<storage, read> dout: Store;
 
 fn ld_do(i: u32) -> f32 {
@@ -52,6 +65,12 @@ fn ld4_do(at: u32, d: u32) -> vec4<f32> {
                      select(0.0, ld_do(at + d + 2u), d + 2u < hd), select(0.0, ld_do(at + d + 3u), d + 3u < hd));
 }
 #endif
+#endif
+
+// The sum of a dot product's four partial sums, in the one order every kernel uses.
+fn fin(acc: vec4<f32>) -> f32 {
+    return (acc.x + acc.y) + (acc.z + acc.w);
+}
 
 // The work item of this invocation.
 fn item(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -84,26 +103,27 @@ fn prob(s: f32, st: vec4<f32>) -> f32 {
     return exp((s - st.x) - st.y);
 }
 
-// The scaled dot product q_row · k_row · scale, summed in the same order by every kernel so
-// that every pass recomputes bit-identical logits (four partial sums: less rounding).
+// The scaled dot product q_row · k_row · scale. Every kernel sums it the same way — four
+// partial sums over 4-element chunks in order, acc += q·k, then fin(acc) · scale — whether
+// the rows come from registers or memory, so every pass recomputes bit-identical logits.
 #if USE_q
 fn qk(qa: u32, ka: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < P.head_dim; c += 4u) {
         acc += ld4_q(qa, c) * ld4_k(ka, c);
     }
-    return ((acc.x + acc.y) + (acc.z + acc.w)) * P.scale;
+    return fin(acc) * P.scale;
 }
 #endif
 #if USE_dout
 #if USE_v
-// dP = dO_row · v_row, summed in the same order by every kernel.
+// dP = dO_row · v_row, summed like qk (acc += dO·v).
 fn dov(qa: u32, ka: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < P.head_dim; c += 4u) {
         acc += ld4_do(qa, c) * ld4_v(ka, c);
     }
-    return (acc.x + acc.y) + (acc.z + acc.w);
+    return fin(acc);
 }
 #endif
 #endif

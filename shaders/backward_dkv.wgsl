@@ -2,7 +2,8 @@
 // the query heads of its GQA group (read in place) and the query rows that can see the key
 // (the causal / window bounds give the row range; key padding skips the key entirely).
 // dv = Σ P·dO, dk = scale·Σ dS·cap'(x)·q with dS = P·(dP − D), P recomputed from q, k and
-// the row statistics of the pre-pass. D4: head_dim rounded up to a multiple of 4, over 4.
+// the row statistics of the pre-pass. k and v of the key, dk and dv live in registers (D4
+// vec4s: head_dim rounded up to a multiple of 4, over 4); logits are summed exactly as qk().
 #define USE_q
 #define USE_k
 #define USE_v
@@ -41,9 +42,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let b = r / (P.seq_k * P.kv_heads);
     let ka = k_at(b, g, j);
     let n4 = (P.head_dim + 3u) / 4u;
+    var kr: array<vec4<f32>, D4>;
+    var vr: array<vec4<f32>, D4>;
     var dk_acc: array<vec4<f32>, D4>;
     var dv_acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < n4; c++) {
+        kr[c] = ld4_k(ka, c * 4u);
+        vr[c] = ld4_v(ka, c * 4u);
         dk_acc[c] = vec4<f32>(0.0);
         dv_acc[c] = vec4<f32>(0.0);
     }
@@ -60,13 +65,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
             let row = (b * P.q_heads + h) * P.seq_q + i;
             let qa = q_at(b, h, i);
-            let x = qk(qa, ka);
+            var sx = vec4<f32>(0.0);
+            for (var c = 0u; c < n4; c++) {
+                sx += ld4_q(qa, c * 4u) * kr[c];
+            }
+            let x = fin(sx) * P.scale;
             let st = stats[row];
             let p = prob(modify(x, b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }
-            let dp = dov(qa, ka);
+            var sp = vec4<f32>(0.0);
+            for (var c = 0u; c < n4; c++) {
+                sp += ld4_do(qa, c * 4u) * vr[c];
+            }
+            let dp = fin(sp);
             for (var c = 0u; c < n4; c++) {
                 dv_acc[c] += p * ld4_do(qa, c * 4u);
             }

@@ -17,8 +17,20 @@
 #include "backward_common.wgsl"
 @group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
 #if !RECOMPUTE
-@group(0) @binding(5) var<storage, read> o: Store;
 @group(0) @binding(15) var<storage, read> lse: array<f32>;
+#if VEC4
+@group(0) @binding(5) var<storage, read> o: Store4;
+
+fn ld4_o(at: u32, d: u32) -> vec4<f32> {
+#if PACKED
+    let w = o[(at + d) / 4u];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    return vec4<f32>(o[(at + d) / 4u]);
+#endif
+}
+#else
+@group(0) @binding(5) var<storage, read> o: Store;
 
 fn ld_o(i: u32) -> f32 {
 #if PACKED
@@ -27,6 +39,12 @@ fn ld_o(i: u32) -> f32 {
     return f32(o[i]);
 #endif
 }
+fn ld4_o(at: u32, d: u32) -> vec4<f32> {
+    let hd = P.head_dim;
+    return vec4<f32>(select(0.0, ld_o(at + d), d < hd), select(0.0, ld_o(at + d + 1u), d + 1u < hd),
+                     select(0.0, ld_o(at + d + 2u), d + 2u < hd), select(0.0, ld_o(at + d + 3u), d + 3u < hd));
+}
+#endif
 #endif
 
 @compute @workgroup_size(64, 1, 1)
@@ -71,11 +89,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         stats[r] = vec4<f32>(MASKED, 0.0, 0.0, 0.0);
     }
 #else
-    var acc = 0.0;
-    for (var t = 0u; t < P.head_dim; t++) {
-        acc += ld_do(at + t) * ld_o(at + t);
+    var acc = vec4<f32>(0.0);
+    for (var c = 0u; c < P.head_dim; c += 4u) {
+        acc += ld4_do(at, c) * ld4_o(at, c);
     }
     let l = lse[r];
-    stats[r] = vec4<f32>(select(MASKED, l, l > MASKED_CUT), 0.0, 0.0, acc);
+    stats[r] = vec4<f32>(select(MASKED, l, l > MASKED_CUT), 0.0, 0.0, fin(acc));
 #endif
 }

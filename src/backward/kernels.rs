@@ -60,6 +60,7 @@ pub(crate) fn variant(
     }
     let mods = pass != Pass::Prep || recompute;
     v.flag("RECOMPUTE", pass == Pass::Prep && recompute)
+        .flag("VEC4", spec.head_dim.is_multiple_of(4))
         .flag("F16", storage == Storage::F16)
         .flag("PACKED", storage == Storage::Packed)
         .flag("BIAS", spec.bias.is_some() && mods)
@@ -71,11 +72,15 @@ pub(crate) fn variant(
 /// Every backward variant (for the naga test).
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut out = Vec::new();
-    for flags in all_flag_sets() {
+    for flags in all_flag_sets().into_iter().flat_map(|f| {
+        let mut with_vec4 = f.clone();
+        with_vec4.insert(0, "VEC4");
+        [f, with_vec4]
+    }) {
         let storage: Vec<&'static str> = flags
             .iter()
             .copied()
-            .filter(|f| matches!(*f, "F16" | "PACKED"))
+            .filter(|f| matches!(*f, "F16" | "PACKED" | "VEC4"))
             .collect();
         if storage.len() == flags.len() {
             let mut v = ShaderVariant::new(Pass::Prep.template());

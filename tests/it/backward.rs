@@ -456,6 +456,33 @@ fn backward_on_gl() {
     run(ctx, &cases);
 }
 
+/// The variants a backward plan runs are among `shaders::all_variants` (so the naga test
+/// covers them).
+#[test]
+fn backward_plan_variants_are_listed() {
+    let Some(ctx) = common::ctx() else { return };
+    let all: std::collections::HashSet<String> = wgattn::shaders::all_variants()
+        .iter()
+        .map(|v| v.key())
+        .collect();
+    let specs = [
+        AttentionSpec::new(1, 2, 1, 5, 6, 7),
+        AttentionSpec::new(1, 2, 1, 5, 6, 200)
+            .dtype(DType::F16)
+            .bias(Broadcast::SHARED)
+            .mask(Broadcast::FULL)
+            .softcap(3.0)
+            .alibi(Alibi::Standard),
+    ];
+    for spec in specs {
+        for mode in [BackwardMode::Recompute, BackwardMode::ForwardLse] {
+            for key in ctx.plan_backward_with(&spec, mode).unwrap().shaders() {
+                assert!(all.contains(&key), "{key} is not in all_variants()");
+            }
+        }
+    }
+}
+
 /// Every backward variant validates with naga (the full translation test in shaders_naga.rs
 /// covers them through `shaders::all_variants`).
 #[test]
