@@ -2,8 +2,9 @@
 // the query heads of its GQA group (read in place) and the query rows that can see the key
 // (the causal / window bounds give the row range; key padding skips the key entirely).
 // dv = Σ P·dO, dk = scale·Σ dS·cap'(x)·q with dS = P·(dP − D), P recomputed from q, k and
-// the row statistics of the pre-pass. k and v of the key, dk and dv live in registers (D4
-// vec4s: head_dim rounded up to a multiple of 4, over 4); logits are summed exactly as qk().
+// the row statistics of the pre-pass. k and v of the key and the dk, dv accumulators are
+// unrolled into D4 vec4 registers each (D4·4 ≥ head_dim; chunks past head_dim are zero);
+// logits are summed exactly as qk() does.
 #define USE_q
 #define USE_k
 #define USE_v
@@ -41,17 +42,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let g = (r / P.seq_k) % P.kv_heads;
     let b = r / (P.seq_k * P.kv_heads);
     let ka = k_at(b, g, j);
-    let n4 = (P.head_dim + 3u) / 4u;
-    var kr: array<vec4<f32>, D4>;
-    var vr: array<vec4<f32>, D4>;
-    var dk_acc: array<vec4<f32>, D4>;
-    var dv_acc: array<vec4<f32>, D4>;
-    for (var c = 0u; c < n4; c++) {
-        kr[c] = ld4_k(ka, c * 4u);
-        vr[c] = ld4_v(ka, c * 4u);
-        dk_acc[c] = vec4<f32>(0.0);
-        dv_acc[c] = vec4<f32>(0.0);
-    }
+#for C in 0..D4
+    let k_{C} = ld4_k(ka, {C}u * 4u);
+    let v_{C} = ld4_v(ka, {C}u * 4u);
+    var dk_{C} = vec4<f32>(0.0);
+    var dv_{C} = vec4<f32>(0.0);
+#endfor
     var rows = row_range(j);
     if (P.has_kv_lens != 0u && j >= aux[b]) {
         rows = vec2<u32>(0u, 0u);
@@ -66,9 +62,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let row = (b * P.q_heads + h) * P.seq_q + i;
             let qa = q_at(b, h, i);
             var sx = vec4<f32>(0.0);
-            for (var c = 0u; c < n4; c++) {
-                sx += ld4_q(qa, c * 4u) * kr[c];
-            }
+#for C in 0..D4
+            let q_{C} = ld4_q(qa, {C}u * 4u);
+            sx += q_{C} * k_{C};
+#endfor
             let x = fin(sx) * P.scale;
             let st = stats[row];
             let p = prob(modify(x, b, h, i, j), st);
@@ -76,25 +73,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 continue;
             }
             var sp = vec4<f32>(0.0);
-            for (var c = 0u; c < n4; c++) {
-                sp += ld4_do(qa, c * 4u) * vr[c];
-            }
+#for C in 0..D4
+            let do_{C} = ld4_do(qa, {C}u * 4u);
+            sp += do_{C} * v_{C};
+            dv_{C} += p * do_{C};
+#endfor
             let dp = fin(sp);
-            for (var c = 0u; c < n4; c++) {
-                dv_acc[c] += p * ld4_do(qa, c * 4u);
-            }
             let ds = p * ds_over_p(dp, st) * cap_grad(x);
-            for (var c = 0u; c < n4; c++) {
-                dk_acc[c] += ds * ld4_q(qa, c * 4u);
-            }
+#for C in 0..D4
+            dk_{C} += ds * q_{C};
+#endfor
         }
     }
-    for (var c = 0u; c < n4; c++) {
-        for (var t = 0u; t < 4u; t++) {
-            if (c * 4u + t < P.head_dim) {
-                dk[ka + c * 4u + t] = dk_acc[c][t] * P.scale;
-                dv[ka + c * 4u + t] = dv_acc[c][t];
-            }
+#for C in 0..D4
+    for (var t = 0u; t < 4u; t++) {
+        if ({C}u * 4u + t < P.head_dim) {
+            dk[ka + {C}u * 4u + t] = dk_{C}[t] * P.scale;
+            dv[ka + {C}u * 4u + t] = dv_{C}[t];
         }
     }
+#endfor
 }

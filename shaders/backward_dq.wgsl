@@ -1,7 +1,8 @@
 // Backward, query-parallel: dq of one query row per invocation, over its visible keys:
 // dq = scale·Σ_j dS_j·cap'(x_j)·k_j with dS = P·(dP − D), P recomputed from q, k and the
-// row statistics of the pre-pass. q and dO of the row, and dq, live in registers (D4 vec4s:
-// head_dim rounded up to a multiple of 4, over 4); logits are summed exactly as qk() does.
+// row statistics of the pre-pass. q and dO of the row and the dq accumulator are unrolled
+// into D4 vec4 registers each (D4·4 ≥ head_dim; chunks past head_dim are zero); logits are
+// summed exactly as qk() does.
 #define USE_q
 #define USE_k
 #define USE_v
@@ -21,44 +22,41 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let b = r / (P.seq_q * P.q_heads);
     let g = h / P.group;
     let at = q_at(b, h, i);
-    let n4 = (P.head_dim + 3u) / 4u;
-    var qr: array<vec4<f32>, D4>;
-    var dor: array<vec4<f32>, D4>;
-    var acc: array<vec4<f32>, D4>;
-    for (var c = 0u; c < n4; c++) {
-        qr[c] = ld4_q(at, c * 4u);
-        dor[c] = ld4_do(at, c * 4u);
-        acc[c] = vec4<f32>(0.0);
-    }
+#for C in 0..D4
+    let q_{C} = ld4_q(at, {C}u * 4u);
+    let do_{C} = ld4_do(at, {C}u * 4u);
+    var acc_{C} = vec4<f32>(0.0);
+#endfor
     let st = stats[r];
     let range = visible_range(b, i);
     if (st.x > MASKED_CUT) {
         for (var j = range.x; j < range.y; j++) {
             let ka = k_at(b, g, j);
             var sx = vec4<f32>(0.0);
-            for (var c = 0u; c < n4; c++) {
-                sx += qr[c] * ld4_k(ka, c * 4u);
-            }
+#for C in 0..D4
+            let k_{C} = ld4_k(ka, {C}u * 4u);
+            sx += q_{C} * k_{C};
+#endfor
             let x = fin(sx) * P.scale;
             let p = prob(modify(x, b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }
             var sp = vec4<f32>(0.0);
-            for (var c = 0u; c < n4; c++) {
-                sp += dor[c] * ld4_v(ka, c * 4u);
-            }
+#for C in 0..D4
+            sp += do_{C} * ld4_v(ka, {C}u * 4u);
+#endfor
             let ds = p * ds_over_p(fin(sp), st) * cap_grad(x);
-            for (var c = 0u; c < n4; c++) {
-                acc[c] += ds * ld4_k(ka, c * 4u);
-            }
+#for C in 0..D4
+            acc_{C} += ds * k_{C};
+#endfor
         }
     }
-    for (var c = 0u; c < n4; c++) {
-        for (var t = 0u; t < 4u; t++) {
-            if (c * 4u + t < P.head_dim) {
-                dq[at + c * 4u + t] = acc[c][t] * P.scale;
-            }
+#for C in 0..D4
+    for (var t = 0u; t < 4u; t++) {
+        if ({C}u * 4u + t < P.head_dim) {
+            dq[at + {C}u * 4u + t] = acc_{C}[t] * P.scale;
         }
     }
+#endfor
 }

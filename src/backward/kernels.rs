@@ -9,9 +9,9 @@ use crate::spec::AttentionSpec;
 /// Invocations per workgroup of every backward kernel.
 pub(crate) const WG: u32 = 64;
 
-/// Register-row lengths (in vec4) the dq / dkv kernels are compiled for: head_dim ≤ 16, 64,
-/// 128, 256.
-const D4_CLASSES: [u32; 4] = [4, 16, 32, 64];
+/// Register-row lengths (in vec4, unrolled) the dq / dkv kernels are compiled for: head_dim
+/// ≤ 16, 32, 64, 128, 256.
+const D4_CLASSES: [u32; 5] = [4, 8, 16, 32, 64];
 
 /// The four backward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
