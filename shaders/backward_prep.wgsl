@@ -3,7 +3,8 @@
 // (P = exp(s − m − log l), dS = P·((dP − ref) − D'); D = ref + D' = Σ_j P_j·dP_j).
 // RECOMPUTE: one online-softmax sweep over the visible keys finds m (the row's largest
 // logit), ref (the dP of that key), l = Σ exp(s − m) and D' = Σ exp(s − m)·(dP − ref) / l,
-// with logits and dP computed exactly as the other passes do — P is then consistent to the
+// with logits and dP computed exactly as the other passes do (q and dO of the row unrolled
+// into D4 vec4 registers) — P is then consistent to the
 // last bit, and the largest key's dS, P·(−D'), has no cancellation: the gradients stay
 // accurate when logits are ~10³ and rows are nearly one-hot.
 // Otherwise (FlashAttention-2's scheme): m = the forward's lse, log l = 0, ref = 0 and
@@ -64,13 +65,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var l = 0.0;
     var a = 0.0;
     var dref = 0.0;
+#for C in 0..D4
+    let q_{C} = ld4_q(at, {C}u * 4u);
+    let do_{C} = ld4_do(at, {C}u * 4u);
+#endfor
     for (var j = range.x; j < range.y; j++) {
         let ka = k_at(b, g, j);
-        let s = modify(qk(at, ka), b, h, i, j);
+        var sx = vec4<f32>(0.0);
+#for C in 0..D4
+        sx += q_{C} * ld4_k(ka, {C}u * 4u);
+#endfor
+        let s = modify(fin(sx) * P.scale, b, h, i, j);
         if (s <= MASKED_CUT) {
             continue;
         }
-        let dp = dov(at, ka);
+        var sp = vec4<f32>(0.0);
+#for C in 0..D4
+        sp += do_{C} * ld4_v(ka, {C}u * 4u);
+#endfor
+        let dp = fin(sp);
         if (s > m) {
             // new largest logit: rescale, and move the reference to this key's dP
             let c = exp(m - s);

@@ -55,7 +55,7 @@ pub(crate) fn variant(
     recompute: bool,
 ) -> ShaderVariant {
     let mut v = ShaderVariant::new(pass.template());
-    if matches!(pass, Pass::Dkv | Pass::Dq) {
+    if matches!(pass, Pass::Dkv | Pass::Dq) || (pass == Pass::Prep && recompute) {
         v = v.constant("D4", d4_for(spec.head_dim));
     }
     let mods = pass != Pass::Prep || recompute;
@@ -87,10 +87,10 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
             v.flags = storage.clone();
             out.push(v);
         }
-        let mut v = ShaderVariant::new(Pass::Prep.template());
-        v.flags = std::iter::once("RECOMPUTE").chain(flags.clone()).collect();
-        out.push(v);
         for d4 in D4_CLASSES {
+            let mut v = ShaderVariant::new(Pass::Prep.template()).constant("D4", d4);
+            v.flags = std::iter::once("RECOMPUTE").chain(flags.clone()).collect();
+            out.push(v);
             for pass in [Pass::Dkv, Pass::Dq] {
                 let mut v = ShaderVariant::new(pass.template()).constant("D4", d4);
                 v.flags = flags.clone();
