@@ -276,7 +276,7 @@ fn backward_fully_masked_rows_are_zero() {
     assert!(g.dq.iter().chain(&g.dk).chain(&g.dv).all(|x| x.is_finite()));
 }
 
-/// GPU forward (its out and lse) then GPU backward, against the reference gradients.
+/// GPU forward (its out and lse) then GPU backward in both modes, against the reference.
 #[test]
 fn backward_after_gpu_forward() {
     let Some(ctx) = common::ctx() else { return };
@@ -288,29 +288,32 @@ fn backward_after_gpu_forward() {
         .attention_with(&spec.clone().with_lse(true), &data.inputs())
         .unwrap();
     let d_out = Rng::new(12).normals(spec.q_len(), 0.0, 1.0);
-    let gpu = ctx
-        .attention_backward(
-            &spec,
-            &data.inputs(),
-            &fwd.out,
-            fwd.lse.as_ref().unwrap(),
-            &d_out,
-        )
-        .unwrap();
     let cpu =
         wgattn::reference::attention_backward(&spec, &data.inputs(), Tensor::F32(&d_out)).unwrap();
-    for (name, g, c) in [
-        ("dq", &gpu.dq, &cpu.dq),
-        ("dk", &gpu.dk, &cpu.dk),
-        ("dv", &gpu.dv, &cpu.dv),
-        (
-            "dbias",
-            gpu.dbias.as_ref().unwrap(),
-            cpu.dbias.as_ref().unwrap(),
-        ),
-    ] {
-        let e = ErrorStats::compare(g, c);
-        assert!(e.within(F32_TOL), "{name}: {e:?}");
+    for mode in [BackwardMode::Recompute, BackwardMode::ForwardLse] {
+        let gpu = ctx
+            .attention_backward_mode(
+                &spec,
+                &data.inputs(),
+                &fwd.out,
+                fwd.lse.as_ref().unwrap(),
+                &d_out,
+                mode,
+            )
+            .unwrap();
+        for (name, g, c) in [
+            ("dq", &gpu.dq, &cpu.dq),
+            ("dk", &gpu.dk, &cpu.dk),
+            ("dv", &gpu.dv, &cpu.dv),
+            (
+                "dbias",
+                gpu.dbias.as_ref().unwrap(),
+                cpu.dbias.as_ref().unwrap(),
+            ),
+        ] {
+            let e = ErrorStats::compare(g, c);
+            assert!(e.within(F32_TOL), "{mode:?} {name}: {e:?}");
+        }
     }
 }
 
@@ -433,6 +436,43 @@ fn backward_bad_input_is_typed() {
         Err(Error::NonFinite { tensor, index, .. }) => assert_eq!((tensor, index), ("d_out", 3)),
         other => panic!("{other:?}"),
     }
+}
+
+/// A tensor larger than one storage binding is a typed error naming it (the backward binds
+/// whole tensors; it does not split them like the forward).
+#[test]
+fn backward_too_large_for_a_binding_is_typed() {
+    if common::ctx().is_none() {
+        return;
+    }
+    static SMALL: OnceLock<Result<Context, String>> = OnceLock::new();
+    let ctx = SMALL
+        .get_or_init(|| {
+            Context::with_options(wgattn::ContextOptions {
+                max_storage_binding: Some(4096),
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .expect("context with a small binding limit");
+    // q: 1·2·40·16 f32 = 5120 bytes > 4096
+    let spec = AttentionSpec::new(1, 2, 1, 40, 8, 16);
+    match ctx.plan_backward(&spec) {
+        Err(Error::TooLarge {
+            what,
+            needed,
+            allowed,
+            ..
+        }) => {
+            assert!(what.contains("`q`"), "{what}");
+            assert_eq!((needed, allowed), (5120, 4096));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // a small one still runs there
+    let small = AttentionSpec::new(1, 2, 1, 9, 8, 16);
+    ctx.plan_backward(&small).unwrap();
 }
 
 /// A subset on the GL adapter (packed f16, no subgroups, 16 storage buffers per stage).
