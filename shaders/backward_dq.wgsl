@@ -11,16 +11,24 @@
 #include "backward_common.wgsl"
 @group(0) @binding(11) var<storage, read_write> dq: array<f32>;
 
+// Workgroup (x, y + z·ny): 64 consecutive query rows x·64.. of the (batch, head) pair y + z·ny,
+// so that every invocation of a workgroup walks the same keys (the union of its rows'
+// visible ranges, which are monotone in the row) and key loads are uniform.
 @compute @workgroup_size(64, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = item(gid, nwg);
-    if (r >= P.items) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let bh = wid.y + wid.z * nwg.y;
+    if (bh >= P.batch * P.q_heads) {
         return;
     }
-    let i = r % P.seq_q;
-    let h = (r / P.seq_q) % P.q_heads;
-    let b = r / (P.seq_q * P.q_heads);
+    let b = bh / P.q_heads;
+    let h = bh % P.q_heads;
     let g = h / P.group;
+    let i0 = wid.x * 64u;
+    let i_last = min(i0 + 63u, P.seq_q - 1u);
+    let i = min(i0 + lid, i_last);
+    let live = i0 + lid < P.seq_q;
+    let r = bh * P.seq_q + i;
     let at = q_at(b, h, i);
 #for C in 0..D4
     let q_{C} = ld4_q(at, {C}u * 4u);
@@ -29,28 +37,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endfor
     let st = stats[r];
     let range = visible_range(b, i);
-    if (st.x > MASKED_CUT) {
-        for (var j = range.x; j < range.y; j++) {
-            let ka = k_at(b, g, j);
-            var sx = vec4<f32>(0.0);
+    let keys = vec2<u32>(visible_range(b, i0).x, visible_range(b, i_last).y);
+    for (var j = keys.x; j < keys.y; j++) {
+        let ka = k_at(b, g, j);
 #for C in 0..D4
-            let k_{C} = ld4_k(ka, {C}u * 4u);
-            sx += q_{C} * k_{C};
+        let k_{C} = ld4_k(ka, {C}u * 4u);
+        let v_{C} = ld4_v(ka, {C}u * 4u);
 #endfor
-            let x = fin(sx) * P.scale;
-            let p = prob(modify(x, b, h, i, j), st);
-            if (p == 0.0) {
-                continue;
-            }
-            var sp = vec4<f32>(0.0);
-#for C in 0..D4
-            sp += do_{C} * ld4_v(ka, {C}u * 4u);
-#endfor
-            let ds = p * ds_over_p(fin(sp), st) * cap_grad(x);
-#for C in 0..D4
-            acc_{C} += ds * k_{C};
-#endfor
+        if (j < range.x || j >= range.y || st.x <= MASKED_CUT) {
+            continue;
         }
+        var sx = vec4<f32>(0.0);
+#for C in 0..D4
+        sx += q_{C} * k_{C};
+#endfor
+        let x = fin(sx) * P.scale;
+        let p = prob(modify(x, b, h, i, j), st);
+        if (p == 0.0) {
+            continue;
+        }
+        var sp = vec4<f32>(0.0);
+#for C in 0..D4
+        sp += do_{C} * v_{C};
+#endfor
+        let ds = p * ds_over_p(fin(sp), st) * cap_grad(x);
+#for C in 0..D4
+        acc_{C} += ds * k_{C};
+#endfor
+    }
+    if (!live) {
+        return;
     }
 #for C in 0..D4
     for (var t = 0u; t < 4u; t++) {

@@ -201,6 +201,26 @@ pub(crate) fn items(spec: &AttentionSpec, pass: Pass) -> u64 {
     }
 }
 
+/// The workgroup grid of `pass`: 64 query rows of one (batch, head) pair per workgroup for
+/// dq (x: row blocks, y·z: pairs), else `items` work items numbered x + y·64·nx.
+pub(crate) fn groups(spec: &AttentionSpec, pass: Pass, max_dim: u32) -> (u32, u32, u32) {
+    match pass {
+        Pass::Dq => {
+            let pairs = (spec.batch * spec.q_heads) as u64;
+            let y = pairs.min(max_dim as u64);
+            (
+                spec.seq_q.div_ceil(WG as usize) as u32,
+                y as u32,
+                pairs.div_ceil(y) as u32,
+            )
+        }
+        _ => {
+            let (x, y) = grid(items(spec, pass), max_dim);
+            (x, y, 1)
+        }
+    }
+}
+
 /// Workgroups (x, y) covering `items` work items, x ≤ `max_x`.
 pub(crate) fn grid(items: u64, max_x: u32) -> (u32, u32) {
     let groups = items.div_ceil(WG as u64).max(1);

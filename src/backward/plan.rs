@@ -89,7 +89,7 @@ struct Step {
     key: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     uniform: wgpu::Buffer,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
 }
 
 /// A compiled backward plan for one spec on one device. Memory it owns: `4·B·Hq·Sq` f32 of
@@ -175,7 +175,7 @@ impl Context {
                 key: variant.key(),
                 pipeline,
                 uniform,
-                groups: kernels::grid(kernels::items(spec, pass), max_x),
+                groups: kernels::groups(spec, pass, max_x),
             });
         }
         let (aux, stats) = self.gpu_scope("allocating backward buffers", || {
@@ -315,7 +315,7 @@ impl BackwardPlan {
             for (step, group) in &groups {
                 pass.set_pipeline(&step.pipeline);
                 pass.set_bind_group(0, group, &[]);
-                pass.dispatch_workgroups(step.groups.0, step.groups.1, 1);
+                pass.dispatch_workgroups(step.groups.0, step.groups.1, step.groups.2);
             }
         })
     }
