@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod backward;
 pub mod bench;
 mod context;
 mod error;
@@ -35,6 +36,7 @@ mod spec;
 pub mod testdata;
 pub mod validation;
 
+pub use backward::{BackwardBuffers, BackwardMode, BackwardPlan, BackwardSizes, Grads};
 pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};

@@ -4,6 +4,10 @@
 
 use half::f16;
 
+mod backward;
+pub(crate) use backward::check_d_out;
+pub use backward::{attention_backward, attention_backward_f16_plain};
+
 use crate::error::Result;
 use crate::inputs::Inputs;
 use crate::limits::DeviceLimits;

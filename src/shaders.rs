@@ -32,6 +32,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
     ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
     ("fused.wgsl", include_str!("../shaders/fused.wgsl")),
+    (
+        "backward_common.wgsl",
+        include_str!("../shaders/backward_common.wgsl"),
+    ),
+    (
+        "backward_prep.wgsl",
+        include_str!("../shaders/backward_prep.wgsl"),
+    ),
+    (
+        "backward_dq.wgsl",
+        include_str!("../shaders/backward_dq.wgsl"),
+    ),
+    (
+        "backward_dkv.wgsl",
+        include_str!("../shaders/backward_dkv.wgsl"),
+    ),
+    (
+        "backward_dbias.wgsl",
+        include_str!("../shaders/backward_dbias.wgsl"),
+    ),
 ];
 
 /// One specialisation of a template: the unit that is compiled into a pipeline and cached.
@@ -405,6 +425,7 @@ impl Expander<'_> {
 pub fn all_variants() -> Vec<ShaderVariant> {
     let mut all = crate::kernels::three_pass::variants();
     all.extend(crate::kernels::flash::variants());
+    all.extend(crate::backward::variants());
     all.sort();
     all.dedup();
     all

@@ -2,6 +2,7 @@
 //! context shared by every module).
 
 mod backends;
+mod backward;
 mod bad_input;
 mod chunking;
 mod common;

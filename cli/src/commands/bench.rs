@@ -56,6 +56,9 @@ pub struct Args {
     /// to this file (.svg or .png).
     #[arg(long, value_name = "FILE.svg|png")]
     plot: Option<PathBuf>,
+    /// Time the backward pass instead (wall time, --runs runs, default 5).
+    #[arg(long, conflicts_with_all = ["all_adapters", "seconds"])]
+    backward: bool,
 }
 
 /// The standard benchmark shapes: (B, Hq, Hkv, Sq, Sk, D, causal).
@@ -132,6 +135,9 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         Format::of(plot)?;
     }
     let runs = args.runs.map(|n| n as usize);
+    if args.backward {
+        return super::grad::bench(&super::open(adapter)?, &specs, runs, args.json);
+    }
     let config = BenchConfig {
         warmup: 1,
         min_runs: runs.unwrap_or(5),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod generate;
+pub mod grad;
 pub mod heatmap;
 pub mod info;
 pub mod plot;

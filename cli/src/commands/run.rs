@@ -45,6 +45,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     check_rows: Option<Vec<usize>>,
+    /// Also run the backward pass: reads tensor `d_out` (shape of q) from the input and writes
+    /// `dq`, `dk`, `dv` (+ `dbias` with a bias) with `out` and `lse`; `--check` then compares
+    /// the gradients with the CPU reference.
+    #[arg(long, conflicts_with_all = ["weights", "check_rows"])]
+    grad: bool,
 }
 
 /// Runs `wgattn run`.
@@ -53,7 +58,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let mut spec = args.flags.apply(case.spec.clone());
     args.files.load(&mut spec, &mut case)?;
     spec.kernel = args.kernel.into();
-    spec.return_lse = args.lse;
+    spec.return_lse = args.lse || args.grad;
     spec.return_weights = args.weights;
     // Everything about the input is checked before the GPU is opened; errors name the file.
     spec.validate(&wgattn::DeviceLimits::unbounded())
@@ -76,6 +81,10 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let out = ctx.attention_with(&spec, &case.inputs())?;
     let elapsed = started.elapsed();
+    if args.grad {
+        let (input, output) = (&args.input, &args.output);
+        return super::grad::run(&ctx, &spec, &case, input, output, &out, args.check);
+    }
     wgattn::io::write_output(&args.output, &spec, &out)?;
     println!(
         "{}: {} with {} on {} in {:.1} ms -> {}",

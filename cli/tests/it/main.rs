@@ -2,5 +2,6 @@
 
 mod cli;
 mod common;
+mod grad;
 mod heatmap;
 mod quiet;

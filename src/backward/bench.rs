@@ -1,0 +1,120 @@
+//! Wall-clock timing of the backward pass (GPU-resident buffers, submit to completion).
+
+use std::time::Instant;
+
+use super::plan::BackwardBuffers;
+use crate::context::Context;
+use crate::error::Result;
+use crate::spec::AttentionSpec;
+use crate::testdata::{self, Dist, Rng};
+
+/// Timing of one backward shape.
+#[derive(Debug, Clone)]
+pub struct BackwardTiming {
+    /// The spec timed.
+    pub spec: AttentionSpec,
+    /// Median / fastest / slowest run in milliseconds (submit to completion).
+    pub median_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Slowest run.
+    pub max_ms: f64,
+    /// Timed runs (after one warm-up).
+    pub runs: usize,
+    /// Floating-point operations of one backward pass by the benchmarks' convention:
+    /// 2.5 × the forward's count (FlashAttention's).
+    pub flops: f64,
+    /// The shader variants run.
+    pub shaders: Vec<String>,
+}
+
+impl BackwardTiming {
+    /// GFLOP/s at the median time.
+    pub fn gflops(&self) -> f64 {
+        self.flops / (self.median_ms * 1e-3) / 1e9
+    }
+}
+
+/// Times the backward of `spec` (random inputs; the forward's out and lse from the GPU) over
+/// `runs` runs after one warm-up, with a dbias buffer when the spec declares a bias.
+pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Result<BackwardTiming> {
+    let spec = spec.clone().with_lse(false).with_weights(false);
+    let data = testdata::generate(&spec, Dist::Normal, 1);
+    let d_out = Rng::new(2).normals(spec.q_len(), 0.0, 1.0);
+    let fwd = ctx.attention_with(&spec.clone().with_lse(true), &data.inputs())?;
+    let plan = ctx.plan_backward(&spec)?;
+    let sizes = plan.sizes();
+    let device = ctx.device();
+    use wgpu::BufferUsages as U;
+    let up = |bytes: Vec<u8>| {
+        crate::context::init_buffer(device, ctx.queue(), "wgattn bench", &bytes, U::STORAGE)
+    };
+    let dt = spec.dtype;
+    let bufs = ctx.gpu_scope("allocating benchmark buffers", || {
+        let grad = |size: u64| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgattn bench grad"),
+                size: size.max(4),
+                usage: U::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let t = |x: &[f32]| crate::host::gpu_bytes(&crate::Tensor::F32(x), dt);
+        (
+            [
+                up(t(&data.q)),
+                up(t(&data.k)),
+                up(t(&data.v)),
+                up(t(&fwd.out)),
+                up(bytemuck::cast_slice(fwd.lse.as_deref().unwrap_or(&[])).to_vec()),
+                up(t(&d_out)),
+            ],
+            [
+                grad(sizes.dq),
+                grad(sizes.dkv),
+                grad(sizes.dkv),
+                grad(sizes.dbias),
+            ],
+            data.bias
+                .as_ref()
+                .map(|b| up(bytemuck::cast_slice(b).to_vec())),
+            data.mask.as_ref().map(|m| up(crate::host::mask_bytes(m))),
+        )
+    })?;
+    let (ins, grads, bias, mask) = &bufs;
+    let b = BackwardBuffers {
+        q: &ins[0],
+        k: &ins[1],
+        v: &ins[2],
+        out: &ins[3],
+        lse: &ins[4],
+        d_out: &ins[5],
+        dq: &grads[0],
+        dk: &grads[1],
+        dv: &grads[2],
+        bias: bias.as_ref(),
+        mask: mask.as_ref(),
+        dbias: bias.as_ref().map(|_| &grads[3]),
+    };
+    let mut times = Vec::new();
+    for n in 0..runs.max(1) + 1 {
+        let mut enc = device.create_command_encoder(&Default::default());
+        plan.encode(&mut enc, &b)?;
+        let start = Instant::now();
+        ctx.queue().submit([enc.finish()]);
+        ctx.wait()?;
+        if n > 0 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(BackwardTiming {
+        flops: 2.5 * spec.flops(),
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        runs: times.len(),
+        shaders: plan.shaders(),
+        spec,
+    })
+}
