@@ -380,10 +380,12 @@ pub fn cmd_bench_backward(args: &[String]) {
         "\nforward + backward (dq, dk, dv) through Autodiff<Wgpu>; each timing ends with device.sync(); \
          bwd = fwd_bwd - fwd (medians); GFLOP/s bwd = 2.5 x fwd FLOPs / bwd; fwd_infer = forward without autodiff"
     );
-    info!(
+    if !json {
+        println!(
         "| {:7} | {:28} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>10} | {:>4} | {:>8} |",
         "impl", "shape (B x H x S x D)", "fwd ms", "fwd min", "f+b ms", "f+b min", "bwd ms", "GFLOP/s", "fwd_infer", "runs", "1st s"
     );
+    }
     for imp in &imps {
         let name = if *imp == Impl::Fused { "fused" } else { "unfused" };
         for s in shapes(force_causal) {

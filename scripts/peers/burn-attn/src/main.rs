@@ -471,6 +471,19 @@ fn mask_desc(causal: bool, use_flag: bool, kv_lens: &[usize]) -> bool {
 }
 
 fn main() {
+    // Mesa's loader prints "XDG_RUNTIME_DIR is invalid or not set" once per ICD otherwise.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("burn-attn-xdg");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            // SAFETY: single-threaded at this point (before any device or thread is created).
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("bench") => cmd_bench(&args[2..]),
