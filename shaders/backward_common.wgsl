@@ -3,11 +3,12 @@
 // (elem.wgsl: q, k, v as f32, f16 or packed f16), structural masks (visible.wgsl) and score
 // modifiers (score.wgsl), whose `P` fields keep the forward's names.
 //
-// Bindings: 0 params, 1 q, 2 k, 3 v, 4 aux (kv_lens, then ALiBi slopes as f32 bits), 5 out,
-// 6 row statistics per query row (r = (b·Hq + h)·Sq + i), written by the pre-pass:
-// (m, log l, ref, D') with P = exp(s − m − log l) and D = ref + D' (D = Σ_j P·dP =
-// rowsum(dO ∘ O)), so that dS = P·((dP − ref) − D'); 7 bias, 8 mask, 10 d_out, 11 dq, 12 dk,
-// 13 dv, 14 dbias, 15 the forward's lse. Gradients are f32. Work items are numbered
+// Bindings (named by the Rust table, src/kernels/bindings.rs): B_PARAMS, B_Q, B_K, B_V,
+// B_AUX (kv_lens, then ALiBi slopes as f32 bits), B_OUT and B_LSE (the forward's outputs),
+// B_SCRATCH the row statistics per query row (r = (b·Hq + h)·Sq + i), written by the
+// pre-pass: (m, log l, ref, D') with P = exp(s − m − log l) and D = ref + D' (D = Σ_j P·dP =
+// rowsum(dO ∘ O)), so that dS = P·((dP − ref) − D'); B_BIAS, B_MASK, B_DOUT, B_DQ, B_DK,
+// B_DV, B_DBIAS. Gradients are f32. Work items are numbered
 // x + y·(64·workgroups in x).
 
 struct Params {
@@ -23,8 +24,8 @@ struct Params {
     db_nb: u32, db_nh: u32, items: u32, _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
+@group(0) @binding(B_PARAMS) var<uniform> P: Params;
+@group(0) @binding(B_AUX) var<storage, read> aux: array<u32>;
 
 const MASKED: f32 = -3.0e38;
 const MASKED_CUT: f32 = -1.0e38;
@@ -34,11 +35,11 @@ const MASKED_CUT: f32 = -1.0e38;
 #include "score.wgsl"
 
 #if USE_stats
-@group(0) @binding(6) var<storage, read> stats: array<vec4<f32>>;
+@group(0) @binding(B_SCRATCH) var<storage, read> stats: array<vec4<f32>>;
 #endif
 #if USE_dout
 #if VEC4
-@group(0) @binding(10) var<storage, read> dout: Store4;
+@group(0) @binding(B_DOUT) var<storage, read> dout: Store4;
 
 fn ld4_do(at: u32, d: u32) -> vec4<f32> {
 #if PACKED
@@ -50,7 +51,7 @@ fn ld4_do(at: u32, d: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), x, d < P.head_dim);
 }
 #else
-@group(0) @binding(10) var<storage, read> dout: Store;
+@group(0) @binding(B_DOUT) var<storage, read> dout: Store;
 
 fn ld_do(i: u32) -> f32 {
 #if PACKED

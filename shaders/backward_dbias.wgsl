@@ -7,7 +7,7 @@
 #define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
-@group(0) @binding(14) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(B_DBIAS) var<storage, read_write> dbias: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -11,8 +11,8 @@
 #define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
-@group(0) @binding(12) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(13) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(B_DK) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(B_DV) var<storage, read_write> dv: array<f32>;
 
 // The query rows lo..hi that may see key j under causal, window (key padding aside).
 fn row_range(j: u32) -> vec2<u32> {

@@ -9,7 +9,7 @@
 #define USE_stats
 #define USE_dout
 #include "backward_common.wgsl"
-@group(0) @binding(11) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(B_DQ) var<storage, read_write> dq: array<f32>;
 
 // Workgroup (x, y + z·ny): 64 consecutive query rows x·64.. of the (batch, head) pair y + z·ny,
 // so that every invocation of a workgroup walks the same keys (the union of its rows'

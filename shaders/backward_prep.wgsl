@@ -16,11 +16,11 @@
 #define USE_v
 #endif
 #include "backward_common.wgsl"
-@group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
+@group(0) @binding(B_SCRATCH) var<storage, read_write> stats: array<vec4<f32>>;
 #if !RECOMPUTE
-@group(0) @binding(15) var<storage, read> lse: array<f32>;
+@group(0) @binding(B_LSE) var<storage, read> lse: array<f32>;
 #if VEC4
-@group(0) @binding(5) var<storage, read> o: Store4;
+@group(0) @binding(B_OUT) var<storage, read> o: Store4;
 
 fn ld4_o(at: u32, d: u32) -> vec4<f32> {
 #if PACKED
@@ -31,7 +31,7 @@ fn ld4_o(at: u32, d: u32) -> vec4<f32> {
 #endif
 }
 #else
-@group(0) @binding(5) var<storage, read> o: Store;
+@group(0) @binding(B_OUT) var<storage, read> o: Store;
 
 fn ld_o(i: u32) -> f32 {
 #if PACKED

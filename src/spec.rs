@@ -762,13 +762,24 @@ mod tests {
     /// hold) is below both cuts (natural and base 2).
     #[test]
     fn shader_masking_constants_mirror_masked_logit() {
-        let common = include_str!("../shaders/common.wgsl");
+        for (file, common) in [
+            ("common.wgsl", include_str!("../shaders/common.wgsl")),
+            (
+                "backward_common.wgsl",
+                include_str!("../shaders/backward_common.wgsl"),
+            ),
+        ] {
+            check_masking_constants(file, common);
+        }
+    }
+
+    fn check_masking_constants(file: &str, common: &str) {
         let value = |name: &str| -> f32 {
             let prefix = format!("const {name}: f32 = ");
             let line = common
                 .lines()
                 .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-                .unwrap_or_else(|| panic!("no `{prefix}` in common.wgsl"));
+                .unwrap_or_else(|| panic!("no `{prefix}` in {file}"));
             line.trim_end_matches(';').trim().parse().unwrap()
         };
         assert_eq!(value("MASKED_CUT"), MASKED_LOGIT);

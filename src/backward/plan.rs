@@ -255,38 +255,39 @@ impl BackwardPlan {
                 if step.pass == Pass::Dbias && bufs.dbias.is_none() {
                     continue;
                 }
+                use crate::kernels::bindings::Binding as B;
                 // (binding, buffer, bytes bound)
                 let mut list: Vec<(u32, &wgpu::Buffer, u64)> =
-                    vec![(0, &step.uniform, whole(&step.uniform))];
-                list.push((6, &self.stats, whole(&self.stats)));
-                list.push((10, bufs.d_out, sizes.q));
+                    vec![(B::Params.index(), &step.uniform, whole(&step.uniform))];
+                list.push((B::Scratch.index(), &self.stats, whole(&self.stats)));
+                list.push((B::DOut.index(), bufs.d_out, sizes.q));
                 if step.pass == Pass::Prep && self.mode == BackwardMode::ForwardLse {
-                    list.push((5, bufs.out, sizes.q));
-                    list.push((15, bufs.lse, sizes.lse));
+                    list.push((B::Out.index(), bufs.out, sizes.q));
+                    list.push((B::Lse.index(), bufs.lse, sizes.lse));
                 } else {
                     list.extend([
-                        (1, bufs.q, sizes.q),
-                        (2, bufs.k, sizes.kv),
-                        (3, bufs.v, sizes.kv),
-                        (4, &self.aux, whole(&self.aux)),
+                        (B::Q.index(), bufs.q, sizes.q),
+                        (B::K.index(), bufs.k, sizes.kv),
+                        (B::V.index(), bufs.v, sizes.kv),
+                        (B::Aux.index(), &self.aux, whole(&self.aux)),
                     ]);
                     if let Some(b) = bufs.bias {
-                        list.push((7, b, sizes.bias));
+                        list.push((B::Bias.index(), b, sizes.bias));
                     }
                     if let Some(m) = bufs.mask {
-                        list.push((8, m, sizes.mask));
+                        list.push((B::Mask.index(), m, sizes.mask));
                     }
                 }
                 match step.pass {
                     Pass::Prep => {}
                     Pass::Dkv => {
-                        list.push((12, bufs.dk, sizes.dkv));
-                        list.push((13, bufs.dv, sizes.dkv));
+                        list.push((B::Dk.index(), bufs.dk, sizes.dkv));
+                        list.push((B::Dv.index(), bufs.dv, sizes.dkv));
                     }
-                    Pass::Dq => list.push((11, bufs.dq, sizes.dq)),
+                    Pass::Dq => list.push((B::Dq.index(), bufs.dq, sizes.dq)),
                     Pass::Dbias => {
                         if let Some(db) = bufs.dbias {
-                            list.push((14, db, sizes.dbias));
+                            list.push((B::Dbias.index(), db, sizes.dbias));
                         }
                     }
                 }

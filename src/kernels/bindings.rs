@@ -30,11 +30,21 @@ pub enum Binding {
     Scratch,
     /// Weights (three-pass), per-split partial lse (split-KV).
     Scratch2,
+    /// Backward: the upstream gradient dO (shape and layout of q).
+    DOut,
+    /// Backward: dQ.
+    Dq,
+    /// Backward: dK.
+    Dk,
+    /// Backward: dV.
+    Dv,
+    /// Backward: dbias (the bias's broadcast shape).
+    Dbias,
 }
 
 impl Binding {
     /// Every binding, in index order.
-    pub const ALL: [Binding; 11] = [
+    pub const ALL: [Binding; 16] = [
         Binding::Params,
         Binding::Q,
         Binding::K,
@@ -46,6 +56,11 @@ impl Binding {
         Binding::Mask,
         Binding::Scratch,
         Binding::Scratch2,
+        Binding::DOut,
+        Binding::Dq,
+        Binding::Dk,
+        Binding::Dv,
+        Binding::Dbias,
     ];
 
     /// The `@binding` index.
@@ -67,6 +82,11 @@ impl Binding {
             Binding::Mask => "B_MASK",
             Binding::Scratch => "B_SCRATCH",
             Binding::Scratch2 => "B_SCRATCH2",
+            Binding::DOut => "B_DOUT",
+            Binding::Dq => "B_DQ",
+            Binding::Dk => "B_DK",
+            Binding::Dv => "B_DV",
+            Binding::Dbias => "B_DBIAS",
         }
     }
 
@@ -110,11 +130,25 @@ pub fn of_variant(variant: &ShaderVariant) -> Vec<Binding> {
         }
         "combine.wgsl" => vec![Params, Out, Lse, Scratch, Scratch2],
         "pack.wgsl" => vec![Params, Out, Scratch],
+        // Backward: Scratch holds the pre-pass's row statistics, Lse/Out the forward's
+        // outputs (read by the pre-pass of FlashAttention-2's scheme only).
+        "backward_prep.wgsl" if has("RECOMPUTE") => vec![Params, Q, K, V, Aux, Scratch, DOut],
+        "backward_prep.wgsl" => vec![Params, Aux, Out, Lse, Scratch, DOut],
+        "backward_dq.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dq],
+        "backward_dkv.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dk, Dv],
+        "backward_dbias.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dbias],
         _ => Vec::new(),
     };
     if matches!(
         variant.template,
-        "qk.wgsl" | "flash.wgsl" | "flash_tiled.wgsl" | "decode.wgsl"
+        "qk.wgsl"
+            | "flash.wgsl"
+            | "flash_tiled.wgsl"
+            | "decode.wgsl"
+            | "backward_prep.wgsl"
+            | "backward_dq.wgsl"
+            | "backward_dkv.wgsl"
+            | "backward_dbias.wgsl"
     ) {
         list.extend(modifiers.iter().filter(|(on, _)| *on).map(|(_, b)| *b));
     }

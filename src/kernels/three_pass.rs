@@ -258,7 +258,13 @@ impl ThreePass {
                     Binding::Mask => ch.mask.zip(t.mask).map(|(w, buf)| w.bind(buf)),
                     Binding::Scratch => Some(self.scores.as_entire_binding()),
                     Binding::Scratch2 => ch.weights.zip(t.weights).map(|(w, buf)| w.bind(buf)),
-                    Binding::Params => None,
+                    // the uniform differs per pass (below); the rest is the backward pass's own
+                    Binding::Params
+                    | Binding::DOut
+                    | Binding::Dq
+                    | Binding::Dk
+                    | Binding::Dv
+                    | Binding::Dbias => None,
                 };
                 let group =
                     |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {

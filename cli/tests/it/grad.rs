@@ -154,3 +154,63 @@ fn bench_backward_json() {
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["gflops"].as_f64().unwrap() > 0.0);
 }
+
+/// `wgattn run --grad --check` passes on every public validation case and every case of
+/// tests/data/cases, each given a `d_out` (tests/data/grad, made by
+/// scripts/make-grad-cases.py), and writes every gradient in the layout of its input.
+#[test]
+fn run_grad_check_passes_on_every_case_with_d_out() {
+    if common::ctx().is_none() {
+        return;
+    }
+    let dir = common::data_dir().join("grad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        13,
+        "9 public cases + 4 own cases in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for (n, input) in files.iter().enumerate() {
+        let output = tmp(&format!("case-grad-{n}.safetensors"));
+        let o = common::wgattn(&[
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--grad",
+            "--check",
+        ]);
+        if !o.status.success() {
+            failures.push(format!("{}: {}", input.display(), common::text(&o)));
+            continue;
+        }
+        let case = wgattn::io::read_case(input).unwrap();
+        let (q_shape, _) = wgattn::io::read_float_tensor(input, "q").unwrap();
+        let (k_shape, _) = wgattn::io::read_float_tensor(input, "k").unwrap();
+        for (name, shape) in [("dq", &q_shape), ("dk", &k_shape), ("dv", &k_shape)] {
+            let (s, got) = wgattn::io::read_float_tensor(&output, name).unwrap();
+            assert_eq!(&s, shape, "{name} of {}", input.display());
+            assert!(
+                got.iter().all(|x| x.is_finite()),
+                "{name} of {}",
+                input.display()
+            );
+        }
+        let has_bias = case.bias.is_some();
+        assert_eq!(
+            wgattn::io::read_float_tensor(&output, "dbias").is_ok(),
+            has_bias,
+            "dbias written exactly when {} has a bias",
+            input.display()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
