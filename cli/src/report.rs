@@ -344,3 +344,34 @@ pub fn pretty<T: Serialize>(value: &T) -> String {
 pub fn line<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
+
+/// One shape of `wgattn bench --backward --json`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct BackwardRecord {
+    /// The adapter.
+    pub adapter: AdapterRecord,
+    /// Always `backward`.
+    pub pass: String,
+    /// The spec in words (shape and options).
+    pub options: String,
+    /// Backward alone: median milliseconds (submit to completion).
+    pub median_ms: f64,
+    /// Backward alone: fastest run.
+    pub min_ms: f64,
+    /// Backward alone: slowest run.
+    pub max_ms: f64,
+    /// Timed runs of each kind.
+    pub runs: usize,
+    /// Backward alone: GFLOP/s, FLOPs = 2.5 × the forward's.
+    pub gflops: f64,
+    /// Forward + backward in one submission: median milliseconds.
+    pub fwd_bwd_median_ms: f64,
+    /// Forward + backward: fastest run.
+    pub fwd_bwd_min_ms: f64,
+    /// Forward + backward: GFLOP/s, FLOPs = 3.5 × the forward's.
+    pub fwd_bwd_gflops: f64,
+    /// The backward's shader variants.
+    pub shaders: Vec<String>,
+    /// How it was timed (`wall`).
+    pub timing: String,
+}

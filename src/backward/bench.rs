@@ -19,8 +19,13 @@ pub struct BackwardTiming {
     pub min_ms: f64,
     /// Slowest run.
     pub max_ms: f64,
-    /// Timed runs (after one warm-up).
+    /// Timed runs of each kind (after one warm-up).
     pub runs: usize,
+    /// Median / fastest forward + backward (the forward's out and lse written and then read
+    /// by the backward, one submission) in milliseconds.
+    pub fwd_bwd_median_ms: f64,
+    /// Fastest forward + backward run.
+    pub fwd_bwd_min_ms: f64,
     /// Floating-point operations of one backward pass by the benchmarks' convention:
     /// 2.5 × the forward's count (FlashAttention's).
     pub flops: f64,
@@ -29,14 +34,20 @@ pub struct BackwardTiming {
 }
 
 impl BackwardTiming {
-    /// GFLOP/s at the median time.
+    /// GFLOP/s of the backward alone at its median time.
     pub fn gflops(&self) -> f64 {
         self.flops / (self.median_ms * 1e-3) / 1e9
     }
+
+    /// GFLOP/s of forward + backward (3.5 × the forward's count) at its median time.
+    pub fn fwd_bwd_gflops(&self) -> f64 {
+        self.flops * 3.5 / 2.5 / (self.fwd_bwd_median_ms * 1e-3) / 1e9
+    }
 }
 
-/// Times the backward of `spec` (random inputs; the forward's out and lse from the GPU) over
-/// `runs` runs after one warm-up, with a dbias buffer when the spec declares a bias.
+/// Times the backward of `spec` alone (random inputs; the forward's out and lse from the GPU)
+/// and forward + backward in one submission, alternating, `runs` runs of each after one
+/// warm-up, with a dbias buffer when the spec declares a bias.
 pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Result<BackwardTiming> {
     let spec = spec.clone().with_lse(false).with_weights(false);
     let data = testdata::generate(&spec, Dist::Normal, 1);
@@ -96,17 +107,36 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
         mask: mask.as_ref(),
         dbias: bias.as_ref().map(|_| &grads[3]),
     };
+    let forward = ctx.plan(&spec.clone().with_lse(true))?;
+    let f = crate::plan::Buffers {
+        q: &ins[0],
+        k: &ins[1],
+        v: &ins[2],
+        out: &ins[3],
+        lse: Some(&ins[4]),
+        weights: None,
+        bias: bias.as_ref(),
+        mask: mask.as_ref(),
+    };
     let mut times = Vec::new();
+    let mut both = Vec::new();
     for n in 0..runs.max(1) + 1 {
-        let mut enc = device.create_command_encoder(&Default::default());
-        plan.encode(&mut enc, &b)?;
-        let start = Instant::now();
-        ctx.queue().submit([enc.finish()]);
-        ctx.wait()?;
-        if n > 0 {
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+        for with_forward in [false, true] {
+            let mut enc = device.create_command_encoder(&Default::default());
+            if with_forward {
+                forward.encode(&mut enc, &f)?;
+            }
+            plan.encode(&mut enc, &b)?;
+            let start = Instant::now();
+            ctx.queue().submit([enc.finish()]);
+            ctx.wait()?;
+            if n > 0 {
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                if with_forward { &mut both } else { &mut times }.push(ms);
+            }
         }
     }
+    both.sort_by(f64::total_cmp);
     times.sort_by(f64::total_cmp);
     Ok(BackwardTiming {
         flops: 2.5 * spec.flops(),
@@ -114,6 +144,8 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
         min_ms: times[0],
         max_ms: times[times.len() - 1],
         runs: times.len(),
+        fwd_bwd_median_ms: both[both.len() / 2],
+        fwd_bwd_min_ms: both[0],
         shaders: plan.shaders(),
         spec,
     })

@@ -128,21 +128,22 @@ pub fn bench(
     for spec in specs {
         let t = wgattn::backward::bench_backward(ctx, spec, runs.unwrap_or(5))?;
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "adapter": ctx.adapter_info().name,
-                    "pass": "backward",
-                    "options": wgattn::validation::describe(spec),
-                    "median_ms": t.median_ms,
-                    "min_ms": t.min_ms,
-                    "max_ms": t.max_ms,
-                    "runs": t.runs,
-                    "gflops": t.gflops(),
-                    "shaders": t.shaders,
-                    "timing": "wall",
-                })
-            );
+            let record = crate::report::BackwardRecord {
+                adapter: crate::report::AdapterRecord::of(ctx),
+                pass: "backward".into(),
+                options: wgattn::validation::describe(spec),
+                median_ms: t.median_ms,
+                min_ms: t.min_ms,
+                max_ms: t.max_ms,
+                runs: t.runs,
+                gflops: t.gflops(),
+                fwd_bwd_median_ms: t.fwd_bwd_median_ms,
+                fwd_bwd_min_ms: t.fwd_bwd_min_ms,
+                fwd_bwd_gflops: t.fwd_bwd_gflops(),
+                shaders: t.shaders.clone(),
+                timing: "wall".into(),
+            };
+            println!("{}", crate::report::line(&record));
         } else {
             rows.push(vec![
                 ctx.adapter_info().name.clone(),
@@ -150,8 +151,10 @@ pub fn bench(
                 format!("{:.3}", t.median_ms),
                 format!("{:.3}", t.min_ms),
                 format!("{:.3}", t.max_ms),
-                t.runs.to_string(),
                 format!("{:.2}", t.gflops()),
+                format!("{:.3}", t.fwd_bwd_median_ms),
+                format!("{:.2}", t.fwd_bwd_gflops()),
+                t.runs.to_string(),
             ]);
         }
     }
@@ -165,8 +168,10 @@ pub fn bench(
                     "median ms",
                     "min ms",
                     "max ms",
+                    "GFLOP/s (2.5× fwd)",
+                    "fwd+bwd median ms",
+                    "fwd+bwd GFLOP/s (3.5× fwd)",
                     "runs",
-                    "GFLOP/s (2.5× forward)"
                 ],
                 &rows
             )

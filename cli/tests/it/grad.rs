@@ -153,6 +153,11 @@ fn bench_backward_json() {
     assert_eq!(v["runs"], 2);
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
     assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    // forward + backward takes at least as long as the fastest backward alone
+    let both = v["fwd_bwd_median_ms"].as_f64().unwrap();
+    assert!(both >= v["min_ms"].as_f64().unwrap() * 0.5, "{text}");
+    assert!(v["fwd_bwd_gflops"].as_f64().unwrap() > 0.0);
+    assert!(v["adapter"]["name"].is_string());
 }
 
 /// `wgattn run --grad --check` passes on every public validation case and every case of
