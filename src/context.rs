@@ -226,6 +226,7 @@ fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
 
 /// Every adapter wgpu sees (honouring `WGPU_BACKEND`), best first.
 pub fn adapters() -> Vec<wgpu::Adapter> {
+    let _opening = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     enumerate(wgpu::Backends::all())
 }
@@ -234,6 +235,8 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
 /// summarised from that device instead of being enumerated again (enumerating GL while another
 /// thread uses a GL device makes wgpu's EGL code panic).
 pub fn adapter_summaries() -> Vec<AdapterSummary> {
+    // Not while a context is being opened (a GL device being created is not yet listed).
+    let _opening = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let _lock = ADAPTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let summary = |info: wgpu::AdapterInfo, limits: &wgpu::Limits, features: wgpu::Features| {
         let limits = DeviceLimits::from_wgpu(limits);

@@ -158,6 +158,18 @@ pub fn gl_with(
     flash_tiles: Option<bool>,
 ) -> Option<GlCtx> {
     let serial = gl_serial();
+    gl_context(cell, flash_tiles).map(|ctx| GlCtx {
+        ctx,
+        _serial: serial,
+    })
+}
+
+/// Like [`gl_with`] for a caller that already holds [`gl_serial`] (a second GL context in
+/// the same test).
+pub fn gl_context(
+    cell: &'static OnceLock<Result<Context, String>>,
+    flash_tiles: Option<bool>,
+) -> Option<&'static Context> {
     let ctx = cell.get_or_init(|| {
         let gl = wgattn::adapter_summaries()
             .into_iter()
@@ -171,15 +183,36 @@ pub fn gl_with(
         .map_err(|e| e.to_string())
     });
     match ctx {
-        Ok(c) => Some(GlCtx {
-            ctx: c,
-            _serial: serial,
-        }),
+        Ok(c) => Some(c),
         Err(e) => {
             no_context("GL context", e);
             None
         }
     }
+}
+
+/// The cases of `cases` that run at least one shader variant (with `kernel` on `ctx`) that no
+/// earlier case ran: the same coverage of the shaders with no variant compiled and run twice
+/// (for adapters where each case is slow, e.g. GL on llvmpipe).
+pub fn distinct_variants(
+    ctx: &Context,
+    kernel: wgattn::Kernel,
+    cases: Vec<wgattn::validation::GridCase>,
+) -> Vec<wgattn::validation::GridCase> {
+    let mut seen = std::collections::HashSet::new();
+    cases
+        .into_iter()
+        .filter(|c| {
+            let spec = c.spec.clone().kernel(kernel);
+            let shaders = ctx
+                .plan(&spec)
+                .unwrap_or_else(|e| panic!("planning {}: {e}", c.name))
+                .shaders();
+            shaders
+                .into_iter()
+                .fold(false, |new, s| seen.insert(s) || new)
+        })
+        .collect()
 }
 
 /// Parses and validates WGSL with naga, as wgpu does before handing it to a back end.

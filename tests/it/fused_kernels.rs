@@ -81,10 +81,10 @@ fn workgroup_memory_fallback_matches_reference() {
     assert_eq!(ctx.caps().subgroup_size, None);
     check_all(ctx, Kernel::Flash, &edge_specs());
     check_all(ctx, Kernel::SplitKv, &edge_specs()[..3]);
-    for case in validation::grid(2e7).iter().step_by(5) {
-        let r = validation::run_grid_case(ctx, case, Kernel::Flash).unwrap();
-        assert!(r.passed(), "{}: {:?}", case.name, r.verdict);
-    }
+    // one grid case per shader variant (workgroup memory is slow on CPU adapters)
+    let cases = common::distinct_variants(ctx, Kernel::Flash, validation::grid(2e7));
+    assert!(cases.len() >= 4, "{} cases", cases.len());
+    common::run_cases(ctx, Kernel::Flash, &cases);
 }
 
 #[test]

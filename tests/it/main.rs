@@ -1,7 +1,7 @@
 //! The integration tests of the wgattn library, in one binary (one build, one link, one GPU
 //! context shared by every module).
 
-mod backends;
+mod adapters;
 mod backward;
 mod bad_input;
 mod chunking;
@@ -10,8 +10,8 @@ mod device_limits;
 mod embedding;
 mod files;
 mod fused_kernels;
+mod gl;
 mod gl_concurrent;
-mod gl_tiled;
 mod gpu_errors;
 mod gpu_vs_reference;
 mod hardening;

@@ -4,7 +4,7 @@
 //! (Vulkan), MSL (Metal), HLSL (DX12) and GLSL ES 3.1 (GL), as wgpu does on each platform —
 //! no GPU needed. Variants a back end cannot express (f16 and subgroups in GLSL) are ones the
 //! crate never selects there: wgpu's GL backend exposes neither SHADER_F16 nor SUBGROUP, and
-//! the planner only uses them when the device has them (tests/backends.rs checks that on the
+//! the planner only uses them when the device has them (tests/it/gl.rs checks that on the
 //! GL adapter).
 
 use crate::common;

@@ -1,0 +1,81 @@
+//! The GL backend (Mesa llvmpipe through EGL) next to Vulkan: the adapter without SHADER_F16
+//! and subgroups runs every kernel with its fallback variants (packed f16, workgroup-memory
+//! fused kernels), and the workgroup-tiled flash variant that GPUs' GL drivers get, forced.
+//!
+//! One test, run sequentially while it holds `common::gl_serial`: GL work of one process
+//! shares one device, and wgpu's GL backend panics when a thread waits more than 1 s for it
+//! while another compiles a shader (gl_concurrent.rs covers GL from several threads). GL on
+//! llvmpipe runs the fused kernels' workgroup-memory code ~30× slower than lavapipe, so the
+//! grids here keep one case per shader variant (`common::distinct_variants`): every variant
+//! the grid, edge and option cases would run on GL is compiled and checked once.
+
+use crate::common;
+
+use std::sync::OnceLock;
+
+use wgattn::validation::{self, GridCase};
+use wgattn::{Context, Kernel};
+
+/// The grid, edge and option cases whose variants GL runs.
+fn cases() -> Vec<GridCase> {
+    let mut cases: Vec<GridCase> = validation::grid(2e7);
+    cases.extend(validation::edge_cases());
+    cases.extend(validation::option_grid());
+    cases
+}
+
+#[test]
+fn gl_adapter_runs_every_kernel_and_variant() {
+    static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
+    static TILED: OnceLock<Result<Context, String>> = OnceLock::new();
+    let Some(ctx) = common::gl_with(&CTX, None) else {
+        return;
+    };
+
+    // wgpu's GL backend has neither SHADER_F16 nor subgroups: the fallbacks are chosen.
+    assert_eq!(ctx.adapter_info().backend, wgpu::Backend::Gl);
+    assert!(
+        !ctx.caps().shader_f16,
+        "wgpu's GL backend has no SHADER_F16"
+    );
+    assert_eq!(
+        ctx.caps().subgroup_size,
+        None,
+        "wgpu's GL backend has no subgroups"
+    );
+    let f16 = wgattn::AttentionSpec::new(1, 2, 2, 8, 8, 16).dtype(wgattn::DType::F16);
+    assert!(ctx.plan(&f16).unwrap().packs_f16());
+
+    for kernel in [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv] {
+        let chosen = common::distinct_variants(&ctx, kernel, cases());
+        assert!(chosen.len() >= 4, "{kernel}: {} cases", chosen.len());
+        common::run_cases(&ctx, kernel, &chosen);
+    }
+
+    // The public validation cases, auto kernel.
+    for f in validation::case_files(&common::cases_dir()).unwrap() {
+        let r = validation::run_case_file(&ctx, &f, Kernel::Auto).unwrap();
+        assert!(r.passed(), "{}: {:?}", r.name, r.verdict);
+    }
+
+    // The workgroup-tiled variant (what GPUs' GL drivers get), forced on llvmpipe, over the
+    // validation cases and one edge/option case per variant.
+    let tiled = common::gl_context(&TILED, Some(true)).expect("second GL context");
+    assert_eq!(tiled.adapter_info().backend, wgpu::Backend::Gl);
+    assert!(tiled.caps().flash_tiles());
+    for kernel in [Kernel::Flash, Kernel::SplitKv] {
+        for f in validation::case_files(&common::cases_dir()).unwrap() {
+            let r = validation::run_case_file(tiled, &f, kernel).unwrap();
+            assert!(
+                r.passed(),
+                "{}: {:?} with tiled {kernel}",
+                r.name,
+                r.verdict
+            );
+        }
+        let mut edge = validation::edge_cases();
+        edge.extend(validation::option_grid());
+        let chosen = common::distinct_variants(tiled, kernel, edge);
+        common::run_cases(tiled, kernel, &chosen);
+    }
+}
