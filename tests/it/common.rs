@@ -191,14 +191,16 @@ pub fn gl_context(
     }
 }
 
-/// The cases of `cases` that run at least one shader variant (with `kernel` on `ctx`) that no
-/// earlier case ran: the same coverage of the shaders with no variant compiled and run twice
-/// (for adapters where each case is slow, e.g. GL on llvmpipe).
+/// The cheapest case of `cases` for every shader variant they run (with `kernel` on `ctx`):
+/// cases are taken cheapest first (by FLOPs) and kept when they run a variant that no kept
+/// case runs — the same coverage of the shaders, with no variant run twice (for adapters
+/// where each case is slow, e.g. GL on llvmpipe).
 pub fn distinct_variants(
     ctx: &Context,
     kernel: wgattn::Kernel,
-    cases: Vec<wgattn::validation::GridCase>,
+    mut cases: Vec<wgattn::validation::GridCase>,
 ) -> Vec<wgattn::validation::GridCase> {
+    cases.sort_by(|a, b| a.spec.flops().total_cmp(&b.spec.flops()));
     let mut seen = std::collections::HashSet::new();
     cases
         .into_iter()
