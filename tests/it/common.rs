@@ -191,14 +191,16 @@ pub fn gl_context(
     }
 }
 
-/// The cheapest case of `cases` for every shader variant they run (with `kernel` on `ctx`):
-/// cases are taken cheapest first (by FLOPs) and kept when they run a variant that no kept
-/// case runs — the same coverage of the shaders, with no variant run twice (for adapters
-/// where each case is slow, e.g. GL on llvmpipe).
+/// The cheapest case of `cases` for each shader variant they run (with `kernel` on `ctx`), at
+/// most `max` cases: cases are taken cheapest first (by FLOPs) and kept when they run a
+/// variant that no kept case runs — no variant compiled and run twice. For the adapters and
+/// variants where every new variant costs seconds (workgroup-memory fallbacks on CPU
+/// adapters, GL on llvmpipe); the default adapter runs the whole grids.
 pub fn distinct_variants(
     ctx: &Context,
     kernel: wgattn::Kernel,
     mut cases: Vec<wgattn::validation::GridCase>,
+    max: usize,
 ) -> Vec<wgattn::validation::GridCase> {
     cases.sort_by(|a, b| a.spec.flops().total_cmp(&b.spec.flops()));
     let mut seen = std::collections::HashSet::new();
@@ -214,6 +216,7 @@ pub fn distinct_variants(
                 .into_iter()
                 .fold(false, |new, s| seen.insert(s) || new)
         })
+        .take(max)
         .collect()
 }
 

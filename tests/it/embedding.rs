@@ -23,7 +23,11 @@ fn app_passes_and_wgattn_share_one_encoder_and_submit() {
 
 #[test]
 fn second_plan_of_a_spec_class_compiles_no_shader() {
-    let Some(ctx) = common::ctx() else { return };
+    if common::ctx().is_none() {
+        return; // skipping allowed and announced by common::ctx()
+    }
+    // A context of its own: the shared one compiles for other tests running in parallel.
+    let ctx = &wgattn::Context::new().expect("a second context");
     for kernel in [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv] {
         let a = AttentionSpec::new(1, 4, 2, 300, 300, 64).kernel(kernel);
         ctx.plan(&a).unwrap();
@@ -42,7 +46,11 @@ fn second_plan_of_a_spec_class_compiles_no_shader() {
 
 #[test]
 fn host_path_reuses_buffers_for_the_same_size() {
-    let Some(ctx) = common::ctx() else { return };
+    if common::ctx().is_none() {
+        return; // skipping allowed and announced by common::ctx()
+    }
+    // A context of its own: other tests use the shared one's host buffers in parallel.
+    let ctx = &wgattn::Context::new().expect("a second context");
     let spec = AttentionSpec::new(1, 2, 2, 64, 64, 32);
     let (q, k, v) = testdata::inputs(&spec, Dist::Normal, 1);
     ctx.attention(&spec, &q, &k, &v).unwrap();

@@ -158,29 +158,13 @@ pub fn format_weight(w: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heatmap::window::Window;
 
     fn matrix(
         rows: usize,
         cols: usize,
         f: impl Fn(usize, usize) -> Option<f32>,
     ) -> AttentionMatrix {
-        let mut weights = Vec::new();
-        let mut masked = Vec::new();
-        for r in 0..rows {
-            for c in 0..cols {
-                let v = f(r, c);
-                weights.push(v.unwrap_or(0.0));
-                masked.push(v.is_none());
-            }
-        }
-        let window = Window {
-            batch: 0,
-            head: 0,
-            queries: 0..rows,
-            keys: 0..cols,
-        };
-        AttentionMatrix::new(window, weights, masked).expect("lengths match")
+        AttentionMatrix::from_fn(rows, cols, f)
     }
 
     #[test]

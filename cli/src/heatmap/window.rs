@@ -133,6 +133,33 @@ pub struct AttentionMatrix {
     pub masked: Vec<bool>,
 }
 
+#[cfg(test)]
+impl AttentionMatrix {
+    /// A `rows × cols` matrix of head 0 whose cell (r, c) is `f(r, c)` (`None`: masked).
+    pub(crate) fn from_fn(
+        rows: usize,
+        cols: usize,
+        f: impl Fn(usize, usize) -> Option<f32>,
+    ) -> AttentionMatrix {
+        let mut weights = Vec::new();
+        let mut masked = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = f(r, c);
+                weights.push(v.unwrap_or(0.0));
+                masked.push(v.is_none());
+            }
+        }
+        let window = Window {
+            batch: 0,
+            head: 0,
+            queries: 0..rows,
+            keys: 0..cols,
+        };
+        AttentionMatrix::new(window, weights, masked).expect("lengths match")
+    }
+}
+
 impl AttentionMatrix {
     /// A matrix from its parts; `weights` and `masked` must both hold
     /// `window.queries.len() × window.keys.len()` elements.
