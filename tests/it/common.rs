@@ -212,9 +212,9 @@ pub fn distinct_variants(
                 .plan(&spec)
                 .unwrap_or_else(|e| panic!("planning {}: {e}", c.name))
                 .shaders();
-            shaders
-                .into_iter()
-                .fold(false, |new, s| seen.insert(s) || new)
+            let before = seen.len();
+            seen.extend(shaders);
+            seen.len() > before
         })
         .take(max)
         .collect()
