@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::limits::DeviceLimits;
 use crate::planner::Caps;
-use crate::shaders::ShaderVariant;
+use crate::shaders::{Rendered, ShaderVariant};
 
 /// How to open a [`Context`]. `Default` reads `WGATTN_ADAPTER` and uses the adapter's limits.
 #[derive(Debug, Clone, Default)]
@@ -502,23 +502,7 @@ impl Context {
         }
         let rendered = variant.render_mapped()?;
         let label = variant.key();
-        // A module the compiler rejects is a bug in a template: report it as Error::Shader
-        // with the template lines its positions come from (see `Rendered::annotate`).
-        let module = self
-            .gpu_scope("shader compilation", || {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(&label),
-                        source: wgpu::ShaderSource::Wgsl(rendered.source.as_str().into()),
-                    })
-            })
-            .map_err(|e| match e {
-                Error::Gpu { message, .. } if is_shader_error(&message) => Error::Shader {
-                    shader: label.clone(),
-                    message: rendered.annotate(&message),
-                },
-                e => e,
-            })?;
+        let module = self.shader_module(&label, &rendered)?;
         let pipeline = self.gpu_scope("shader compilation", || {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -537,6 +521,26 @@ impl Context {
         let pipeline = Arc::new(pipeline);
         cache.insert(variant.clone(), pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Compiles `rendered` into a shader module. A module the compiler rejects is a bug in a
+    /// template: it is reported as [`Error::Shader`] with the template line of every position
+    /// (see [`Rendered::annotate`](crate::shaders::Rendered::annotate)).
+    fn shader_module(&self, label: &str, rendered: &Rendered) -> Result<wgpu::ShaderModule> {
+        self.gpu_scope("shader compilation", || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(rendered.source.as_str().into()),
+                })
+        })
+        .map_err(|e| match e {
+            Error::Gpu { message, .. } if is_shader_error(&message) => Error::Shader {
+                shader: label.to_string(),
+                message: rendered.annotate(&message),
+            },
+            e => e,
+        })
     }
 
     /// Runs `f` inside wgpu error scopes; see [`gpu_scope`]. Fails at once, without calling
@@ -702,5 +706,43 @@ mod tests {
         assert_eq!(best_index(&list, &[true, true, false]), Some(1));
         assert_eq!(best_index(&list, &[true, false, false]), Some(0));
         assert_eq!(best_index(&list, &[false, false, false]), None);
+    }
+
+    /// A shader the compiler rejects at pipeline creation is `Error::Shader` naming the
+    /// template line (needs an adapter; lavapipe in CI).
+    #[test]
+    fn rejected_shader_names_the_template_line() {
+        let ctx = match Context::new() {
+            Ok(ctx) => ctx,
+            Err(e) if std::env::var("WGATTN_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+                eprintln!("SKIPPED: no adapter ({e})");
+                return;
+            }
+            Err(e) => panic!("no adapter: {e} (set WGATTN_ALLOW_NO_GPU=1 to skip)"),
+        };
+        let lines = [
+            ("@compute @workgroup_size(1)", 3),
+            ("fn main() {", 4),
+            ("    let x: u32 = 1u;", 5),
+            ("    let y: f32 = x;", 9),
+            ("}", 10),
+        ];
+        let rendered = Rendered {
+            source: lines.iter().map(|(l, _)| format!("{l}\n")).collect(),
+            origins: lines.iter().map(|(_, n)| ("broken.wgsl", *n)).collect(),
+        };
+        match ctx.shader_module("broken", &rendered) {
+            Err(Error::Shader { shader, message }) => {
+                assert_eq!(shader, "broken");
+                assert!(message.contains("[broken.wgsl:9]"), "{message}");
+            }
+            other => panic!("expected Error::Shader, got {other:?}"),
+        }
+        // a valid module compiles
+        let fine = Rendered {
+            source: "@compute @workgroup_size(1)\nfn main() {}\n".into(),
+            origins: vec![("fine.wgsl", 1), ("fine.wgsl", 2)],
+        };
+        assert!(ctx.shader_module("fine", &fine).is_ok());
     }
 }

@@ -211,7 +211,9 @@ impl Plan {
         &self.choice
     }
 
-    /// How many chunks the work was split into to fit the device's binding limits.
+    /// How many chunks the work was split into to fit the device's binding limits and
+    /// workgroups per dispatch dimension (one dispatch of each pass per chunk; QKᵀ may cut its
+    /// key columns into more).
     pub fn chunks(&self) -> usize {
         match &self.inner {
             Inner::ThreePass(t) => t.chunk_count(),

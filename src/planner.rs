@@ -128,10 +128,6 @@ impl Caps {
         } else {
             "f16: packed in u32 (unpack2x16float) + packing pass (no SHADER_F16)".into()
         });
-        lines.push(format!(
-            "storage buffers per stage: {} (fused kernels need up to 8)",
-            self.limits.max_storage_buffers_per_stage
-        ));
         lines
     }
 }
