@@ -93,20 +93,7 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
         )
     })?;
     let (ins, grads, bias, mask) = &bufs;
-    let b = BackwardBuffers {
-        q: &ins[0],
-        k: &ins[1],
-        v: &ins[2],
-        out: &ins[3],
-        lse: &ins[4],
-        d_out: &ins[5],
-        dq: &grads[0],
-        dk: &grads[1],
-        dv: &grads[2],
-        bias: bias.as_ref(),
-        mask: mask.as_ref(),
-        dbias: bias.as_ref().map(|_| &grads[3]),
-    };
+    let b = BackwardBuffers::from_sets(ins, grads, bias.as_ref(), mask.as_ref(), bias.is_some());
     let forward = ctx.plan(&spec.clone().with_lse(true))?;
     let f = crate::plan::Buffers {
         q: &ins[0],

@@ -108,20 +108,7 @@ impl Context {
             });
             plan.encode(
                 &mut enc,
-                &BackwardBuffers {
-                    q: &ins[0],
-                    k: &ins[1],
-                    v: &ins[2],
-                    out: &ins[3],
-                    lse: &ins[4],
-                    d_out: &ins[5],
-                    dq: &grads[0],
-                    dk: &grads[1],
-                    dv: &grads[2],
-                    bias: bias.as_ref(),
-                    mask: mask.as_ref(),
-                    dbias: has_bias.then_some(&grads[3]),
-                },
+                &BackwardBuffers::from_sets(ins, grads, bias.as_ref(), mask.as_ref(), has_bias),
             )?;
             for ((g, r), &size) in grads.iter().zip(reads).zip(&grad_sizes) {
                 if size > 0 {

@@ -44,6 +44,36 @@ pub struct BackwardBuffers<'a> {
     pub dbias: Option<&'a wgpu::Buffer>,
 }
 
+impl<'a> BackwardBuffers<'a> {
+    /// The buffers wgattn allocates itself (host path, benchmark): inputs
+    /// `[q, k, v, out, lse, d_out]`, gradients `[dq, dk, dv, dbias]`; dbias is computed when
+    /// `with_dbias`.
+    pub(crate) fn from_sets(
+        ins: &'a [wgpu::Buffer; 6],
+        grads: &'a [wgpu::Buffer; 4],
+        bias: Option<&'a wgpu::Buffer>,
+        mask: Option<&'a wgpu::Buffer>,
+        with_dbias: bool,
+    ) -> Self {
+        let [q, k, v, out, lse, d_out] = ins;
+        let [dq, dk, dv, dbias] = grads;
+        BackwardBuffers {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            d_out,
+            dq,
+            dk,
+            dv,
+            bias,
+            mask,
+            dbias: with_dbias.then_some(dbias),
+        }
+    }
+}
+
 /// Bytes each buffer of a backward plan needs (0 for buffers the spec does not use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackwardSizes {
