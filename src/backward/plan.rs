@@ -8,6 +8,7 @@ use super::kernels::{self, BwdParams, Pass};
 use crate::context::{Context, gpu_scope, init_buffer};
 use crate::error::{Error, Result};
 use crate::kernels::params::Storage;
+use crate::plan::BufferSizes;
 use crate::spec::AttentionSpec;
 
 /// The caller's buffers for one [`BackwardPlan::encode`]. All need `STORAGE` usage and at
@@ -98,18 +99,22 @@ pub struct BackwardSizes {
 impl BackwardSizes {
     /// The sizes for `spec`.
     pub fn of(spec: &AttentionSpec) -> Self {
-        let es = spec.dtype.size() as u64;
-        let pad = |bytes: u64| bytes.next_multiple_of(4);
-        let bias = spec.bias.map_or(0, |b| b.len(spec) as u64 * 4);
+        // The forward's checked sizes (crate::Sizes) for the tensors both passes share; the
+        // gradients are f32 of q's and k's element counts (u64::MAX when they overflow, which
+        // `validate` refuses before any plan is made).
+        let f = BufferSizes::of(spec);
+        let f32_bytes =
+            |elems: Option<u64>| elems.and_then(|n| n.checked_mul(4)).unwrap_or(u64::MAX);
+        let s = spec.sizes().ok();
         BackwardSizes {
-            q: pad(spec.q_len() as u64 * es),
-            kv: pad(spec.kv_len() as u64 * es),
-            lse: spec.lse_len() as u64 * 4,
-            bias,
-            mask: spec.mask.map_or(0, |m| pad(m.len(spec) as u64)),
-            dq: spec.q_len() as u64 * 4,
-            dkv: spec.kv_len() as u64 * 4,
-            dbias: bias,
+            q: f.q,
+            kv: f.kv,
+            lse: f.lse,
+            bias: f.bias,
+            mask: f.mask,
+            dq: f32_bytes(s.as_ref().map(|s| s.q)),
+            dkv: f32_bytes(s.as_ref().map(|s| s.kv)),
+            dbias: f.bias,
         }
     }
 }
