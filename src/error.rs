@@ -151,6 +151,22 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A layer's configuration (or a call's shape) is invalid.
+    #[error("invalid layer: {field}: {problem}")]
+    InvalidLayer {
+        /// The field or argument, e.g. `"num_kv_heads"`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A layer weight is missing or does not fit the layer.
+    #[error("weight `{tensor}`: {problem}")]
+    Weight {
+        /// The tensor's name (in the file when loaded by name).
+        tensor: String,
+        /// What is wrong, e.g. the shape found and the shape expected.
+        problem: String,
+    },
 }
 
 impl Error {

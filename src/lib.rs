@@ -25,6 +25,7 @@ mod inputs;
 #[cfg(feature = "safetensors")]
 pub mod io;
 mod kernels;
+pub mod layer;
 mod limits;
 mod output;
 mod plan;

@@ -292,6 +292,11 @@ impl Plan {
         })
     }
 
+    /// The checks of [`Plan::encode`], for callers that record other passes first.
+    pub(crate) fn check_buffers(&self, bufs: &Buffers) -> Result<()> {
+        self.check(bufs)
+    }
+
     fn check(&self, bufs: &Buffers) -> Result<()> {
         let sizes = self.sizes();
         let bad = |buffer, problem: String| Err(Error::BadBuffer { buffer, problem });

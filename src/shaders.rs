@@ -52,6 +52,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "backward_dbias.wgsl",
         include_str!("../shaders/backward_dbias.wgsl"),
     ),
+    (
+        "layer_linear.wgsl",
+        include_str!("../shaders/layer_linear.wgsl"),
+    ),
+    (
+        "layer_norm.wgsl",
+        include_str!("../shaders/layer_norm.wgsl"),
+    ),
+    (
+        "layer_gather.wgsl",
+        include_str!("../shaders/layer_gather.wgsl"),
+    ),
 ];
 
 /// One specialisation of a template: the unit that is compiled into a pipeline and cached.
@@ -426,6 +438,7 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     let mut all = crate::kernels::three_pass::variants();
     all.extend(crate::kernels::flash::variants());
     all.extend(crate::backward::variants());
+    all.extend(crate::layer::kernels::variants());
     all.sort();
     all.dedup();
     all

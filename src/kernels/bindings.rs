@@ -40,11 +40,19 @@ pub enum Binding {
     Dv,
     /// Backward: dbias (the bias's broadcast shape).
     Dbias,
+    /// Layers: the input activations of a projection, norm or gather.
+    Input,
+    /// Layers: a weight matrix, norm scale or embedding table.
+    Weight,
+    /// Layers: the tensor added to a projection's output (laid out like it).
+    Residual,
+    /// Layers: the rotary cos/sin table.
+    Table,
 }
 
 impl Binding {
     /// Every binding, in index order.
-    pub const ALL: [Binding; 16] = [
+    pub const ALL: [Binding; 20] = [
         Binding::Params,
         Binding::Q,
         Binding::K,
@@ -61,6 +69,10 @@ impl Binding {
         Binding::Dk,
         Binding::Dv,
         Binding::Dbias,
+        Binding::Input,
+        Binding::Weight,
+        Binding::Residual,
+        Binding::Table,
     ];
 
     /// The `@binding` index.
@@ -87,6 +99,10 @@ impl Binding {
             Binding::Dk => "B_DK",
             Binding::Dv => "B_DV",
             Binding::Dbias => "B_DBIAS",
+            Binding::Input => "B_INPUT",
+            Binding::Weight => "B_WEIGHT",
+            Binding::Residual => "B_RESIDUAL",
+            Binding::Table => "B_TABLE",
         }
     }
 
@@ -137,6 +153,7 @@ pub fn of_variant(variant: &ShaderVariant) -> Vec<Binding> {
         "backward_dq.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dq],
         "backward_dkv.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dk, Dv],
         "backward_dbias.wgsl" => vec![Params, Q, K, V, Aux, Scratch, DOut, Dbias],
+        t if t.starts_with("layer_") => crate::layer::kernels::bindings(variant),
         _ => Vec::new(),
     };
     if matches!(

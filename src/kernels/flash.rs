@@ -398,10 +398,11 @@ impl Flash {
                     Binding::Mask => ch.mask.zip(t.mask).map(|(w, buf)| w.bind(buf)),
                     Binding::Scratch => self.partials.as_ref().map(|p| p.0.as_entire_binding()),
                     Binding::Scratch2 => self.partials.as_ref().map(|p| p.1.as_entire_binding()),
-                    // the backward pass's own
+                    // the backward pass's and the layers' own
                     Binding::DOut | Binding::Dq | Binding::Dk | Binding::Dv | Binding::Dbias => {
                         None
                     }
+                    Binding::Input | Binding::Weight | Binding::Residual | Binding::Table => None,
                 };
                 let flash = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgattn flash"),

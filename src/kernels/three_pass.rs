@@ -265,6 +265,8 @@ impl ThreePass {
                     | Binding::Dk
                     | Binding::Dv
                     | Binding::Dbias => None,
+                    // the layers' own
+                    Binding::Input | Binding::Weight | Binding::Residual | Binding::Table => None,
                 };
                 let group =
                     |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {
