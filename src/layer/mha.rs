@@ -302,6 +302,19 @@ impl MultiHeadAttention {
     /// entry (positional encodings of a continued sequence).
     pub fn plan_at(&self, ctx: &Context, spec: &AttentionSpec, start: &[u32]) -> Result<MhaPlan> {
         self.check_spec(spec)?;
+        self.build(ctx, spec, start, None)
+    }
+
+    /// The plan of `spec` with the positions of `start`; with `cache_capacity`, k and v are
+    /// appended to a [`KvCache`](super::KvCache) of that capacity at rows `start[b]..` (the
+    /// spec's seq_k is then the attended key range, not the new rows).
+    pub(crate) fn build(
+        &self,
+        ctx: &Context,
+        spec: &AttentionSpec,
+        start: &[u32],
+        cache_capacity: Option<usize>,
+    ) -> Result<MhaPlan> {
         spec.validate(ctx.limits())?;
         let c = &self.config;
         if start.len() != spec.batch {
@@ -323,7 +336,13 @@ impl MultiHeadAttention {
                 ),
             });
         }
-        let (b, s, skv) = (spec.batch, spec.seq_q, spec.seq_k);
+        let (b, s) = (spec.batch, spec.seq_q);
+        // Rows projected into k and v: the new tokens when appending to a cache.
+        let skv = if cache_capacity.is_some() {
+            s
+        } else {
+            spec.seq_k
+        };
         let (e, ekv, d) = (c.embed_dim, c.kv_input_dim(), c.head_dim);
         let dtype = c.dtype;
         let offsets = gpu::upload_u32(ctx, "wgattn layer positions", start)?;
@@ -360,7 +379,7 @@ impl MultiHeadAttention {
             }),
             _ => None,
         };
-        let layout = |heads: usize, seq: usize| match c.layout {
+        let layout = |heads: usize, seq: usize| match spec.layout {
             Layout::Bhsd => Gather::bhsd(heads, seq, d),
             Layout::Bshd => Gather::bshd(heads, seq, d),
         };
@@ -368,7 +387,8 @@ impl MultiHeadAttention {
                     rows: usize,
                     k: usize,
                     heads: usize,
-                    rope: Option<RopeCall>|
+                    rope: Option<RopeCall>,
+                    cache: Option<usize>|
          -> Result<LinearCall> {
             LinearCall::new(
                 ctx,
@@ -378,7 +398,10 @@ impl MultiHeadAttention {
                     k,
                     rows,
                     x: Gather::rows(rows, k),
-                    y: layout(heads, rows),
+                    y: match cache {
+                        Some(capacity) => Gather::bshd(heads, capacity, d),
+                        None => layout(heads, rows),
+                    },
                     x_dtype: dtype,
                     w_dtype: dtype,
                     y_dtype: dtype,
@@ -387,13 +410,13 @@ impl MultiHeadAttention {
                     rope,
                     gelu: false,
                     residual: false,
-                    row_offset: false,
+                    row_offset: cache.is_some(),
                 },
             )
         };
-        let q_call = proj(&self.q, s, e, c.num_heads, rope)?;
-        let k_call = proj(&self.k, skv, ekv, c.num_kv_heads, rope)?;
-        let v_call = proj(&self.v, skv, ekv, c.num_kv_heads, None)?;
+        let q_call = proj(&self.q, s, e, c.num_heads, rope, None)?;
+        let k_call = proj(&self.k, skv, ekv, c.num_kv_heads, rope, cache_capacity)?;
+        let v_call = proj(&self.v, skv, ekv, c.num_kv_heads, None, cache_capacity)?;
         let o_call = LinearCall::new(
             ctx,
             &LinearShape {
@@ -417,11 +440,18 @@ impl MultiHeadAttention {
         let attention = ctx.plan(spec)?;
         let sizes = attention.sizes();
         let q = gpu::scratch(ctx, "wgattn layer q", sizes.q, U::empty())?;
-        let k = gpu::scratch(ctx, "wgattn layer k", sizes.kv, U::empty())?;
-        let v = gpu::scratch(ctx, "wgattn layer v", sizes.kv, U::empty())?;
+        let kv_bytes = if cache_capacity.is_some() {
+            4
+        } else {
+            sizes.kv
+        };
+        let k = gpu::scratch(ctx, "wgattn layer k", kv_bytes, U::empty())?;
+        let v = gpu::scratch(ctx, "wgattn layer v", kv_bytes, U::empty())?;
         let attn = gpu::scratch(ctx, "wgattn layer attention", sizes.q, U::empty())?;
         Ok(MhaPlan {
             spec: spec.clone(),
+            cache_capacity,
+            own_mask: None,
             x_bytes: gpu::size_of(b * s * e, dtype),
             memory_bytes: c.kv_embed_dim.map(|_| gpu::size_of(b * skv * ekv, dtype)),
             q_call,
@@ -633,6 +663,10 @@ struct Weights {
 /// [`MhaPlan::encode`].
 pub struct MhaPlan {
     spec: AttentionSpec,
+    /// Appends k and v to a cache of this capacity.
+    pub(crate) cache_capacity: Option<usize>,
+    /// The mask a cached decoding step makes for itself.
+    pub(crate) own_mask: Option<wgpu::Buffer>,
     x_bytes: u64,
     memory_bytes: Option<u64>,
     q_call: LinearCall,
@@ -681,6 +715,24 @@ impl MhaPlan {
         encoder: &mut wgpu::CommandEncoder,
         bufs: &MhaBuffers,
     ) -> Result<()> {
+        if self.cache_capacity.is_some() {
+            return Err(Error::InvalidLayer {
+                field: "plan".into(),
+                problem: "a decoding plan is recorded with KvCache::encode_step".into(),
+            });
+        }
+        self.encode_with(device, encoder, bufs, None)
+    }
+
+    /// Records the layer; with `cache`, k and v are appended to the cache's buffers and the
+    /// attention reads them there.
+    pub(crate) fn encode_with(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        bufs: &MhaBuffers,
+        cache: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> Result<()> {
         gpu::check_buffer("x", bufs.x, self.x_bytes)?;
         gpu::check_buffer("out", bufs.out, self.x_bytes)?;
         if bufs.out == bufs.x || bufs.memory == Some(bufs.out) {
@@ -706,15 +758,16 @@ impl MhaPlan {
             (None, None) => {}
         }
         // The attention's buffers are checked before anything is recorded.
+        let (kb, vb) = cache.unwrap_or((&self.k, &self.v));
         let attn_bufs = Buffers {
             q: &self.q,
-            k: &self.k,
-            v: &self.v,
+            k: kb,
+            v: vb,
             out: &self.attn,
             lse: None,
             weights: bufs.weights,
             bias: bufs.bias,
-            mask: bufs.mask,
+            mask: bufs.mask.or(self.own_mask.as_ref()),
         };
         self.attention.check_buffers(&attn_bufs)?;
         let x = match &self.pe {
@@ -735,8 +788,8 @@ impl MhaPlan {
         let w = &self.weights;
         for (call, lin, input, out, rope) in [
             (&self.q_call, &w.q, x, &self.q, true),
-            (&self.k_call, &w.k, kv_in, &self.k, true),
-            (&self.v_call, &w.v, kv_in, &self.v, false),
+            (&self.k_call, &w.k, kv_in, kb, true),
+            (&self.v_call, &w.v, kv_in, vb, false),
         ] {
             call.encode(
                 device,

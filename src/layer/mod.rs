@@ -26,6 +26,7 @@
 //! ```
 
 mod blocks;
+mod cache;
 mod config;
 mod gpu;
 pub(crate) mod kernels;
@@ -34,6 +35,7 @@ pub mod reference;
 mod weights;
 
 pub use blocks::{Embedding, GatherPass, LayerNorm, Linear, LinearOptions, LinearPass, NormPass};
+pub use cache::{DecodeOutput, KvCache};
 pub use config::{MhaConfig, PositionEncoding, Rope, RopePairing, sinusoidal_table};
 pub use kernels::Gather;
 pub use mha::{MhaBuffers, MhaInputs, MhaOutput, MhaPlan, MultiHeadAttention};

@@ -550,3 +550,151 @@ fn bad_configs_and_weights_are_typed_errors() {
         Err(Error::InvalidLayer { field, .. }) if field == "positions"
     ));
 }
+
+/// Rows `rows` of every batch entry of a `[B, S, E]` tensor.
+fn rows_of(
+    x: &[f32],
+    batch: usize,
+    seq: usize,
+    e: usize,
+    rows: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let mut out = Vec::new();
+    for b in 0..batch {
+        out.extend_from_slice(&x[(b * seq + rows.start) * e..(b * seq + rows.end) * e]);
+    }
+    out
+}
+
+/// Cached decoding (a prompt, then steps of 1 and 3 tokens, through a cache that must grow
+/// once) gives the rows of the full causal recomputation; steps within the capacity keep
+/// the cache's buffers.
+#[test]
+fn cache_decoding_equals_full_recomputation() {
+    let Some(ctx) = common::ctx() else { return };
+    for (n, (config, kernel)) in [
+        (
+            MhaConfig::new(32, 4)
+                .kv_heads(2)
+                .position(PositionEncoding::Rotary(Rope::new().max_positions(64)))
+                .residual(true),
+            Kernel::SplitKv,
+        ),
+        (
+            MhaConfig::new(24, 3).position(PositionEncoding::Rotary(
+                Rope::new()
+                    .pairing(RopePairing::Interleaved)
+                    .max_positions(64),
+            )),
+            Kernel::Auto,
+        ),
+        (
+            MhaConfig::new(16, 2).position(PositionEncoding::Sinusoidal { max_positions: 64 }),
+            Kernel::Flash,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(40 + n as u64);
+        let w = weights(&mut rng, &config, n == 1, true);
+        let mha = MultiHeadAttention::new(ctx, &config, &w).unwrap();
+        let e = config.embed_dim;
+        let total = 13;
+        let x = normals(&mut rng, total * e, 1.0);
+        // The full sequence, causal.
+        let spec = mha
+            .attention_spec(1, total, total)
+            .causal(CausalAlign::TopLeft);
+        let full = mha.forward(ctx, &spec, &MhaInputs::new(&x)).unwrap().out;
+        let mut cache = layer::KvCache::new(ctx, &mha, 1, 8).unwrap();
+        let mut got = Vec::new();
+        let mut at = 0;
+        let mut buffers = (cache.keys().clone(), cache.allocations());
+        for step in [5, 1, 1, 3, 1, 2] {
+            let out = cache
+                .step(ctx, &mha, &x[at * e..(at + step) * e], kernel)
+                .unwrap();
+            at += step;
+            assert_eq!(cache.lens(), &[at as u32]);
+            if at <= 8 {
+                assert_eq!(
+                    cache.keys(),
+                    &buffers.0,
+                    "a step within capacity reallocated"
+                );
+                assert_eq!(cache.allocations(), buffers.1);
+            }
+            got.extend(out.out);
+            buffers = (cache.keys().clone(), cache.allocations());
+        }
+        assert_eq!(
+            cache.allocations(),
+            2,
+            "the cache grows exactly once (8 → 16)"
+        );
+        assert_eq!(at, total);
+        let err = ErrorStats::compare(&got, &full);
+        assert!(err.rel_fro <= 1e-5, "config {n}: {err:?}");
+    }
+}
+
+/// A batch of sequences of different lengths (a shorter prompt truncated in the cache) decodes
+/// each sequence as if alone.
+#[test]
+fn batched_cache_with_different_lengths() {
+    let Some(ctx) = common::ctx() else { return };
+    let config = MhaConfig::new(32, 4)
+        .kv_heads(1)
+        .position(PositionEncoding::Rotary(Rope::new().max_positions(64)));
+    let mut rng = Rng::new(77);
+    let w = weights(&mut rng, &config, false, true);
+    let mha = MultiHeadAttention::new(ctx, &config, &w).unwrap();
+    let e = 32;
+    let prompt = 6;
+    let short = 3; // sequence 1's prompt is 3 tokens, padded to 6
+    let steps = [1, 2, 1];
+    let new: usize = steps.iter().sum();
+    let xs: Vec<Vec<f32>> = (0..2)
+        .map(|_| normals(&mut rng, (prompt + new) * e, 1.0))
+        .collect();
+    let mut cache = layer::KvCache::fixed(ctx, &mha, 2, 16).unwrap();
+    let mut first = rows_of(&xs[0], 1, prompt + new, e, 0..prompt);
+    first.extend(rows_of(&xs[1], 1, prompt + new, e, 0..prompt));
+    cache.step(ctx, &mha, &first, Kernel::Auto).unwrap();
+    cache.truncate(1, short).unwrap();
+    let mut got = [Vec::new(), Vec::new()];
+    let mut at = [prompt, short];
+    for t in steps {
+        // Sequence 1 continues right after its short prompt: its next tokens are the ones
+        // after position `short` in its own stream.
+        let mut x = Vec::new();
+        for b in 0..2 {
+            x.extend_from_slice(&xs[b][at[b] * e..(at[b] + t) * e]);
+        }
+        let out = cache.step(ctx, &mha, &x, Kernel::SplitKv).unwrap();
+        for b in 0..2 {
+            got[b].extend_from_slice(&out.out[b * t * e..(b + 1) * t * e]);
+            at[b] += t;
+        }
+    }
+    assert_eq!(cache.lens(), &[(prompt + new) as u32, (short + new) as u32]);
+    for b in 0..2 {
+        let len = at[b];
+        let spec = mha.attention_spec(1, len, len).causal(CausalAlign::TopLeft);
+        let full = mha
+            .forward(ctx, &spec, &MhaInputs::new(&xs[b][..len * e]))
+            .unwrap()
+            .out;
+        let want = &full[(len - new) * e..];
+        let err = ErrorStats::compare(&got[b], want);
+        assert!(err.rel_fro <= 1e-5, "sequence {b}: {err:?}");
+    }
+    // A fixed cache refuses to grow.
+    let too_many = normals(&mut rng, 2 * 8 * e, 1.0);
+    assert!(matches!(
+        cache.step(ctx, &mha, &too_many, Kernel::Auto),
+        Err(Error::InvalidLayer { .. })
+    ));
+    assert_eq!(cache.lens(), &[(prompt + new) as u32, (short + new) as u32]);
+}
