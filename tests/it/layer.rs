@@ -698,3 +698,166 @@ fn batched_cache_with_different_lengths() {
     ));
     assert_eq!(cache.lens(), &[(prompt + new) as u32, (short + new) as u32]);
 }
+
+/// Weights by name from safetensors files in the BERT, GPT-2 (packed, Conv1D-transposed, f16)
+/// and Llama schemes load exactly what was written; missing tensors and wrong shapes are
+/// typed errors naming the tensor.
+#[test]
+fn weights_load_by_name_for_each_scheme() {
+    use layer::{NamingScheme, TensorFile, load_mha};
+    use wgattn::io::{TensorOut, write_typed};
+    let dir = std::env::temp_dir().join(format!("wgattn-layer-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(12);
+    let config = MhaConfig::new(16, 4).kv_heads(2);
+    let (e, nq, nkv) = (16, config.q_dim(), config.kv_dim());
+    let transpose = |w: &LinearWeights| -> Vec<f32> {
+        let mut t = vec![0f32; w.weight.len()];
+        for o in 0..w.out_features {
+            for i in 0..w.in_features {
+                t[i * w.out_features + o] = w.weight[o * w.in_features + i];
+            }
+        }
+        t
+    };
+    let round16 =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect() };
+    // BERT: separate, with biases, f32.
+    let (q, k, v, o) = (
+        lin(&mut rng, nq, e, true),
+        lin(&mut rng, nkv, e, true),
+        lin(&mut rng, nkv, e, true),
+        lin(&mut rng, e, nq, true),
+    );
+    let p = "encoder.layer.2.";
+    let names: Vec<String> = NamingScheme::Bert.names(p);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (name, w) in names.iter().zip([&q, &k, &v, &o]) {
+        tensors.push((
+            format!("{name}.weight"),
+            vec![w.out_features, w.in_features],
+            w.weight.clone(),
+        ));
+        tensors.push((
+            format!("{name}.bias"),
+            vec![w.out_features],
+            w.bias.clone().unwrap(),
+        ));
+    }
+    let write = |file: &str, t: &[(String, Vec<usize>, Vec<f32>)], f16: bool| {
+        let path = dir.join(file);
+        let typed: Vec<(&str, Vec<usize>, TensorOut)> = t
+            .iter()
+            .map(|(n, s, d)| {
+                let data = if f16 {
+                    TensorOut::F16(d)
+                } else {
+                    TensorOut::F32(d)
+                };
+                (n.as_str(), s.clone(), data)
+            })
+            .collect();
+        write_typed(&path, &typed, Default::default()).unwrap();
+        TensorFile::open(&path).unwrap()
+    };
+    let file = write("bert.safetensors", &tensors, false);
+    let loaded = load_mha(&file, NamingScheme::Bert, p, &config).unwrap();
+    assert_eq!(
+        loaded.qkv,
+        QkvWeights::Separate {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone()
+        }
+    );
+    assert_eq!(loaded.o, o);
+    // A wrong shape names the tensor.
+    let mut bad = tensors.clone();
+    bad[2].1 = vec![nkv, e - 1];
+    bad[2].2.truncate(nkv * (e - 1));
+    let file = write("bad.safetensors", &bad, false);
+    match load_mha(&file, NamingScheme::Bert, p, &config) {
+        Err(Error::Weight { tensor, problem }) => {
+            assert_eq!(tensor, "encoder.layer.2.attention.self.key.weight");
+            assert!(problem.contains("[8, 15]"), "{problem}");
+        }
+        other => panic!("expected a weight error, got {other:?}"),
+    }
+    // A missing tensor names it.
+    let file = write("missing.safetensors", &tensors[2..], false);
+    assert!(matches!(
+        load_mha(&file, NamingScheme::Bert, p, &config),
+        Err(Error::Weight { tensor, .. }) if tensor == "encoder.layer.2.attention.self.query.weight"
+    ));
+    // GPT-2: packed c_attn and c_proj stored [in, out], in f16.
+    let packed = lin(&mut rng, nq + 2 * nkv, e, true);
+    let proj = lin(&mut rng, e, nq, true);
+    let gpt = vec![
+        (
+            "h.0.attn.c_attn.weight".to_string(),
+            vec![e, nq + 2 * nkv],
+            transpose(&packed),
+        ),
+        (
+            "h.0.attn.c_attn.bias".to_string(),
+            vec![nq + 2 * nkv],
+            packed.bias.clone().unwrap(),
+        ),
+        (
+            "h.0.attn.c_proj.weight".to_string(),
+            vec![nq, e],
+            transpose(&proj),
+        ),
+        (
+            "h.0.attn.c_proj.bias".to_string(),
+            vec![e],
+            proj.bias.clone().unwrap(),
+        ),
+    ];
+    let file = write("gpt2.safetensors", &gpt, true);
+    let loaded = load_mha(&file, NamingScheme::Gpt2, "h.0.", &config).unwrap();
+    let QkvWeights::Packed(got) = &loaded.qkv else {
+        panic!("GPT-2 loads packed")
+    };
+    assert_eq!(got.weight, round16(&packed.weight));
+    assert_eq!(
+        got.bias.as_deref(),
+        Some(&round16(packed.bias.as_ref().unwrap())[..])
+    );
+    assert_eq!(loaded.o.weight, round16(&proj.weight));
+    // The loaded GPT-2 layer runs and matches its reference.
+    if let Some(ctx) = common::ctx() {
+        let mha = MultiHeadAttention::new(ctx, &config, &loaded).unwrap();
+        let x = normals(&mut rng, 5 * e, 1.0);
+        let spec = mha.attention_spec(1, 5, 5).causal(CausalAlign::TopLeft);
+        let gpu = mha.forward(ctx, &spec, &MhaInputs::new(&x)).unwrap();
+        let cpu =
+            layer::reference::mha(&config, &loaded, &spec, &MhaInputs::new(&x), &[0]).unwrap();
+        assert!(ErrorStats::compare(&gpu.out, &cpu.out).within(1e-5));
+    }
+    // Llama: no biases.
+    let llama_names = NamingScheme::Llama.names("model.layers.0.");
+    let ws = [
+        lin(&mut rng, nq, e, false),
+        lin(&mut rng, nkv, e, false),
+        lin(&mut rng, nkv, e, false),
+        lin(&mut rng, e, nq, false),
+    ];
+    let t: Vec<(String, Vec<usize>, Vec<f32>)> = llama_names
+        .iter()
+        .zip(&ws)
+        .map(|(n, w)| {
+            (
+                format!("{n}.weight"),
+                vec![w.out_features, w.in_features],
+                w.weight.clone(),
+            )
+        })
+        .collect();
+    let file = write("llama.safetensors", &t, false);
+    let loaded = load_mha(&file, NamingScheme::Llama, "model.layers.0.", &config).unwrap();
+    assert_eq!(loaded.o, ws[3]);
+    let (lq, lk, lv) = loaded.split(&config);
+    assert_eq!([lq, lk, lv], [ws[0].clone(), ws[1].clone(), ws[2].clone()]);
+    std::fs::remove_dir_all(&dir).ok();
+}
