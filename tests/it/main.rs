@@ -16,6 +16,7 @@ mod gpu_errors;
 mod gpu_vs_reference;
 mod hardening;
 mod layer;
+mod minilm;
 mod options;
 mod shaders_naga;
 mod tiled_flash;
