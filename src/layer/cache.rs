@@ -273,6 +273,7 @@ impl KvCache {
     /// the GPU) into the cache at each sequence's end, attends and writes `[B, T, E]` into
     /// `out`. The cache's lengths advance by `t`. `kernel` picks the attention kernel
     /// (`Auto`, or `SplitKv` / `Flash` / `ThreePass`).
+    #[allow(clippy::too_many_arguments)]
     pub fn encode_step(
         &mut self,
         ctx: &Context,

@@ -233,7 +233,7 @@ impl MhaConfig {
         if self.num_heads == 0 || self.num_kv_heads == 0 {
             return bad("num_heads", "heads must be at least 1".into());
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(
                 "num_kv_heads",
                 format!(
@@ -283,7 +283,7 @@ impl MhaConfig {
                 PositionEncoding::Rotary(r) if r.pairing == RopePairing::Half => 4,
                 _ => 2,
             };
-            if self.head_dim % align != 0 || self.embed_dim % 2 != 0 {
+            if !self.head_dim.is_multiple_of(align) || !self.embed_dim.is_multiple_of(2) {
                 return bad(
                     "dtype",
                     format!(

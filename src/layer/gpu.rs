@@ -70,7 +70,7 @@ pub(crate) fn scratch(
             what: format!("buffer `{label}`"),
             needed: bytes,
             allowed: limit,
-            limit: "max_storage_buffer_binding_size".into(),
+            limit: "max_storage_buffer_binding_size",
         });
     }
     ctx.gpu_scope("allocating layer buffers", || {

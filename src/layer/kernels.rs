@@ -228,7 +228,7 @@ fn u32_of(what: &str, v: usize) -> Result<u32> {
         what: what.to_string(),
         needed: v as u64,
         allowed: u32::MAX as u64,
-        limit: "u32 indexing".into(),
+        limit: "u32 indexing",
     })
 }
 
@@ -250,7 +250,10 @@ impl LinearCall {
         if f16(s.y_dtype) {
             let align = if s.rope.is_some_and(|r| r.half) { 4 } else { 2 };
             let rot = s.rope.map_or(0, |r| r.dims);
-            if s.y.head_dim % align != 0 || rot % align != 0 || s.n % 2 != 0 {
+            if !s.y.head_dim.is_multiple_of(align)
+                || !rot.is_multiple_of(align)
+                || !s.n.is_multiple_of(2)
+            {
                 return Err(Error::spec(
                     "head_dim",
                     s.y.head_dim,
@@ -301,7 +304,7 @@ impl LinearCall {
                 what: "projection workgroups per dimension".into(),
                 needed: gx.max(gy) as u64,
                 allowed: max as u64,
-                limit: "max_compute_workgroups_per_dimension".into(),
+                limit: "max_compute_workgroups_per_dimension",
             });
         }
         Ok(LinearCall {
@@ -379,7 +382,7 @@ fn grid(ctx: &Context, n: usize, what: &str) -> Result<(u32, u32)> {
             what: what.to_string(),
             needed: n as u64,
             allowed: (max * max) as u64,
-            limit: "max_compute_workgroups_per_dimension²".into(),
+            limit: "max_compute_workgroups_per_dimension²",
         });
     }
     Ok((n.min(max).max(1) as u32, y as u32))
@@ -411,7 +414,7 @@ impl NormCall {
         x: DType,
         y: DType,
     ) -> Result<NormCall> {
-        if (x == DType::F16 || y == DType::F16) && n % 2 != 0 {
+        if (x == DType::F16 || y == DType::F16) && !n.is_multiple_of(2) {
             return Err(Error::spec("hidden", n, "must be even for f16 storage"));
         }
         let variant = ShaderVariant::new("layer_norm.wgsl")
@@ -508,7 +511,7 @@ impl GatherCall {
         add: bool,
         y: DType,
     ) -> Result<GatherCall> {
-        if y == DType::F16 && n % 2 != 0 {
+        if y == DType::F16 && !n.is_multiple_of(2) {
             return Err(Error::spec("embed_dim", n, "must be even for f16 storage"));
         }
         let variant = ShaderVariant::new("layer_gather.wgsl")

@@ -62,8 +62,8 @@ impl GpuLinear {
     }
 }
 
-/// A multi-head attention layer on the GPU: `out = [X +] softmax(Q·Kᵀ·scale + masks)·V·W_oᵀ
-/// + b_o` with `Q = X'·W_qᵀ + b_q`, `K = M'·W_kᵀ + b_k`, `V = M'·W_vᵀ + b_v` (M = X for
+/// A multi-head attention layer on the GPU:
+/// `out = [X +] softmax(Q·Kᵀ·scale + masks)·V·W_oᵀ + b_o` with `Q = X'·W_qᵀ + b_q`, `K = M'·W_kᵀ + b_k`, `V = M'·W_vᵀ + b_v` (M = X for
 /// self-attention; X' = X plus an absolute positional encoding if configured; RoPE rotates q
 /// and k).
 ///

@@ -153,17 +153,15 @@ impl MhaWeights {
         }
         self.o.check("o", e, nq)?;
         match (config.position, &self.positions) {
-            (PositionEncoding::Learned { max_positions }, Some(t)) => {
-                if t.len() != max_positions * e {
-                    return Err(Error::Weight {
-                        tensor: "positions".into(),
-                        problem: format!(
-                            "{} values, the layer needs [{max_positions}, {e}]",
-                            t.len()
-                        ),
-                    });
-                }
+            (PositionEncoding::Learned { max_positions }, Some(t))
+                if t.len() != max_positions * e =>
+            {
+                return Err(Error::Weight {
+                    tensor: "positions".into(),
+                    problem: format!("{} values, the layer needs [{max_positions}, {e}]", t.len()),
+                });
             }
+            (PositionEncoding::Learned { .. }, Some(_)) => {}
             (PositionEncoding::Learned { .. }, None) => {
                 return Err(Error::Weight {
                     tensor: "positions".into(),
@@ -268,6 +266,12 @@ mod file {
             self.tensors()
                 .map(|t| t.names().into_iter().map(|s| s.to_string()).collect())
                 .unwrap_or_default()
+        }
+
+        /// The value of metadata entry `key`, if the file has it.
+        pub fn metadata(&self, key: &str) -> Option<String> {
+            let (_, meta) = SafeTensors::read_metadata(&self.bytes).ok()?;
+            meta.metadata().as_ref()?.get(key).cloned()
         }
 
         /// True when the file holds `name`.

@@ -14,8 +14,13 @@ use crate::picture::Format;
 pub struct Args {
     /// Input safetensors file with tensors q, k, v (and metadata for masks and scale), plus
     /// `bias` and `mask` when it holds them.
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "weights", conflicts_with = "weights")]
+    input: Option<PathBuf>,
+    /// Draw probabilities computed elsewhere instead: a safetensors file with a tensor
+    /// `weights` `[B, H, Sq, Sk]` (e.g. from `cargo run --example minilm -- --attention FILE`);
+    /// its metadata `tokens` (tab-separated) labels both axes with the tokens.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Output picture: .png or .svg (SVG holds one rectangle per displayed cell: keep
     /// --max-size small for long sequences).
     #[arg(long, value_name = "FILE.png|svg")]
@@ -62,7 +67,14 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         ..RenderOptions::default()
     };
     Format::of(&args.output)?;
-    let mut case = wgattn::io::read_case_as(&args.input, args.layout.map(Into::into))?;
+    let input = match (&args.input, &args.weights) {
+        (_, Some(weights)) => return draw_weights(weights, &args, &options),
+        (Some(input), None) => input.clone(),
+        (None, None) => {
+            return Err(Error::spec("input", "missing", "give --input or --weights"));
+        }
+    };
+    let mut case = wgattn::io::read_case_as(&input, args.layout.map(Into::into))?;
     // The file's metadata gives causal mask, window, ALiBi, soft-cap, kv_lens, softmax scale
     // and dtype (`wgattn gen` writes them).
     let mut spec = case.spec.clone();
@@ -83,7 +95,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     // Every input check before the GPU is opened; the head's sub-problem is sized before its
     // tensors are gathered.
     spec.check_inputs(&case.inputs())
-        .map_err(|e| super::spec_flags::in_file(&args.input, e))?;
+        .map_err(|e| super::spec_flags::in_file(&input, e))?;
     let head = heatmap::head_spec(spec, &window)?;
     let ctx = super::open(adapter)?;
     let too_large = |e: Error| too_large(e, spec, &window, &head.spec, ctx.limits(), &args);
@@ -115,13 +127,13 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         &[
             ("Title", "wgattn heatmap".to_string()),
             ("Description", description),
-            ("Source", args.input.display().to_string()),
+            ("Source", input.display().to_string()),
         ],
     )?;
     let p = &image.plot;
     println!(
         "{}: batch {} head {}, queries {}..{} x keys {}..{}, {} on {} in {:.1} ms",
-        args.input.display(),
+        input.display(),
         window.batch,
         window.head,
         window.queries.start,
@@ -154,6 +166,76 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
             image.median_position * 100.0
         );
     }
+    Ok(Outcome::Ok)
+}
+
+/// `wgattn heatmap --weights FILE`: draws one head of a stored probability tensor, its axes
+/// labelled with the file's `tokens` when it has them.
+fn draw_weights(path: &std::path::Path, args: &Args, options: &RenderOptions) -> Result<Outcome> {
+    let file = wgattn::layer::TensorFile::open(path)?;
+    let (shape, weights) = file.floats("weights")?;
+    let &[b, h, sq, sk] = shape.as_slice() else {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            message: format!("tensor `weights` has shape {shape:?}, expected [B, H, Sq, Sk]"),
+        });
+    };
+    for (field, value, bound) in [("batch", args.batch, b), ("head", args.head, h)] {
+        if value >= bound {
+            return Err(Error::spec(field, value, format!("is not below {bound}")));
+        }
+    }
+    let window = Window {
+        batch: args.batch,
+        head: args.head,
+        queries: match &args.query_range {
+            Some(r) => heatmap::parse_range("query_range", r, sq)?,
+            None => 0..sq,
+        },
+        keys: match &args.key_range {
+            Some(r) => heatmap::parse_range("key_range", r, sk)?,
+            None => 0..sk,
+        },
+    };
+    // The stored probabilities carry no mask: every cell is drawn with its value.
+    let base = (window.batch * h + window.head) * sq * sk;
+    let mut cut = Vec::with_capacity(window.queries.len() * window.keys.len());
+    for i in window.queries.clone() {
+        let row = base + i * sk;
+        cut.extend_from_slice(&weights[row + window.keys.start..row + window.keys.end]);
+    }
+    let masked = vec![false; cut.len()];
+    let mut matrix = heatmap::AttentionMatrix::new(window, cut, masked)?;
+    let tokens: Option<Vec<String>> = file
+        .metadata("tokens")
+        .map(|t| t.split('\t').map(str::to_string).collect());
+    if let Some(tokens) = &tokens {
+        matrix = matrix.with_tokens(tokens, tokens)?;
+    }
+    let image = heatmap::render(&matrix, options)?;
+    let mut text = vec![
+        ("Title", "wgattn heatmap".to_string()),
+        ("Source", path.display().to_string()),
+    ];
+    if let Some(sentence) = file.metadata("sentence") {
+        text.push(("Description", sentence));
+    }
+    image.write(&args.output, &text)?;
+    println!(
+        "wrote {} ({}x{} px; head {} of {}, {}x{} cells{})",
+        args.output.display(),
+        image.width,
+        image.height,
+        args.head,
+        h,
+        image.plot.rows,
+        image.plot.cols,
+        if tokens.is_some() {
+            ", token labels"
+        } else {
+            ""
+        }
+    );
     Ok(Outcome::Ok)
 }
 

@@ -84,6 +84,8 @@ pub struct Heatmap {
 #[derive(Debug, Clone, PartialEq)]
 struct Drawing {
     window: Window,
+    /// Token labels of the displayed rows and columns (no axis aggregated).
+    labels: Option<(Vec<String>, Vec<String>)>,
     cells: Vec<Cell>,
     title: [String; 2],
     font: u32,
@@ -156,8 +158,12 @@ pub fn render(m: &AttentionMatrix, options: &RenderOptions) -> Result<Heatmap> {
         .map(|t| t.chars().count() * cw)
         .max()
         .unwrap_or(0);
-    let digits = w.queries.end.max(1).to_string().len();
-    let (left, top) = label_areas(digits, fs, cw);
+    // Token labels replace indices when every cell is displayed.
+    let labels = m.labels.clone().filter(|_| br == 1 && bc == 1);
+    let (left, top) = match &labels {
+        Some((rows, cols)) => token_label_areas(rows, cols, fs, cw),
+        None => label_areas(w.queries.end.max(1).to_string().len(), fs, cw),
+    };
     let plot_x = margin + left;
     let plot_y = margin + 2 * line + fs / 2 + top;
 
@@ -194,6 +200,7 @@ pub fn render(m: &AttentionMatrix, options: &RenderOptions) -> Result<Heatmap> {
 
     let drawing = Drawing {
         window: w.clone(),
+        labels,
         cells,
         title,
         font,
@@ -251,6 +258,17 @@ fn label_areas(digits: usize, fs: usize, cw: usize) -> (usize, usize) {
     (digits.max(2) * cw + line + fs, 2 * line + fs / 2)
 }
 
+/// Widths of the left and top label areas for token labels: the longest token, horizontal
+/// on the left and vertical on top, and the axis captions.
+fn token_label_areas(rows: &[String], cols: &[String], fs: usize, cw: usize) -> (usize, usize) {
+    let line = fs + fs / 3;
+    let longest = |v: &[String]| v.iter().map(|t| t.chars().count()).max().unwrap_or(1);
+    (
+        longest(rows).max(2) * cw + line + fs,
+        longest(cols).max(2) * cw + line + fs,
+    )
+}
+
 /// Width of the colour bar's label area (tick and label such as `2.44e-4`).
 fn bar_label_area(cw: usize) -> usize {
     9 * cw + 12
@@ -287,8 +305,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
 
     let p = &h.plot;
     let r = p.rect;
-    let (left, top) = label_areas(d.window.queries.end.max(1).to_string().len(), fs, cw);
-    if p.rows > 0 && p.cols > 0 {
+    let (left, top) = match &d.labels {
+        Some((rows, cols)) => token_label_areas(rows, cols, fs, cw),
+        None => label_areas(d.window.queries.end.max(1).to_string().len(), fs, cw),
+    };
+    if let (Some((rows, cols)), true) = (&d.labels, p.rows > 0 && p.cols > 0) {
+        draw_token_labels(root, r, p, rows, cols, &text, fs, line)?;
+    } else if p.rows > 0 && p.cols > 0 {
         // Axes: one segment per displayed cell, labelled with the first matrix index of its
         // block; query rows run downwards (segment -r is row r).
         let area = root.clone().shrink(
@@ -413,6 +436,58 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> DrawR
             text.clone(),
         ))?;
     }
+    Ok(())
+}
+
+/// Token labels: one per query row on the left (right-aligned), one per key on top (vertical,
+/// reading upwards), with the axis captions.
+#[allow(clippy::too_many_arguments)]
+fn draw_token_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    r: Rect,
+    p: &Plot,
+    rows: &[String],
+    cols: &[String],
+    text: &TextStyle,
+    fs: usize,
+    line: usize,
+) -> DrawResult<DB> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let right = text.clone().pos(Pos::new(HPos::Right, VPos::Center));
+    for (i, t) in rows.iter().enumerate().take(p.rows) {
+        let y = r.y + i * p.cell_height + p.cell_height / 2;
+        root.draw(&Text::new(
+            t.as_str(),
+            ((r.x - fs / 2) as i32, y as i32),
+            right.clone(),
+        ))?;
+    }
+    let up = text
+        .clone()
+        .transform(FontTransform::Rotate270)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (j, t) in cols.iter().enumerate().take(p.cols) {
+        let x = r.x + j * p.cell_width + p.cell_width / 2;
+        root.draw(&Text::new(
+            t.as_str(),
+            (x as i32, (r.y - fs / 2) as i32),
+            up.clone(),
+        ))?;
+    }
+    let caption = text.clone().pos(Pos::new(HPos::Left, VPos::Top));
+    root.draw(&Text::new(
+        "keys",
+        ((r.x + r.width + fs / 2) as i32, (r.y - line) as i32),
+        caption.clone(),
+    ))?;
+    root.draw(&Text::new(
+        "queries",
+        (
+            r.x.saturating_sub(fs * 6) as i32,
+            (r.y + r.height + fs / 3) as i32,
+        ),
+        caption,
+    ))?;
     Ok(())
 }
 

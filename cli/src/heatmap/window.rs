@@ -131,6 +131,9 @@ pub struct AttentionMatrix {
     pub weights: Vec<f32>,
     /// True where the cell is masked, same indexing as `weights`.
     pub masked: Vec<bool>,
+    /// Text labels of the query rows and of the keys (e.g. tokens), drawn on the axes
+    /// instead of indices when no axis is aggregated; `None`: indices.
+    pub labels: Option<(Vec<String>, Vec<String>)>,
 }
 
 #[cfg(test)]
@@ -179,6 +182,7 @@ impl AttentionMatrix {
             window,
             weights,
             masked,
+            labels: None,
         })
     }
 
@@ -214,7 +218,31 @@ impl AttentionMatrix {
             window: window.clone(),
             weights: cut,
             masked,
+            labels: None,
         })
+    }
+
+    /// Labels the query rows and keys of the window with `tokens` (the labels of positions
+    /// 0.., e.g. a sentence's tokens), or an error when they do not cover the window.
+    pub fn with_tokens(mut self, query_tokens: &[String], key_tokens: &[String]) -> Result<Self> {
+        let w = &self.window;
+        for (name, tokens, range) in [
+            ("query tokens", query_tokens, &w.queries),
+            ("key tokens", key_tokens, &w.keys),
+        ] {
+            if tokens.len() < range.end {
+                return Err(Error::spec(
+                    name,
+                    tokens.len(),
+                    format!("labels do not cover positions up to {}", range.end),
+                ));
+            }
+        }
+        self.labels = Some((
+            query_tokens[w.queries.clone()].to_vec(),
+            key_tokens[w.keys.clone()].to_vec(),
+        ));
+        Ok(self)
     }
 
     /// Rows (query rows of the window).
