@@ -65,8 +65,10 @@ struct Lin {
 #endif
 #endif
 
+#if !DIRECT
 var<workgroup> xt: array<f32, 256u * TM>;
 var<workgroup> wt: array<vec4<f32>, 256u>;
+#endif
 
 fn load_x(i: u32) -> f32 {
 #if X_F16
@@ -186,12 +188,41 @@ fn epilogue(m: u32, c0: u32, acc: vec4<f32>) {
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let flat = lid.y * 16u + lid.x;
     let m0 = wg.y * BM;
     let n0 = wg.x * BN;
 #for r in 0..TM
     var acc{r} = vec4<f32>(0.0);
 #endfor
+#if DIRECT
+    // CPU adapters (llvmpipe): no workgroup memory or barriers; each invocation reads its TM
+    // rows of X and 4 rows of W straight from storage. Out-of-range rows and columns read
+    // clamped indices and are dropped by the epilogue.
+    let c0 = n0 + lid.x * 4u;
+    var wb: vec4<u32>;
+    for (var j = 0u; j < 4u; j += 1u) {
+        wb[j] = (L.w_row0 + w_row(min(c0 + j, L.n - 1u))) * L.k;
+    }
+#for r in 0..TM
+    let row{r} = min(m0 + lid.y * TM + {r}u, L.m - 1u);
+    let xb{r} = (row{r} / L.rows) * L.x_sb + (row{r} % L.rows) * L.x_ss;
+#endfor
+    // The input column k is (head k / x_hd, d k % x_hd): walked without divisions.
+    var xo = 0u;
+    var kd = 0u;
+    for (var k = 0u; k < L.k; k += 1u) {
+        let w = vec4<f32>(load_w(wb.x + k), load_w(wb.y + k), load_w(wb.z + k), load_w(wb.w + k));
+#for r in 0..TM
+        acc{r} += load_x(xb{r} + xo) * w;
+#endfor
+        kd += 1u;
+        xo += 1u;
+        if (kd == L.x_hd) {
+            kd = 0u;
+            xo += L.x_sh - L.x_hd;
+        }
+    }
+#else
+    let flat = lid.y * 16u + lid.x;
     for (var k0 = 0u; k0 < L.k; k0 += BK) {
         // X tile: BM rows × BK, element e = (row e / BK, k e % BK); gathered through the
         // input's (batch, head, row) strides.
@@ -231,6 +262,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
+#endif
 #for r in 0..TM
     epilogue(m0 + lid.y * TM + {r}u, n0 + lid.x * 4u, acc{r});
 #endfor

@@ -259,15 +259,15 @@ impl Bert {
                     m,
                     LinearOptions {
                         gelu: true,
-                        residual: false,
+                        ..LinearOptions::default()
                     },
                 )?,
                 output: layer.output.prepare(
                     ctx,
                     m,
                     LinearOptions {
-                        gelu: false,
                         residual: true,
+                        ..LinearOptions::default()
                     },
                 )?,
                 output_norm: layer.output_norm.prepare(ctx, m, dtype)?,

@@ -22,6 +22,10 @@ pub struct LinearOptions {
     pub gelu: bool,
     /// Adds a residual tensor (laid out like the output) to the output.
     pub residual: bool,
+    /// The kernel variant: `Some(true)` stages tiles of X and W in workgroup memory (GPUs),
+    /// `Some(false)` reads them directly (CPU adapters such as lavapipe, where barriers cost
+    /// more than they save); `None` picks by adapter.
+    pub tiled: Option<bool>,
 }
 
 /// A projection `y = x·Wᵀ + b` on the GPU (W in the storage dtype, b in f32).
@@ -95,6 +99,7 @@ impl Linear {
                 gelu: options.gelu,
                 residual: options.residual,
                 row_offset: false,
+                tiled: options.tiled,
             },
         )?;
         Ok(LinearPass {

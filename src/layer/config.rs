@@ -149,6 +149,9 @@ pub struct MhaConfig {
     pub dtype: DType,
     /// Layout q, k and v are written in for the attention (bhsd or bshd).
     pub layout: Layout,
+    /// The projection kernel's variant: workgroup-memory tiles (`Some(true)`), direct loads
+    /// (`Some(false)`, faster on CPU adapters), or by adapter (`None`, the default).
+    pub tiled_projections: Option<bool>,
 }
 
 impl MhaConfig {
@@ -165,6 +168,7 @@ impl MhaConfig {
             residual: false,
             dtype: DType::F32,
             layout: Layout::Bhsd,
+            tiled_projections: None,
         }
     }
     /// Cross-attention: K and V are projected from a memory of width `kv_embed_dim`.
@@ -195,6 +199,11 @@ impl MhaConfig {
     /// Sets the storage type.
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
+        self
+    }
+    /// Chooses the projection kernel's variant (see [`MhaConfig::tiled_projections`]).
+    pub fn tiled_projections(mut self, tiled: Option<bool>) -> Self {
+        self.tiled_projections = tiled;
         self
     }
     /// Sets the q/k/v layout.

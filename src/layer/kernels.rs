@@ -20,6 +20,12 @@ fn tile_rows(m: usize) -> u32 {
     if m >= 48 { 4 } else { 1 }
 }
 
+/// CPU adapters (llvmpipe) run the projection without workgroup memory: barriers across
+/// 256 invocations cost more there than the loads they save.
+fn direct(ctx: &Context) -> bool {
+    ctx.caps().device_type == wgpu::DeviceType::Cpu
+}
+
 /// The bindings of a layer kernel variant (the crate's binding table, see
 /// `kernels::bindings::of_variant`).
 pub(crate) fn bindings(variant: &ShaderVariant) -> Vec<Binding> {
@@ -60,7 +66,7 @@ pub(crate) fn bindings(variant: &ShaderVariant) -> Vec<Binding> {
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut all = Vec::new();
     let on_off = [false, true];
-    for tm in [1, 4] {
+    for (tm, direct) in [(1, false), (4, false), (1, true), (4, true)] {
         for x in on_off {
             for w in on_off {
                 for y in on_off {
@@ -73,7 +79,8 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                                     .flag("W_F16", w)
                                     .flag("Y_F16", y)
                                     .flag("BIAS", bias)
-                                    .flag("ROW_OFFSET", row_offset);
+                                    .flag("ROW_OFFSET", row_offset)
+                                    .flag("DIRECT", direct);
                                 match epi {
                                     "ROPE_HALF" => v = v.flag("ROPE", true).flag("ROPE_HALF", true),
                                     "" => {}
@@ -201,6 +208,8 @@ pub(crate) struct LinearShape {
     pub residual: bool,
     /// Rows written at `s + offsets[b]` (a KV cache).
     pub row_offset: bool,
+    /// Workgroup-memory tiles (true) or direct loads (false); `None`: by adapter.
+    pub tiled: Option<bool>,
 }
 
 /// Buffers of one projection.
@@ -246,7 +255,8 @@ impl LinearCall {
             .flag("ROPE", s.rope.is_some())
             .flag("ROPE_HALF", s.rope.is_some_and(|r| r.half))
             .flag("GELU", s.gelu)
-            .flag("RESIDUAL", s.residual);
+            .flag("RESIDUAL", s.residual)
+            .flag("DIRECT", !s.tiled.unwrap_or(!direct(ctx)));
         if f16(s.y_dtype) {
             let align = if s.rope.is_some_and(|r| r.half) { 4 } else { 2 };
             let rot = s.rope.map_or(0, |r| r.dims);

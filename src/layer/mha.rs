@@ -411,6 +411,7 @@ impl MultiHeadAttention {
                     gelu: false,
                     residual: false,
                     row_offset: cache.is_some(),
+                    tiled: c.tiled_projections,
                 },
             )
         };
@@ -435,6 +436,7 @@ impl MultiHeadAttention {
                 gelu: false,
                 residual: c.residual,
                 row_offset: false,
+                tiled: c.tiled_projections,
             },
         )?;
         let attention = ctx.plan(spec)?;

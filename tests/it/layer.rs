@@ -48,6 +48,7 @@ fn weights(rng: &mut Rng, c: &MhaConfig, packed: bool, bias: bool) -> MhaWeights
 }
 
 /// What one grid case runs.
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     config: MhaConfig,
@@ -233,9 +234,19 @@ fn cases() -> Vec<Case> {
 #[test]
 fn layer_matches_the_f64_reference_on_a_grid() {
     let Some(ctx) = common::ctx() else { return };
-    for (n, case) in cases().iter().enumerate() {
-        let (out, w) = run_case(ctx, case, 100 + n as u64, 1e-5);
-        eprintln!("{}: out {out:.2e}, weights {w:?}", case.name);
+    for (n, case) in cases().into_iter().enumerate() {
+        // Both projection variants (workgroup-memory tiles and direct loads) on every case.
+        for tiled in [Some(true), Some(false)] {
+            let case = Case {
+                config: case.config.clone().tiled_projections(tiled),
+                ..case.clone()
+            };
+            let (out, w) = run_case(ctx, &case, 100 + n as u64, 1e-5);
+            eprintln!(
+                "{} (tiled {tiled:?}): out {out:.2e}, weights {w:?}",
+                case.name
+            );
+        }
     }
 }
 
@@ -312,10 +323,17 @@ fn linear_kernel_matches_f64() {
                 LinearOptions {
                     gelu: true,
                     residual: false,
+                    tiled: Some(true),
                 },
                 LinearOptions {
                     gelu: false,
                     residual: true,
+                    tiled: Some(false),
+                },
+                LinearOptions {
+                    gelu: true,
+                    residual: true,
+                    tiled: Some(true),
                 },
             ] {
                 let w = lin(&mut rng, n, k, true);

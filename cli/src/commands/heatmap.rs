@@ -218,7 +218,12 @@ fn draw_weights(path: &std::path::Path, args: &Args, options: &RenderOptions) ->
         ("Source", path.display().to_string()),
     ];
     if let Some(sentence) = file.metadata("sentence") {
-        text.push(("Description", sentence));
+        // PNG text chunks are Latin-1.
+        let latin1 = sentence
+            .chars()
+            .map(|c| if (c as u32) < 256 { c } else { '?' })
+            .collect();
+        text.push(("Description", latin1));
     }
     image.write(&args.output, &text)?;
     println!(

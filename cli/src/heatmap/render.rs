@@ -670,4 +670,48 @@ mod tests {
         }
         assert!(svg.contains("masked") && svg.contains("keys") && svg.contains("queries"));
     }
+
+    /// Token labels replace the indices: each row's token is drawn left of its row, each
+    /// key's token above its column, and the plot moves to make room for the longest.
+    #[test]
+    fn token_labels_are_drawn_on_both_axes() {
+        let f = |r: usize, c: usize| Some(((r + 1) * (c + 2)) as f32 / 20.0);
+        let tokens: Vec<String> = ["[CLS]", "attention", "is", "[SEP]"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let plain = render(&matrix(4, 4, f), &RenderOptions::default()).unwrap();
+        let labelled = matrix(4, 4, f).with_tokens(&tokens, &tokens).unwrap();
+        let h = render(&labelled, &RenderOptions::default()).unwrap();
+        assert!(
+            h.plot.rect.x > plain.plot.rect.x,
+            "room for `attention` on the left"
+        );
+        assert!(
+            h.plot.rect.y > plain.plot.rect.y,
+            "room for `attention` on top"
+        );
+        let ink = |x0: usize, x1: usize, y0: usize, y1: usize| {
+            (y0..y1).any(|y| (x0..x1).any(|x| h.pixel(x, y).is_some_and(|p| p != BACKGROUND)))
+        };
+        let r = h.plot.rect;
+        for row in 0..4 {
+            let (_, y) = h.cell_center(row, 0);
+            assert!(
+                ink(r.x.saturating_sub(40), r.x - 3, y - 2, y + 3),
+                "label of row {row}"
+            );
+        }
+        for col in 0..4 {
+            let (x, _) = h.cell_center(0, col);
+            assert!(
+                ink(x - 3, x + 3, r.y.saturating_sub(30), r.y - 3),
+                "label of key {col}"
+            );
+        }
+        // Labels must cover the window.
+        assert!(matrix(5, 5, f).with_tokens(&tokens, &tokens).is_err());
+        let svg = h.to_svg().unwrap();
+        assert!(svg.contains("attention") && svg.contains("[CLS]"));
+    }
 }
