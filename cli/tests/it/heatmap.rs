@@ -930,3 +930,66 @@ fn cli_writes_an_svg_with_one_rectangle_per_cell() {
         assert!(svg.contains(label), "{label} missing from the SVG");
     }
 }
+
+/// `--weights`: stored probabilities drawn with the file's tokens on both axes; a head past the
+/// file's is a typed input error (exit 2).
+#[test]
+fn stored_weights_are_drawn_with_token_labels() {
+    let path = tmp("tokens.safetensors");
+    let (h, s) = (2, 4);
+    let weights: Vec<f32> = (0..h * s * s).map(|i| (i % 5) as f32 / 10.0).collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(
+        "tokens".to_string(),
+        "[CLS]\tattention\tworks\t[SEP]".to_string(),
+    );
+    meta.insert("sentence".to_string(), "attention works (Qᵀ)".to_string());
+    wgattn::io::write_tensors(&path, &[("weights", vec![1, h, s, s], &weights)], meta).unwrap();
+    let out = tmp("tokens.png");
+    let r = common::wgattn(&[
+        "heatmap",
+        "--weights",
+        path.to_str().unwrap(),
+        "--head",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(r.status.code(), Some(0), "{text}");
+    assert!(text.contains("token labels"), "{text}");
+    let png = read_png(&out);
+    assert!(png.width > 100 && png.height > 100);
+    assert!(
+        png.text
+            .iter()
+            .any(|(k, v)| k == "Description" && v == "attention works (Q?)"),
+        "{:?}",
+        png.text
+    );
+    let r = common::wgattn(&[
+        "heatmap",
+        "--weights",
+        path.to_str().unwrap(),
+        "--head",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    // --input and --weights exclude each other.
+    let r = common::wgattn(&[
+        "heatmap",
+        "--weights",
+        path.to_str().unwrap(),
+        "--input",
+        path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+}
