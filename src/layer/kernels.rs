@@ -62,34 +62,37 @@ pub(crate) fn bindings(variant: &ShaderVariant) -> Vec<Binding> {
     list
 }
 
-/// Every layer kernel variant (for the naga validation test).
+/// Every layer kernel variant the crate can generate (for the naga validation test). The
+/// layers store X, W and Y in one dtype; rotary embedding and cache rows come with the
+/// attention projections, GELU and the residual with the other ones.
 pub(crate) fn variants() -> Vec<ShaderVariant> {
     let mut all = Vec::new();
     let on_off = [false, true];
+    let mut epilogues: Vec<Vec<&'static str>> = Vec::new();
+    for rope in [vec![], vec!["ROPE"], vec!["ROPE", "ROPE_HALF"]] {
+        for row_offset in on_off {
+            let mut e = rope.clone();
+            if row_offset {
+                e.push("ROW_OFFSET");
+            }
+            epilogues.push(e);
+        }
+    }
+    epilogues.extend([vec!["GELU"], vec!["RESIDUAL"], vec!["GELU", "RESIDUAL"]]);
     for (tm, direct) in [(1, false), (4, false), (1, true), (4, true)] {
-        for x in on_off {
-            for w in on_off {
-                for y in on_off {
-                    for bias in on_off {
-                        for epi in ["", "ROPE", "ROPE_HALF", "GELU", "RESIDUAL"] {
-                            for row_offset in on_off {
-                                let mut v = ShaderVariant::new("layer_linear.wgsl")
-                                    .constant("TM", tm)
-                                    .flag("X_F16", x)
-                                    .flag("W_F16", w)
-                                    .flag("Y_F16", y)
-                                    .flag("BIAS", bias)
-                                    .flag("ROW_OFFSET", row_offset)
-                                    .flag("DIRECT", direct);
-                                match epi {
-                                    "ROPE_HALF" => v = v.flag("ROPE", true).flag("ROPE_HALF", true),
-                                    "" => {}
-                                    e => v = v.flag(e, true),
-                                }
-                                all.push(v);
-                            }
-                        }
+        for f16 in on_off {
+            for bias in on_off {
+                for epilogue in &epilogues {
+                    let mut v = ShaderVariant::new("layer_linear.wgsl")
+                        .constant("TM", tm)
+                        .flag("X_F16", f16)
+                        .flag("W_F16", f16)
+                        .flag("Y_F16", f16)
+                        .flag("BIAS", bias);
+                    for f in epilogue {
+                        v = v.flag(f, true);
                     }
+                    all.push(v.flag("DIRECT", direct));
                 }
             }
         }
