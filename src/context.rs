@@ -30,6 +30,14 @@ pub struct ContextOptions {
     /// adapter: tiled on GPUs, rows on CPU adapters (lavapipe, llvmpipe). The tiled variant
     /// needs 32 KiB of workgroup memory; adapters with less always use rows.
     pub flash_tiles: Option<bool>,
+    /// Which fused variant f16 (and, forced, any) storage uses: `Some(true)` the matrix-tile
+    /// one (`shaders/flash_mma.wgsl`) — on cooperative matrices (tensor cores) where the
+    /// adapter reports an f16×f16→f32 shape, else with portable tile multiplies — `Some(false)`
+    /// never. `None` reads `WGATTN_FLASH_MMA` (`1` / `0`), else uses it for f16 storage where
+    /// the adapter has cooperative matrices.
+    pub flash_mma: Option<bool>,
+    /// Never request cooperative matrices, even where the adapter has them.
+    pub disable_cooperative_matrix: bool,
     /// Lower the workgroups-per-dimension limit on purpose: larger grids are cut into several
     /// dispatches (testing).
     pub max_workgroups_per_dim: Option<u32>,
@@ -62,17 +70,58 @@ impl Caps {
             device_type: info.device_type,
             tiles: options.flash_tiles.or_else(flash_tiles_from_env),
             host_threads: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            coop_f16: None,
+            mma: options
+                .flash_mma
+                .or_else(|| bool_from_env("WGATTN_FLASH_MMA")),
         }
+    }
+
+    /// These caps with the cooperative-matrix edge the device can use: its features include
+    /// cooperative matrices, subgroups and SHADER_F16, and `properties` (the adapter's
+    /// configurations) list a square f16×f16→f32 shape of edge 16 or 8 (16 preferred).
+    pub fn with_cooperative_matrices(
+        mut self,
+        features: wgpu::Features,
+        properties: &[wgpu::CooperativeMatrixProperties],
+    ) -> Caps {
+        let usable = features.contains(
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::SHADER_F16,
+        ) && self.shader_f16;
+        self.coop_f16 = usable
+            .then(|| coop_f16_edge(properties))
+            .flatten();
+        self
+    }
+}
+
+/// The largest square f16×f16→f32 cooperative-matrix edge (16 or 8) among `properties`.
+pub fn coop_f16_edge(properties: &[wgpu::CooperativeMatrixProperties]) -> Option<u32> {
+    [16, 8].into_iter().find(|&e| {
+        properties.iter().any(|p| {
+            p.m_size == e
+                && p.n_size == e
+                && p.k_size == e
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
+    })
+}
+
+/// A boolean environment switch: `1`/`true`/`on` or `0`/`false`/`off`.
+fn bool_from_env(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
+        "1" | "true" | "on" => Some(true),
+        "0" | "false" | "off" => Some(false),
+        _ => None,
     }
 }
 
 /// `WGATTN_FLASH_TILES`: `1` / `0` force the tiled / rows flash variants.
 fn flash_tiles_from_env() -> Option<bool> {
-    match std::env::var("WGATTN_FLASH_TILES").ok()?.trim() {
-        "1" | "true" | "on" => Some(true),
-        "0" | "false" | "off" => Some(false),
-        _ => None,
-    }
+    bool_from_env("WGATTN_FLASH_TILES")
 }
 
 /// What wgattn knows about one adapter: identity, the features it uses, the limits it plans with.
@@ -256,7 +305,13 @@ pub fn adapter_summaries() -> Vec<AdapterSummary> {
     };
     let mut list: Vec<AdapterSummary> = enumerate(backends)
         .iter()
-        .map(|a| summary(a.get_info(), &a.limits(), a.features()))
+        .map(|a| {
+            let mut s = summary(a.get_info(), &a.limits(), a.features());
+            s.caps = s
+                .caps
+                .with_cooperative_matrices(a.features(), &a.cooperative_matrix_properties());
+            s
+        })
         .collect();
     let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     if allowed.contains(wgpu::Backends::GL) {
@@ -395,12 +450,31 @@ impl Context {
             limits.max_storage_buffers_per_shader_stage =
                 limits.max_storage_buffers_per_shader_stage.min(m);
         }
-        let features = wanted(adapter.features());
+        let mut features = wanted(adapter.features());
+        // Cooperative matrices (tensor cores) only where the matrix-tile variant can use them.
+        let coop_properties = adapter.cooperative_matrix_properties();
+        let coop = !options.disable_cooperative_matrix
+            && adapter
+                .features()
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && coop_f16_edge(&coop_properties).is_some();
+        if coop {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        let experimental_features = if coop {
+            // SAFETY: wgpu marks cooperative matrices experimental (the API may change and may
+            // have bugs). They are requested only where the adapter lists an f16×f16→f32
+            // shape, used only by the matrix-tile shaders (validated by naga like every other
+            // variant), and `disable_cooperative_matrix` turns them off.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgattn"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -412,7 +486,10 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("uncaptured wgpu error: {e}");
         }));
-        let ctx = Self::assemble(device, queue, info, &options);
+        let mut ctx = Self::assemble(device, queue, info, &options);
+        ctx.caps = ctx
+            .caps
+            .with_cooperative_matrices(ctx.features, &coop_properties);
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =

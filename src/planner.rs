@@ -82,6 +82,15 @@ pub struct Caps {
     pub tiles: Option<bool>,
     /// Threads of the host (a CPU adapter runs on them).
     pub host_threads: u32,
+    /// Edge (8 or 16) of the square f16×f16→f32 cooperative-matrix shape the adapter reports,
+    /// when the device has cooperative matrices, subgroups and SHADER_F16 (and they are not
+    /// disabled): the matrix-tile variant then multiplies on them (tensor cores).
+    pub coop_f16: Option<u32>,
+    /// `Some(true)` / `Some(false)` forces / forbids the matrix-tile fused variant
+    /// (`ContextOptions::flash_mma`, `WGATTN_FLASH_MMA`), with cooperative matrices where
+    /// [`Caps::coop_f16`] allows, else with the portable helpers. `None`: used for f16
+    /// storage where the adapter has cooperative matrices.
+    pub mma: Option<bool>,
 }
 
 impl Caps {
@@ -117,6 +126,19 @@ impl Caps {
                     .into(),
             }
         }];
+        match (self.mma, self.coop_f16) {
+            (Some(false), _) => {}
+            (Some(true), None) => lines.push(
+                "flash/split-kv: matrix-tile variant forced, portable tile multiplies (no \
+                 cooperative matrices)"
+                    .into(),
+            ),
+            (_, Some(t)) => lines.push(format!(
+                "flash/split-kv f16: matrix-tile variant on cooperative matrices ({t}×{t}×{t} \
+                 f16×f16→f32)"
+            )),
+            (None, None) => {}
+        }
         if let Some(sg) = self.decode_subgroup() {
             lines.push(format!(
                 "split-kv decoding: lanes split head_dim (subgroup size {sg}, ≤ {DECODE_MAX_ROWS} \
@@ -182,6 +204,14 @@ pub enum FusedVariant {
         /// head_dim class.
         class: HeadClass,
     },
+    /// `flash_mma.wgsl`: S = Q·Kᵀ and O += P·V as tile multiplies, on cooperative matrices
+    /// (tensor cores) or the portable helpers.
+    Mma {
+        /// head_dim class.
+        class: HeadClass,
+        /// Tile shape and workgroup.
+        shape: MmaShape,
+    },
     /// `decode.wgsl`: one subgroup per workgroup holds all `rows` rows of a kv head, its lanes
     /// split head_dim.
     Decode {
@@ -200,6 +230,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { class, .. }
             | FusedVariant::Tiled { class }
+            | FusedVariant::Mma { class, .. }
             | FusedVariant::Decode { class, .. } => class,
         }
     }
@@ -209,6 +240,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { wg, .. } => wg,
             FusedVariant::Tiled { .. } => TILED_WG,
+            FusedVariant::Mma { shape, .. } => shape.wg,
             FusedVariant::Decode { subgroup, .. } => subgroup,
         }
     }
@@ -222,6 +254,7 @@ impl FusedVariant {
             } => sg,
             FusedVariant::Rows { .. } => WORKGROUP_KEYS,
             FusedVariant::Tiled { .. } => TILED_KEYS,
+            FusedVariant::Mma { shape, .. } => shape.keys,
             FusedVariant::Decode { subgroup, .. } => subgroup,
         }
     }
@@ -231,6 +264,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { wg, rows, .. } => wg * rows,
             FusedVariant::Tiled { .. } => TILED_ROWS,
+            FusedVariant::Mma { shape, .. } => shape.rows,
             FusedVariant::Decode { rows, .. } => rows,
         }
     }
@@ -245,10 +279,88 @@ impl FusedVariant {
                 KvSharing::Workgroup => format!("rows(r={rows}, wg={wg}, workgroup memory)"),
             },
             FusedVariant::Tiled { .. } => "tiled".into(),
+            FusedVariant::Mma { shape, .. } => shape.describe(),
             FusedVariant::Decode { subgroup, rows, .. } => {
                 format!("decode(rows={rows}, subgroup {subgroup})")
             }
         }
+    }
+}
+
+/// Tile shape of the matrix-tile variant (`flash_mma.wgsl`): `rows` query rows per workgroup,
+/// blocks of `keys` keys, `wg` invocations, multiplies on `tile`×`tile`×`tile` tiles —
+/// cooperative matrices when `coop`, else the portable helpers (same shapes and layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MmaShape {
+    /// Query rows per workgroup (a multiple of `tile`).
+    pub rows: u32,
+    /// Keys per block (a multiple of `tile`).
+    pub keys: u32,
+    /// Invocations per workgroup (a multiple of `rows`).
+    pub wg: u32,
+    /// Edge of the multiply tiles (8 or 16).
+    pub tile: u32,
+    /// Cooperative matrices (f16 operands, f32 accumulators) instead of the portable helpers.
+    pub coop: bool,
+}
+
+/// The (rows, keys, invocations) of the matrix-tile variant, in the order the untuned planner
+/// tries them: the first that is valid for the head_dim class and fits the device is used.
+pub const MMA_SHAPES: [(u32, u32, u32); 6] = [
+    (64, 64, 256),
+    (32, 64, 128),
+    (32, 32, 128),
+    (16, 32, 64),
+    (16, 16, 64),
+    (16, 16, 32),
+];
+
+/// Most output vec4s one invocation of the matrix-tile variant holds.
+const MMA_MAX_OUT_VEC4: u32 = 16;
+
+impl MmaShape {
+    /// Lanes per query row (`wg / rows`).
+    pub fn lanes_per_row(&self) -> u32 {
+        self.wg / self.rows.max(1)
+    }
+
+    /// True when the kernel can be built for head_dim class `class`: rows and keys multiples
+    /// of the tile, every row owned by a whole number of lanes that divide its keys and its
+    /// output vec4s, at most [`MMA_MAX_OUT_VEC4`] output vec4s per invocation.
+    pub fn valid_for(&self, class: HeadClass) -> bool {
+        let rl = self.lanes_per_row();
+        let d4 = class.d16 * 4;
+        matches!(self.tile, 8 | 16)
+            && self.rows > 0
+            && self.rows.is_multiple_of(self.tile)
+            && self.keys.is_multiple_of(self.tile)
+            && self.keys > 0
+            && self.wg.is_multiple_of(self.rows)
+            && rl >= 1
+            && self.keys.is_multiple_of(rl)
+            && d4.is_multiple_of(rl)
+            && d4 / rl <= MMA_MAX_OUT_VEC4
+    }
+
+    /// Workgroup memory of the kernel (bytes) for head_dim class `class`, operands of
+    /// `elem_bytes` (2 for f16 tiles, 4 for f32).
+    pub fn workgroup_bytes(&self, class: HeadClass, elem_bytes: u32) -> u32 {
+        let dp = class.d16 * 16;
+        let operands = self.rows * dp + self.keys * dp + self.rows * self.keys;
+        let f32s = (self.rows * self.keys).max(self.rows * dp) + self.wg;
+        elem_bytes * operands + 4 * f32s
+    }
+
+    /// A short description, e.g. `mma(coop 16×16, 32 rows × 64 keys, wg=128)`.
+    pub fn describe(&self) -> String {
+        let t = self.tile;
+        format!(
+            "mma({} {t}×{t}, {} rows × {} keys, wg={})",
+            if self.coop { "coop" } else { "portable" },
+            self.rows,
+            self.keys,
+            self.wg
+        )
     }
 }
 
@@ -323,17 +435,68 @@ pub fn decode_variant(class: HeadClass, rows: u32, caps: &Caps) -> Option<FusedV
     })
 }
 
+/// True when the matrix-tile variant would multiply on cooperative matrices for `storage`.
+fn mma_coop(caps: &Caps, storage: Storage) -> Option<u32> {
+    caps.coop_f16.filter(|_| storage == Storage::F16)
+}
+
+/// Operand bytes of the matrix-tile variant's tiles for `storage` (f16 tiles with f16 storage).
+pub fn mma_elem_bytes(storage: Storage) -> u32 {
+    if storage == Storage::F16 { 2 } else { 4 }
+}
+
+/// True when `shape` can run head_dim class `class` with `storage` on a device with `caps`:
+/// valid, within the workgroup memory and invocations, and cooperative only where the
+/// adapter reports that tile edge for f16 storage.
+pub fn mma_fits(shape: &MmaShape, class: HeadClass, storage: Storage, caps: &Caps) -> bool {
+    shape.valid_for(class)
+        && shape.wg <= caps.limits.max_invocations
+        && shape.workgroup_bytes(class, mma_elem_bytes(storage)) <= caps.limits.max_workgroup_storage
+        && (!shape.coop || mma_coop(caps, storage) == Some(shape.tile))
+}
+
+/// The untuned matrix-tile shape for a head_dim class and storage: the first of
+/// [`MMA_SHAPES`] that fits, cooperative where the adapter allows.
+pub fn mma_default_shape(class: HeadClass, storage: Storage, caps: &Caps) -> Option<MmaShape> {
+    let coop = mma_coop(caps, storage);
+    MMA_SHAPES.iter().find_map(|&(rows, keys, wg)| {
+        let shape = MmaShape {
+            rows,
+            keys,
+            wg,
+            tile: coop.unwrap_or(16),
+            coop: coop.is_some(),
+        };
+        mma_fits(&shape, class, storage, caps).then_some(shape)
+    })
+}
+
+/// The matrix-tile variant for `spec`, when it is used: forced by [`Caps::mma`], or for f16
+/// storage on adapters with cooperative matrices; and only where a shape fits.
+pub fn mma_variant(spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
+    let storage = Storage::of(spec, caps);
+    let wanted = match caps.mma {
+        Some(on) => on,
+        None => mma_coop(caps, storage).is_some(),
+    };
+    if !wanted {
+        return None;
+    }
+    let class = HeadClass::of(spec, caps);
+    mma_default_shape(class, storage, caps).map(|shape| FusedVariant::Mma { class, shape })
+}
+
 /// The flash variant for `spec` (no key splits).
 pub fn flash_variant(spec: &AttentionSpec, caps: &Caps) -> FusedVariant {
-    rows_variant(HeadClass::of(spec, caps), kv_head_rows(spec), caps)
+    mma_variant(spec, caps)
+        .unwrap_or_else(|| rows_variant(HeadClass::of(spec, caps), kv_head_rows(spec), caps))
 }
 
 /// The split-KV variant for `spec`, before checking that the decoding variant's kv heads stay
 /// whole in one chunk (see [`plan`]).
 fn split_variant(spec: &AttentionSpec, caps: &Caps) -> FusedVariant {
     let class = HeadClass::of(spec, caps);
-    decode_variant(class, kv_head_rows(spec), caps)
-        .unwrap_or_else(|| rows_variant(class, kv_head_rows(spec), caps))
+    decode_variant(class, kv_head_rows(spec), caps).unwrap_or_else(|| flash_variant(spec, caps))
 }
 
 /// True when split-KV would use the decoding variant for `spec` on `ctx` (shape and device
@@ -502,6 +665,12 @@ pub fn fused_variants(caps: &Caps) -> Vec<FusedVariant> {
                 out.push(rows_variant(class, rows, caps));
                 out.extend(decode_variant(class, rows, caps));
             }
+            for storage in [Storage::F32, Storage::F16, Storage::Packed] {
+                let wanted = caps.mma.unwrap_or(mma_coop(caps, storage).is_some());
+                if let Some(shape) = mma_default_shape(class, storage, caps).filter(|_| wanted) {
+                    out.push(FusedVariant::Mma { class, shape });
+                }
+            }
         }
     }
     out.sort();
@@ -532,6 +701,8 @@ pub fn caps_classes() -> Vec<Caps> {
                 device_type: wgpu::DeviceType::Cpu,
                 tiles: None,
                 host_threads: 4,
+                coop_f16: None,
+                mma: None,
             });
         }
         out.push(Caps {
@@ -541,6 +712,38 @@ pub fn caps_classes() -> Vec<Caps> {
             device_type: wgpu::DeviceType::DiscreteGpu,
             tiles: None,
             host_threads: 4,
+            coop_f16: None,
+            mma: None,
+        });
+        // the matrix-tile variant forced with the portable helpers (CPU adapters, GL)
+        for subgroup_size in [None, Some(8)] {
+            out.push(Caps {
+                limits,
+                subgroup_size,
+                shader_f16,
+                device_type: wgpu::DeviceType::Cpu,
+                tiles: None,
+                host_threads: 4,
+                coop_f16: None,
+                mma: Some(true),
+            });
+        }
+    }
+    // GPUs with cooperative matrices of each edge, 48 KiB of workgroup memory (NVIDIA)
+    for tile in [8, 16] {
+        out.push(Caps {
+            limits: DeviceLimits {
+                max_workgroup_storage: 48 * 1024,
+                max_invocations: 1024,
+                ..limits
+            },
+            subgroup_size: Some(32),
+            shader_f16: true,
+            device_type: wgpu::DeviceType::DiscreteGpu,
+            tiles: None,
+            host_threads: 4,
+            coop_f16: Some(tile),
+            mma: None,
         });
     }
     out
@@ -572,6 +775,8 @@ mod tests {
             device_type: wgpu::DeviceType::Cpu,
             tiles: None,
             host_threads: 4,
+            coop_f16: None,
+            mma: None,
         }
     }
 
