@@ -77,37 +77,6 @@ impl Caps {
         }
     }
 
-    /// These caps with the cooperative-matrix edge the device can use: its features include
-    /// cooperative matrices, subgroups and SHADER_F16, and `properties` (the adapter's
-    /// configurations) list a square f16×f16→f32 shape of edge 16 or 8 (16 preferred).
-    pub fn with_cooperative_matrices(
-        mut self,
-        features: wgpu::Features,
-        properties: &[wgpu::CooperativeMatrixProperties],
-    ) -> Caps {
-        let usable = features.contains(
-            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
-                | wgpu::Features::SUBGROUP
-                | wgpu::Features::SHADER_F16,
-        ) && self.shader_f16;
-        self.coop_f16 = usable
-            .then(|| coop_f16_edge(properties))
-            .flatten();
-        self
-    }
-}
-
-/// The largest square f16×f16→f32 cooperative-matrix edge (16 or 8) among `properties`.
-pub fn coop_f16_edge(properties: &[wgpu::CooperativeMatrixProperties]) -> Option<u32> {
-    [16, 8].into_iter().find(|&e| {
-        properties.iter().any(|p| {
-            p.m_size == e
-                && p.n_size == e
-                && p.k_size == e
-                && p.ab_type == wgpu::CooperativeScalarType::F16
-                && p.cr_type == wgpu::CooperativeScalarType::F32
-        })
-    })
 }
 
 /// A boolean environment switch: `1`/`true`/`on` or `0`/`false`/`off`.
@@ -457,7 +426,7 @@ impl Context {
             && adapter
                 .features()
                 .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-            && coop_f16_edge(&coop_properties).is_some();
+            && crate::planner::coop_f16_edge(&coop_properties).is_some();
         if coop {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         }

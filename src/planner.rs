@@ -103,6 +103,25 @@ impl Caps {
                 .unwrap_or(self.device_type != wgpu::DeviceType::Cpu)
     }
 
+    /// These caps with the cooperative-matrix edge the device can use: its features include
+    /// cooperative matrices, subgroups and SHADER_F16, and `properties` (the adapter's
+    /// configurations) list a square f16×f16→f32 shape of edge 16 or 8 (16 preferred).
+    pub fn with_cooperative_matrices(
+        mut self,
+        features: wgpu::Features,
+        properties: &[wgpu::CooperativeMatrixProperties],
+    ) -> Caps {
+        let usable = features.contains(
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::SHADER_F16,
+        ) && self.shader_f16;
+        self.coop_f16 = usable
+            .then(|| coop_f16_edge(properties))
+            .flatten();
+        self
+    }
+
     /// The fixed subgroup size the decoding variant can use, if any.
     fn decode_subgroup(&self) -> Option<u32> {
         self.subgroup_size
@@ -152,6 +171,19 @@ impl Caps {
         });
         lines
     }
+}
+
+/// The largest square f16×f16→f32 cooperative-matrix edge (16 or 8) among `properties`.
+pub fn coop_f16_edge(properties: &[wgpu::CooperativeMatrixProperties]) -> Option<u32> {
+    [16, 8].into_iter().find(|&e| {
+        properties.iter().any(|p| {
+            p.m_size == e
+                && p.n_size == e
+                && p.k_size == e
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
+    })
 }
 
 /// The head_dim class of a fused variant: head_dim rounded up to a multiple of 16, over 16,
@@ -1129,6 +1161,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The matrix-tile variant: cooperative for f16 storage where the adapter reports an
+    /// f16×f16→f32 shape (the edge it reports), never for f32 unless forced, the portable
+    /// helpers when forced without cooperative matrices, and only where a shape fits.
+    #[test]
+    fn cooperative_matrices_only_where_reported() {
+        let f16 = auto(1, 8, 2, 512, 512, 128).dtype(DType::F16);
+        let f32 = auto(1, 8, 2, 512, 512, 128);
+        let mut caps = gpu();
+        caps.limits.max_workgroup_storage = 48 * 1024;
+        // no cooperative matrices: tiled as before
+        assert!(matches!(
+            plan(&f16, &caps).unwrap().variant,
+            Some(FusedVariant::Tiled { .. })
+        ));
+        for edge in [16, 8] {
+            caps.coop_f16 = Some(edge);
+            let v = plan(&f16, &caps).unwrap().variant.unwrap();
+            match v {
+                FusedVariant::Mma { shape, class } => {
+                    assert!(shape.coop && shape.tile == edge, "{shape:?}");
+                    assert!(shape.workgroup_bytes(class, 2) <= 48 * 1024);
+                    assert!(shape.valid_for(class));
+                }
+                other => panic!("expected mma, got {other:?}"),
+            }
+            // f32 storage keeps the tiled variant; decoding keeps the decoding variant
+            assert!(matches!(
+                plan(&f32, &caps).unwrap().variant,
+                Some(FusedVariant::Tiled { .. })
+            ));
+            assert!(matches!(
+                plan(&auto(1, 8, 2, 1, 4096, 128).dtype(DType::F16), &caps)
+                    .unwrap()
+                    .variant,
+                Some(FusedVariant::Decode { .. })
+            ));
+            // forbidden by the override
+            let off = Caps {
+                mma: Some(false),
+                ..caps
+            };
+            assert!(matches!(
+                plan(&f16, &off).unwrap().variant,
+                Some(FusedVariant::Tiled { .. })
+            ));
+        }
+        // packed f16 (no SHADER_F16) never multiplies on cooperative matrices
+        let packed = Caps {
+            shader_f16: false,
+            ..caps
+        };
+        assert!(!matches!(
+            plan(&f16, &packed).unwrap().variant,
+            Some(FusedVariant::Mma { .. })
+        ));
+        // forced without cooperative matrices: portable helpers, f32 tiles for f32
+        let forced = Caps {
+            mma: Some(true),
+            ..cpu(Some(8), true)
+        };
+        for spec in [&f16, &f32, &auto(1, 2, 1, 100, 70, 64)] {
+            match plan(spec, &forced).unwrap().variant.unwrap() {
+                FusedVariant::Mma { shape, class } => {
+                    assert!(!shape.coop);
+                    let bytes = mma_elem_bytes(Storage::of(spec, &forced));
+                    assert!(shape.workgroup_bytes(class, bytes) <= 32 * 1024);
+                }
+                other => panic!("expected mma, got {other:?}"),
+            }
+        }
+        // head_dim 256 in f32 does not fit 32 KiB: the other variants run
+        let wide = auto(1, 2, 2, 64, 64, 256);
+        assert!(matches!(
+            plan(&wide, &forced).unwrap().variant,
+            Some(FusedVariant::Rows { .. })
+        ));
+        // the caps' edge comes from the adapter's list
+        use wgpu::CooperativeScalarType as T;
+        let prop = |m, ab, cr| wgpu::CooperativeMatrixProperties {
+            m_size: m,
+            n_size: m,
+            k_size: m,
+            ab_type: ab,
+            cr_type: cr,
+            saturating_accumulation: false,
+        };
+        let edge = coop_f16_edge;
+        assert_eq!(edge(&[]), None);
+        assert_eq!(edge(&[prop(8, T::F32, T::F32)]), None);
+        assert_eq!(edge(&[prop(16, T::F16, T::F16)]), None);
+        assert_eq!(edge(&[prop(8, T::F16, T::F32)]), Some(8));
+        assert_eq!(
+            edge(&[prop(8, T::F16, T::F32), prop(16, T::F16, T::F32)]),
+            Some(16)
+        );
     }
 
     #[test]

@@ -170,6 +170,20 @@ pub fn gl_context(
     cell: &'static OnceLock<Result<Context, String>>,
     flash_tiles: Option<bool>,
 ) -> Option<&'static Context> {
+    gl_context_with(
+        cell,
+        wgattn::ContextOptions {
+            flash_tiles,
+            ..Default::default()
+        },
+    )
+}
+
+/// Like [`gl_context`] with more options (the adapter filter is set here).
+pub fn gl_context_with(
+    cell: &'static OnceLock<Result<Context, String>>,
+    options: wgattn::ContextOptions,
+) -> Option<&'static Context> {
     let ctx = cell.get_or_init(|| {
         let gl = wgattn::adapter_summaries()
             .into_iter()
@@ -177,8 +191,7 @@ pub fn gl_context(
             .ok_or("no GL adapter")?;
         Context::with_options(wgattn::ContextOptions {
             adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
-            flash_tiles,
-            ..Default::default()
+            ..options
         })
         .map_err(|e| e.to_string())
     });

@@ -15,6 +15,7 @@ mod gl_concurrent;
 mod gpu_errors;
 mod gpu_vs_reference;
 mod hardening;
+mod mma_flash;
 mod options;
 mod shaders_naga;
 mod tiled_flash;
