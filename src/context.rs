@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::limits::DeviceLimits;
 use crate::planner::Caps;
 use crate::shaders::{Rendered, ShaderVariant};
+use crate::tune::{TuneCacheSource, Tuning};
 
 /// How to open a [`Context`]. `Default` reads `WGATTN_ADAPTER` and uses the adapter's limits.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +39,10 @@ pub struct ContextOptions {
     pub flash_mma: Option<bool>,
     /// Never request cooperative matrices, even where the adapter has them.
     pub disable_cooperative_matrix: bool,
+    /// Where the planner's tuned choices come from (`wgattn tune`): by default the user's
+    /// cache file (or `WGATTN_TUNE_CACHE`), [`TuneCacheSource::Off`] for the untuned
+    /// defaults, or a given file. See [`crate::tune`] for missing and corrupt files.
+    pub tune_cache: TuneCacheSource,
     /// Lower the workgroups-per-dimension limit on purpose: larger grids are cut into several
     /// dispatches (testing).
     pub max_workgroups_per_dim: Option<u32>,
@@ -76,7 +81,6 @@ impl Caps {
                 .or_else(|| bool_from_env("WGATTN_FLASH_MMA")),
         }
     }
-
 }
 
 /// A boolean environment switch: `1`/`true`/`on` or `0`/`false`/`off`.
@@ -313,6 +317,8 @@ pub struct Context {
     /// Set by the device-lost callback of contexts wgattn created.
     lost: Arc<Mutex<Option<String>>>,
     pub(crate) host: crate::host::HostCache,
+    /// Tuned choices of this adapter (`ContextOptions::tune_cache`).
+    tuning: Tuning,
 }
 
 impl std::fmt::Debug for Context {
@@ -370,6 +376,7 @@ impl Context {
                     let gl = gl.clone();
                     let mut ctx = Self::assemble(gl.device, gl.queue, gl.info, &options);
                     ctx.lost = gl.lost;
+                    ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
                     return Ok(ctx);
                 }
                 // A GL device this process already opened is the only GL adapter worth having
@@ -459,6 +466,7 @@ impl Context {
         ctx.caps = ctx
             .caps
             .with_cooperative_matrices(ctx.features, &coop_properties);
+        ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -478,8 +486,21 @@ impl Context {
         Ok(ctx)
     }
 
+    /// The tuned choices the planner consults on this context (empty: untuned defaults).
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// This context with `tuning` as its tuned choices (e.g. [`crate::tune::load`] for a
+    /// context made by [`Context::from_device`], which starts untuned).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
-    /// device's enabled features and limits and never changes its error handlers.
+    /// device's enabled features and limits and never changes its error handlers. No tuned
+    /// choices are read (see [`Context::with_tuning`]).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         Self::assemble(device, queue, info, &ContextOptions::default())
@@ -502,6 +523,7 @@ impl Context {
             compiled: AtomicU64::new(0),
             lost: Arc::new(Mutex::new(None)),
             host: Default::default(),
+            tuning: Tuning::none(),
         }
     }
 

@@ -38,6 +38,7 @@ use crate::spec::{AttentionSpec, Kernel};
 
 pub use crate::kernels::bindings::Binding;
 pub use crate::kernels::params::Storage;
+use crate::tune::{TunedChoice, Tuning};
 
 /// Largest `seq_q` that counts as decoding for `Auto`.
 pub const DECODE_MAX_SEQ_Q: usize = 16;
@@ -116,9 +117,7 @@ impl Caps {
                 | wgpu::Features::SUBGROUP
                 | wgpu::Features::SHADER_F16,
         ) && self.shader_f16;
-        self.coop_f16 = usable
-            .then(|| coop_f16_edge(properties))
-            .flatten();
+        self.coop_f16 = usable.then(|| coop_f16_edge(properties)).flatten();
         self
     }
 
@@ -407,6 +406,8 @@ pub struct Choice {
     pub splits: u32,
     /// How q, k, v and out are stored on the GPU.
     pub storage: Storage,
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
+    pub tuned: bool,
 }
 
 impl Choice {
@@ -483,7 +484,8 @@ pub fn mma_elem_bytes(storage: Storage) -> u32 {
 pub fn mma_fits(shape: &MmaShape, class: HeadClass, storage: Storage, caps: &Caps) -> bool {
     shape.valid_for(class)
         && shape.wg <= caps.limits.max_invocations
-        && shape.workgroup_bytes(class, mma_elem_bytes(storage)) <= caps.limits.max_workgroup_storage
+        && shape.workgroup_bytes(class, mma_elem_bytes(storage))
+            <= caps.limits.max_workgroup_storage
         && (!shape.coop || mma_coop(caps, storage) == Some(shape.tile))
 }
 
@@ -590,8 +592,38 @@ fn too_many_buffers(spec: &AttentionSpec, choice: &Choice, caps: &Caps) -> Optio
     })
 }
 
-/// The decision for `spec` on a device with `caps`: kernel, fused variant, splits, storage.
+/// The decision for `spec` on a device with `caps`: kernel, fused variant, splits, storage
+/// (untuned).
 pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
+    plan_tuned(spec, caps, &Tuning::none())
+}
+
+/// The tuned choice [`plan_tuned`] applies to `spec`: the one of its class, unless a fused
+/// variant is forced ([`Caps::tiles`], [`Caps::mma`]) or the kernel is three-pass.
+fn tuned_choice(spec: &AttentionSpec, caps: &Caps, tuning: &Tuning) -> Option<TunedChoice> {
+    if caps.tiles.is_some() || caps.mma.is_some() || !crate::tune::tunable(spec) {
+        return None;
+    }
+    tuning.get(spec, caps)
+}
+
+/// Like [`plan`], with the tuned choices of `tuning` where the spec's class has one that can
+/// run it: the fused variant of flash and of split-KV's non-decoding path, or split-KV's
+/// split count. Everything else is as untuned.
+pub fn plan_tuned(spec: &AttentionSpec, caps: &Caps, tuning: &Tuning) -> Result<Choice> {
+    let tuned_choice = tuned_choice(spec, caps, tuning);
+    let tuned_variant = tuned_choice.and_then(|c| c.variant(spec, caps));
+    let split_shift = match tuned_choice {
+        Some(TunedChoice::Splits { shift }) => Some(shift),
+        _ => None,
+    };
+    let flash_variant = |spec: &AttentionSpec, caps: &Caps| {
+        tuned_variant.unwrap_or_else(|| flash_variant(spec, caps))
+    };
+    let split_variant = |spec: &AttentionSpec, caps: &Caps| {
+        let class = HeadClass::of(spec, caps);
+        decode_variant(class, kv_head_rows(spec), caps).unwrap_or_else(|| flash_variant(spec, caps))
+    };
     let storage = Storage::of(spec, caps);
     let fused_cannot = |kernel: Kernel| -> Result<()> {
         if spec.return_weights {
@@ -609,16 +641,22 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
         variant: None,
         splits: 1,
         storage,
+        tuned: false,
     };
     let flash = Choice {
         kernel: Kernel::Flash,
         variant: Some(flash_variant(spec, caps)),
         splits: 1,
         storage,
+        tuned: tuned_variant.is_some(),
     };
     let split_kv = |min_splits: u32| {
         let variant = split_variant(spec, caps);
-        let splits = splits_for(spec, &variant, caps).max(min_splits);
+        let mut splits = splits_for(spec, &variant, caps);
+        if let Some(shift) = split_shift {
+            splits = shifted_splits(spec, splits, shift, caps);
+        }
+        let splits = splits.max(min_splits);
         // The decoding variant holds all rows of a kv head: when the chunks that fit the
         // device's bindings cut them, the rows variant runs instead (same splits).
         let variant = match variant {
@@ -629,11 +667,16 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
             }
             v => v,
         };
+        let tuned = match variant {
+            FusedVariant::Decode { .. } => split_shift.is_some(),
+            _ => tuned_variant.is_some() || split_shift.is_some(),
+        };
         Choice {
             kernel: Kernel::SplitKv,
             variant: Some(variant),
             splits,
             storage,
+            tuned,
         }
     };
     let checked = |choice: Choice| match too_many_buffers(spec, &choice, caps) {
@@ -671,14 +714,27 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
     }
 }
 
+/// `splits` × 2^`shift` within split-KV's bounds (see [`splits_for`]).
+fn shifted_splits(spec: &AttentionSpec, splits: u32, shift: i32, caps: &Caps) -> u32 {
+    let most = ((spec.seq_k as u64 / 256).max(1))
+        .min(MAX_SPLITS as u64)
+        .min(caps.limits.max_workgroups_per_dim.max(1) as u64) as u32;
+    let s = if shift >= 0 {
+        splits.saturating_mul(1 << shift.min(8))
+    } else {
+        splits >> (-shift).min(31)
+    };
+    s.clamp(1, most.max(1))
+}
+
 /// True when split-KV's variant for `spec` on `caps` is the decoding one.
 fn has_decode(spec: &AttentionSpec, caps: &Caps) -> bool {
     matches!(split_variant(spec, caps), FusedVariant::Decode { .. })
 }
 
-/// The kernel, variant and splits that will run `spec` on `ctx`.
+/// The kernel, variant and splits that will run `spec` on `ctx` (with its tuned choices).
 pub fn plan_kernel(spec: &AttentionSpec, ctx: &Context) -> Result<Choice> {
-    plan(spec, ctx.caps())
+    plan_tuned(spec, ctx.caps(), ctx.tuning())
 }
 
 /// The kernel that will run `spec` on `ctx` (never `Auto`).
@@ -702,6 +758,19 @@ pub fn fused_variants(caps: &Caps) -> Vec<FusedVariant> {
                 if let Some(shape) = mma_default_shape(class, storage, caps).filter(|_| wanted) {
                     out.push(FusedVariant::Mma { class, shape });
                 }
+            }
+            // what a tuned choice can select (`wgattn tune`'s candidates)
+            for dtype in [crate::spec::DType::F32, crate::spec::DType::F16] {
+                let head_dim = class.d16 as usize * 16 - usize::from(!class.vec4);
+                let spec = AttentionSpec::new(1, 1, 1, 64, 64, head_dim).dtype(dtype);
+                if HeadClass::of(&spec, caps) != class {
+                    continue;
+                }
+                out.extend(
+                    crate::tune::candidates(&spec, caps)
+                        .iter()
+                        .filter_map(|c| c.variant(&spec, caps)),
+                );
             }
         }
     }
@@ -1258,6 +1327,111 @@ mod tests {
             edge(&[prop(8, T::F16, T::F32), prop(16, T::F16, T::F32)]),
             Some(16)
         );
+    }
+
+    /// Tuned choices replace the default variant or split count where they can run, are
+    /// ignored where they cannot, and never override a forced variant.
+    #[test]
+    fn tuned_choices_are_used_where_they_fit() {
+        use crate::tune::{ShapeClass, TunedChoice, Tuning};
+        let caps = cpu(Some(8), true);
+        let spec = auto(1, 8, 2, 512, 512, 64);
+        let class = ShapeClass::of(&spec, &caps);
+        let untuned = plan(&spec, &caps).unwrap();
+        assert!(!untuned.tuned);
+        let with = |choice| plan_tuned(&spec, &caps, &Tuning::one(class.clone(), choice)).unwrap();
+        let c = with(TunedChoice::Rows { rows: 1, wg: 32 });
+        assert!(c.tuned);
+        assert!(matches!(
+            c.variant,
+            Some(FusedVariant::Rows {
+                rows: 1,
+                wg: 32,
+                sharing: KvSharing::Subgroup(8),
+                ..
+            })
+        ));
+        let c = with(TunedChoice::Tiled);
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Tiled { .. })));
+        let mma = TunedChoice::Mma {
+            rows: 32,
+            keys: 32,
+            wg: 128,
+            tile: 16,
+            coop: false,
+        };
+        let c = with(mma);
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Mma { .. })));
+        // explicit split-KV uses the tuned variant too
+        let c = plan_tuned(
+            &spec.clone().kernel(Kernel::SplitKv),
+            &caps,
+            &Tuning::one(class.clone(), mma),
+        )
+        .unwrap();
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Mma { .. })));
+        // choices that cannot run here are ignored: cooperative matrices the device lacks,
+        // a workgroup larger than allowed, subgroup sharing with a workgroup off the size
+        for bad in [
+            TunedChoice::Mma {
+                rows: 32,
+                keys: 32,
+                wg: 128,
+                tile: 16,
+                coop: true,
+            },
+            TunedChoice::Rows { rows: 2, wg: 512 },
+            TunedChoice::Rows { rows: 2, wg: 12 },
+            TunedChoice::Splits { shift: 1 },
+        ] {
+            let c = with(bad);
+            assert!(!c.tuned, "{bad:?}");
+            assert_eq!(c.variant, untuned.variant);
+        }
+        // another class (f16 storage) is untouched
+        let f16 = spec.clone().dtype(DType::F16);
+        let c = plan_tuned(&f16, &caps, &Tuning::one(class.clone(), TunedChoice::Tiled)).unwrap();
+        assert!(!c.tuned);
+        // forced variants win over tuned ones
+        let forced = Caps {
+            tiles: Some(false),
+            ..caps
+        };
+        let c = plan_tuned(
+            &spec,
+            &forced,
+            &Tuning::one(class.clone(), TunedChoice::Tiled),
+        )
+        .unwrap();
+        assert!(!c.tuned && matches!(c.variant, Some(FusedVariant::Rows { .. })));
+        // three-pass is never tuned
+        let c = plan_tuned(
+            &spec.clone().kernel(Kernel::ThreePass),
+            &caps,
+            &Tuning::one(class, TunedChoice::Tiled),
+        )
+        .unwrap();
+        assert!(!c.tuned && c.variant.is_none());
+        // decoding: the split count times 2^shift, within bounds
+        let dec = auto(1, 8, 2, 1, 1 << 16, 64);
+        let base = plan(&dec, &caps).unwrap();
+        let dclass = ShapeClass::of(&dec, &caps);
+        for shift in [-2, -1, 1, 2] {
+            let c = plan_tuned(
+                &dec,
+                &caps,
+                &Tuning::one(dclass.clone(), TunedChoice::Splits { shift }),
+            )
+            .unwrap();
+            assert!(c.tuned);
+            assert_eq!(c.variant, base.variant);
+            let want = if shift > 0 {
+                base.splits << shift
+            } else {
+                (base.splits >> -shift).max(1)
+            };
+            assert_eq!(c.splits, want.min(MAX_SPLITS), "shift {shift}");
+        }
     }
 
     #[test]

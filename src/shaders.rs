@@ -31,7 +31,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("flash_mma.wgsl", include_str!("../shaders/flash_mma.wgsl")),
     ("mma_coop.wgsl", include_str!("../shaders/mma_coop.wgsl")),
-    ("mma_portable.wgsl", include_str!("../shaders/mma_portable.wgsl")),
+    (
+        "mma_portable.wgsl",
+        include_str!("../shaders/mma_portable.wgsl"),
+    ),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
     ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
     ("fused.wgsl", include_str!("../shaders/fused.wgsl")),

@@ -120,6 +120,10 @@ fn gl_adapter_runs_every_kernel_and_variant() {
         edge.extend(validation::option_grid().into_iter().step_by(4));
         let chosen = common::distinct_variants(mma, kernel, edge, 6);
         common::run_cases(mma, kernel, &chosen);
-        eprintln!("GL mma {kernel}: {} cases, {:.1} s", chosen.len(), secs(start));
+        eprintln!(
+            "GL mma {kernel}: {} cases, {:.1} s",
+            chosen.len(),
+            secs(start)
+        );
     }
 }

@@ -216,7 +216,10 @@ fn matrix_tile_variants_validate_and_translate() {
     for flag in ["SPLIT", "MODS", "PACKED", "F16"] {
         assert!(portable.iter().any(|v| v.flags.contains(&flag)), "{flag}");
         assert!(
-            flag == "PACKED" || mma.iter().any(|v| v.flags.contains(&"COOP") && v.flags.contains(&flag)),
+            flag == "PACKED"
+                || mma
+                    .iter()
+                    .any(|v| v.flags.contains(&"COOP") && v.flags.contains(&flag)),
             "coop {flag}"
         );
     }
@@ -225,9 +228,10 @@ fn matrix_tile_variants_validate_and_translate() {
     for v in &mma {
         let src = v.render().unwrap();
         let (module, info) = common::validate_wgsl(&src).unwrap();
-        let uses_coop = module.types.iter().any(|(_, t)| {
-            matches!(t.inner, naga::TypeInner::CooperativeMatrix { .. })
-        });
+        let uses_coop = module
+            .types
+            .iter()
+            .any(|(_, t)| matches!(t.inner, naga::TypeInner::CooperativeMatrix { .. }));
         assert_eq!(uses_coop, v.flags.contains(&"COOP"), "{}", v.key());
         if uses_coop {
             let msl_text = {
@@ -239,9 +243,15 @@ fn matrix_tile_variants_validate_and_translate() {
                     entry_point: Some((naga::ShaderStage::Compute, "main".into())),
                     ..Default::default()
                 };
-                msl::write_string(&module, &info, &options, &pipeline).unwrap().0
+                msl::write_string(&module, &info, &options, &pipeline)
+                    .unwrap()
+                    .0
             };
-            assert!(msl_text.contains("simdgroup_multiply_accumulate"), "{}", v.key());
+            assert!(
+                msl_text.contains("simdgroup_multiply_accumulate"),
+                "{}",
+                v.key()
+            );
             let words = spv::write_vec(
                 &module,
                 &info,
