@@ -442,10 +442,16 @@ impl Tuning {
 /// The tuned choices for the adapter `info` from `source` (see the module docs for missing,
 /// unreadable and corrupt files).
 pub fn load(source: &TuneCacheSource, info: &wgpu::AdapterInfo) -> Result<Tuning> {
-    let Some((path, explicit)) = resolve(source) else {
-        return Ok(Tuning::none());
-    };
-    match TuneFile::read(&path) {
+    match resolve(source) {
+        None => Ok(Tuning::none()),
+        Some((path, explicit)) => load_from(&path, explicit, info),
+    }
+}
+
+/// The tuned choices for `info` in `path`; an unreadable or corrupt file is an error when
+/// `explicit`, else ignored with a warning.
+fn load_from(path: &Path, explicit: bool, info: &wgpu::AdapterInfo) -> Result<Tuning> {
+    match TuneFile::read(path) {
         Ok(None) => Ok(Tuning::none()),
         Ok(Some(file)) => Ok(file.for_adapter(&AdapterKey::of(info))),
         Err(e) if explicit => Err(e),
@@ -473,12 +479,11 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
     out.push(TunedChoice::Tiled);
     let storage = Storage::of(spec, caps);
     let coop_edge = caps.coop_f16.filter(|_| storage == Storage::F16);
+    // The portable tile multiplies are a correctness fallback; on CPU adapters they are an
+    // order of magnitude slower than the rows variant (lavapipe), so only GPUs time them.
+    let portable = (caps.device_type != wgpu::DeviceType::Cpu).then_some((16, false));
     for &(rows, keys, wg) in &MMA_SHAPES {
-        for (tile, coop) in coop_edge
-            .map(|e| (e, true))
-            .into_iter()
-            .chain([(16, false)])
-        {
+        for (tile, coop) in coop_edge.map(|e| (e, true)).into_iter().chain(portable) {
             out.push(TunedChoice::Mma {
                 rows,
                 keys,
@@ -612,12 +617,14 @@ fn check_candidate(
     }
 }
 
-/// Times the plan of `spec` with `tuning`: (median ms, what ran, timing).
+/// Times the plan of `spec` with `tuning`: (median ms, what ran, timing). A candidate whose
+/// first timed run is slower than `cutoff_ms` is not timed further (that run is its time).
 fn time_candidate(
     ctx: &Context,
     spec: &AttentionSpec,
     tuning: &Tuning,
     config: &TuneConfig,
+    cutoff_ms: f64,
 ) -> Result<(f64, String, &'static str)> {
     let plan = ctx.plan_tuned(&spec.clone().with_weights(false), tuning)?;
     let ran = plan_variant(&plan);
@@ -625,7 +632,11 @@ fn time_candidate(
     for _ in 0..config.warmup {
         runner.run_once()?;
     }
-    let mut times = Vec::new();
+    let first = runner.run_once()?;
+    if first > cutoff_ms {
+        return Ok((first, ran, runner.timing()));
+    }
+    let mut times = vec![first];
     let started = Instant::now();
     let budget = Duration::from_secs_f64(config.seconds.max(0.0));
     while times.len() < config.min_runs.max(1) || started.elapsed() < budget {
@@ -663,8 +674,11 @@ pub fn tune_spec(
             Some(c) => Tuning::one(class.clone(), c),
             None => Tuning::none(),
         };
-        let outcome = check_candidate(ctx, spec, &tuning)
-            .and_then(|()| time_candidate(ctx, spec, &tuning, config).map_err(|e| e.to_string()));
+        // far slower than the default after one run: not worth timing further
+        let cutoff = default_ms.map_or(f64::INFINITY, |d| 4.0 * d);
+        let outcome = check_candidate(ctx, spec, &tuning).and_then(|()| {
+            time_candidate(ctx, spec, &tuning, config, cutoff).map_err(|e| e.to_string())
+        });
         let result = match outcome {
             Ok((ms, ran, t)) => {
                 timing = t;
@@ -829,6 +843,8 @@ mod tests {
             Err(Error::TuneCache { .. })
         ));
         assert!(load(&TuneCacheSource::Off, &info).unwrap().is_empty());
+        // the user's cache (not named explicitly): ignored, untuned defaults
+        assert!(load_from(&path, false, &info).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,10 +26,18 @@ pub fn no_context(what: &str, e: &str) {
 }
 
 /// The shared GPU context. Without an adapter the test fails, unless `WGATTN_ALLOW_NO_GPU=1`
-/// (then `None`, with a visible SKIPPED line).
+/// (then `None`, with a visible SKIPPED line). It ignores the user's tune cache, so the tests
+/// check the untuned defaults whatever `wgattn tune` stored on this machine (tuning.rs tests
+/// tuned choices with caches of its own).
 pub fn ctx() -> Option<&'static Context> {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
-    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+    let open = || {
+        Context::with_options(wgattn::ContextOptions {
+            tune_cache: wgattn::TuneCacheSource::Off,
+            ..Default::default()
+        })
+    };
+    match CTX.get_or_init(|| open().map_err(|e| e.to_string())) {
         Ok(c) => Some(c),
         Err(e) => {
             no_context("GPU adapter", e);

@@ -19,4 +19,5 @@ mod mma_flash;
 mod options;
 mod shaders_naga;
 mod tiled_flash;
+mod tuning;
 mod validation_cases;
