@@ -337,14 +337,8 @@ pub struct MmaShape {
 
 /// The (rows, keys, invocations) of the matrix-tile variant, in the order the untuned planner
 /// tries them: the first that is valid for the head_dim class and fits the device is used.
-pub const MMA_SHAPES: [(u32, u32, u32); 6] = [
-    (64, 64, 256),
-    (32, 64, 128),
-    (32, 32, 128),
-    (16, 32, 64),
-    (16, 16, 64),
-    (16, 16, 32),
-];
+pub const MMA_SHAPES: [(u32, u32, u32); 4] =
+    [(64, 64, 256), (32, 64, 128), (32, 32, 128), (16, 16, 64)];
 
 /// Most output vec4s one invocation of the matrix-tile variant holds.
 const MMA_MAX_OUT_VEC4: u32 = 16;

@@ -470,9 +470,11 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
             .map(|shift| TunedChoice::Splits { shift })
             .collect();
     }
+    // the rows variant: the untuned default's workgroup sizes (8..64, see
+    // planner::rows_variant) and 32 and 128
     let mut out = Vec::new();
     for rows in [1, 2, 4] {
-        for wg in [16, 32, 64, 128] {
+        for wg in [32, 64, 128] {
             out.push(TunedChoice::Rows { rows, wg });
         }
     }
