@@ -647,8 +647,7 @@ fn time_candidate(
             break;
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], ran, runner.timing()))
+    Ok((median(&mut times), ran, runner.timing()))
 }
 
 /// Tunes `spec`'s class on `ctx`: the untuned default and every candidate are checked
@@ -726,13 +725,32 @@ pub fn tune_spec(
             }
             Some(v) => TunedChoice::of_variant(&v),
         });
-    let entry = match (default_ms, best) {
-        (Some(d), Some((ms, c))) if ms < d => Some((ms, c)),
+    // A candidate that beat the default in the sweep is timed again against it, alternating,
+    // CONFIRM_ROUNDS times: it is stored only if the medians of those rounds still show it
+    // MIN_GAIN faster (timing noise must not replace a default with a slower choice).
+    let mut default_ms = default_ms;
+    let winner = match (default_ms, best) {
+        (Some(d), Some((ms, c))) if ms < d => {
+            let untuned = Tuning::none();
+            let tuned = Tuning::one(class.clone(), c);
+            let (mut ds, mut bs) = (Vec::new(), Vec::new());
+            for _ in 0..CONFIRM_ROUNDS {
+                ds.push(time_candidate(ctx, spec, &untuned, config, f64::INFINITY)?.0);
+                bs.push(time_candidate(ctx, spec, &tuned, config, f64::INFINITY)?.0);
+            }
+            let (d, b) = (median(&mut ds), median(&mut bs));
+            default_ms = Some(d);
+            if b < d * (1.0 - MIN_GAIN) {
+                Some((b, c))
+            } else {
+                default_choice.map(|c| (d, c))
+            }
+        }
         (Some(d), _) => default_choice.map(|c| (d, c)),
         (None, Some((ms, c))) => Some((ms, c)),
         (None, None) => None,
-    }
-    .map(|(ms, choice)| TuneEntry {
+    };
+    let entry = winner.map(|(ms, choice)| TuneEntry {
         adapter: AdapterKey::of(ctx.adapter_info()),
         class: class.clone(),
         choice,
@@ -749,6 +767,17 @@ pub fn tune_spec(
         results,
         entry,
     })
+}
+
+/// Rounds of the default against the sweep's winner before the winner is stored.
+pub const CONFIRM_ROUNDS: usize = 3;
+
+/// How much faster than the default (fraction of its time) a candidate must be to be stored.
+pub const MIN_GAIN: f64 = 0.02;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// True when the kernel of `spec` may use tuned choices (everything but three-pass).

@@ -132,14 +132,12 @@ fn the_tuner_checks_times_and_stores_a_choice() {
         assert!(outcome.results.len() >= 5, "{}", outcome.results.len());
         let entry = outcome.entry.expect("an entry");
         assert!(entry.median_ms <= entry.default_ms);
-        assert!(
-            outcome
-                .results
-                .iter()
-                .any(|r| r.choice == Some(entry.choice)
-                    && r.outcome.as_ref().is_ok_and(|ms| *ms == entry.median_ms))
-                || entry.median_ms == entry.default_ms
-        );
+        // the entry is a candidate that passed the check, or the default's own choice
+        let passed = outcome
+            .results
+            .iter()
+            .any(|r| r.choice == Some(entry.choice) && r.outcome.is_ok());
+        assert!(passed || entry.median_ms == entry.default_ms, "{entry:?}");
         let path = common::tmp_in("tuning", &format!("tuner-{}.json", spec.seq_q));
         let mut file = TuneFile::default();
         file.upsert(entry.clone());
