@@ -728,7 +728,6 @@ pub fn tune_spec(
     // A candidate that beat the default in the sweep is timed again against it, alternating,
     // CONFIRM_ROUNDS times: it is stored only if the medians of those rounds still show it
     // MIN_GAIN faster (timing noise must not replace a default with a slower choice).
-    let mut default_ms = default_ms;
     let winner = match (default_ms, best) {
         (Some(d), Some((ms, c))) if ms < d => {
             let untuned = Tuning::none();
