@@ -1334,13 +1334,13 @@ mod tests {
         let untuned = plan(&spec, &caps).unwrap();
         assert!(!untuned.tuned);
         let with = |choice| plan_tuned(&spec, &caps, &Tuning::one(class.clone(), choice)).unwrap();
-        let c = with(TunedChoice::Rows { rows: 1, wg: 32 });
+        let c = with(TunedChoice::Rows { rows: 1, wg: 128 });
         assert!(c.tuned);
         assert!(matches!(
             c.variant,
             Some(FusedVariant::Rows {
                 rows: 1,
-                wg: 32,
+                wg: 128,
                 sharing: KvSharing::Subgroup(8),
                 ..
             })

@@ -228,13 +228,16 @@ impl TunedChoice {
                     KvSharing::Subgroup(sg) => wg.is_multiple_of(sg),
                     KvSharing::Workgroup => wg >= planner::WORKGROUP_KEYS,
                 };
-                ([1, 2, 4].contains(&rows) && wg <= caps.limits.max_invocations && fits_subgroups)
-                    .then_some(FusedVariant::Rows {
+                // 4 rows of head_dim > 128 unroll past the shader size budget (as untuned)
+                let rows_ok = [1, 2].contains(&rows) || (rows == 4 && class.d16 <= 8);
+                (rows_ok && wg <= caps.limits.max_invocations && fits_subgroups).then_some(
+                    FusedVariant::Rows {
                         class,
                         wg,
                         rows,
                         sharing,
-                    })
+                    },
+                )
             }
             TunedChoice::Tiled => (caps.limits.max_workgroup_storage
                 >= planner::TILED_WORKGROUP_BYTES
@@ -470,11 +473,11 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
             .map(|shift| TunedChoice::Splits { shift })
             .collect();
     }
-    // the rows variant: the untuned default's workgroup sizes (8..64, see
-    // planner::rows_variant) and 32 and 128
+    // the rows variant: 1, 2 or 4 rows per invocation, in workgroups of 64 (the untuned
+    // default for all but the shortest problems) or 128
     let mut out = Vec::new();
     for rows in [1, 2, 4] {
-        for wg in [32, 64, 128] {
+        for wg in [64, 128] {
             out.push(TunedChoice::Rows { rows, wg });
         }
     }
