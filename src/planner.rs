@@ -1209,18 +1209,33 @@ mod tests {
                 (4, 2, 300, 64),
                 (1, 1, 1000, 3),
             ] {
-                for kernel in [Kernel::Auto, Kernel::Flash, Kernel::SplitKv] {
-                    let spec = auto(1, hq, hkv, sq, 4096, d).kernel(kernel);
+                for (kernel, dtype) in [Kernel::Auto, Kernel::Flash, Kernel::SplitKv]
+                    .into_iter()
+                    .flat_map(|k| [(k, DType::F32), (k, DType::F16)])
+                {
+                    let spec = auto(1, hq, hkv, sq, 4096, d).kernel(kernel).dtype(dtype);
                     let c = plan(&spec, &caps).unwrap();
                     let v = c.variant.unwrap();
                     assert!(listed.contains(&v), "{v:?} not listed for {caps:?}");
                     let mut shader = c.shaders(&spec)[0].clone();
-                    shader.flags.retain(|f| !matches!(*f, "F16" | "PACKED"));
+                    // the list holds f32 storage and adds the storage flags per code path
+                    // (cooperative matrices only with f16 storage)
+                    let coop = shader.flags.contains(&"COOP");
+                    shader
+                        .flags
+                        .retain(|f| !matches!(*f, "PACKED") && (coop || *f != "F16"));
                     assert!(
                         all.contains(&shader),
                         "{} not in all_variants",
                         shader.key()
                     );
+                }
+                // every tuning candidate of the shape can be selected: listed too
+                let spec = auto(1, hq, hkv, sq, 4096, d);
+                for candidate in crate::tune::candidates(&spec, &caps) {
+                    if let Some(v) = candidate.variant(&spec, &caps) {
+                        assert!(listed.contains(&v), "candidate {v:?} not listed");
+                    }
                 }
             }
         }
@@ -1438,5 +1453,16 @@ mod tests {
         assert!(text(&gl()).contains("workgroup memory"));
         assert!(text(&gl()).contains("packed"));
         assert!(!text(&gl()).contains("decoding"));
+        assert!(!text(&gpu()).contains("matrix-tile"));
+        let coop = Caps {
+            coop_f16: Some(16),
+            ..gpu()
+        };
+        assert!(text(&coop).contains("cooperative matrices (16×16×16 f16×f16→f32)"));
+        let forced = Caps {
+            mma: Some(true),
+            ..gl()
+        };
+        assert!(text(&forced).contains("portable tile multiplies"));
     }
 }
