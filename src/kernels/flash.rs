@@ -162,8 +162,10 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                                 rows,
                             },
                         };
-                        let mut v = fused_shader(&path, split);
-                        v.flags.extend(flags.iter().copied());
+                        // (the cooperative-matrix paths already carry F16)
+                        let v = flags
+                            .iter()
+                            .fold(fused_shader(&path, split), |v, f| v.flag(f, true));
                         out.push(v.flag("MODS", mods));
                     }
                 }

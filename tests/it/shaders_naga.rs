@@ -201,7 +201,15 @@ fn every_variant_validates_and_translates_to_every_backend() {
 /// GLSL too. The cooperative ones use the matrix operations, the portable ones do not.
 #[test]
 fn matrix_tile_variants_validate_and_translate() {
-    let mma: Vec<ShaderVariant> = shaders::all_variants()
+    let all = shaders::all_variants();
+    // no variant is listed twice under another spelling (a flag set twice)
+    for v in &all {
+        let mut flags = v.flags.clone();
+        flags.sort();
+        flags.dedup();
+        assert_eq!(flags.len(), v.flags.len(), "{}", v.key());
+    }
+    let mma: Vec<ShaderVariant> = all
         .into_iter()
         .filter(|v| v.template == "flash_mma.wgsl")
         .collect();
