@@ -351,7 +351,7 @@ impl MmaShape {
 
     /// True when the kernel can be built for head_dim class `class`: rows and keys multiples
     /// of the tile, every row owned by a whole number of lanes that divide its keys and its
-    /// output vec4s, at most [`MMA_MAX_OUT_VEC4`] output vec4s per invocation.
+    /// output vec4s, at most 16 output vec4s per invocation.
     pub fn valid_for(&self, class: HeadClass) -> bool {
         let rl = self.lanes_per_row();
         let d4 = class.d16 * 4;
