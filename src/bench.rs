@@ -83,6 +83,10 @@ pub struct BenchResult {
     pub timing: &'static str,
     /// FLOPs per run by [`AttentionSpec::flops`].
     pub flops: f64,
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
+    pub tuned: bool,
+    /// The fused variant (and splits) that ran, in words, or the kernel.
+    pub variant: String,
 }
 
 impl BenchResult {
@@ -112,7 +116,7 @@ struct Inputs {
 /// Random inputs (with the bias and mask the spec declares) uploaded in the spec's storage.
 fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let spec = plan.spec();
-    let data = testdata::generate(spec, Dist::Normal, 1);
+    let data = testdata::generate(spec, Dist::Normal, Runner::SEED);
     let inputs = data.inputs();
     let sizes = plan.sizes();
     let device = ctx.device();
@@ -130,7 +134,7 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: size.max(4),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -160,10 +164,24 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// Seed of the random inputs (`testdata::generate` with `Dist::Normal`).
+    pub const SEED: u64 = 1;
+
     /// Plans `spec` (weights off), uploads random inputs and prepares the timing.
     pub fn new(ctx: &'a Context, spec: &AttentionSpec, timing: Timing) -> Result<Self> {
         let spec = spec.clone().with_weights(false);
-        let plan = ctx.plan(&spec)?;
+        Self::from_plan(ctx, ctx.plan(&spec)?, timing)
+    }
+
+    /// Like [`Runner::new`] for a plan already made (e.g. with other tuned choices); the
+    /// plan's spec must not ask for the probability matrix.
+    pub fn from_plan(ctx: &'a Context, plan: Plan, timing: Timing) -> Result<Self> {
+        if plan.spec().return_weights {
+            return Err(Error::KernelUnsupported {
+                kernel: "bench".into(),
+                reason: "timing runs do not return the probability matrix".into(),
+            });
+        }
         let inputs = upload(ctx, &plan)?;
         let has_ts = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let use_gpu = match timing {
@@ -204,6 +222,51 @@ impl<'a> Runner<'a> {
             plan,
             inputs,
             queries,
+        })
+    }
+
+    /// The output of the last run (out as f32; lse when the spec asks for it), read back.
+    pub fn read_output(&self) -> Result<crate::Output> {
+        let spec = self.plan.spec();
+        let sizes = self.plan.sizes();
+        let read = |buf: &wgpu::Buffer, bytes: u64| -> Result<Vec<u8>> {
+            let staging = self.ctx.gpu_scope("reading benchmark output", || {
+                let device = self.ctx.device();
+                let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgattn bench read"),
+                    size: bytes.max(4),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut enc = device.create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+                self.ctx.queue().submit([enc.finish()]);
+                staging
+            })?;
+            self.ctx.read_buffer(&staging, bytes)
+        };
+        let raw = read(&self.inputs.out, sizes.q)?;
+        let out = match spec.dtype {
+            crate::DType::F32 => bytemuck::pod_collect_to_vec(&raw),
+            crate::DType::F16 => {
+                bytemuck::pod_collect_to_vec::<u8, half::f16>(&raw[..spec.q_len() * 2])
+                    .into_iter()
+                    .map(half::f16::to_f32)
+                    .collect()
+            }
+        };
+        let lse = if spec.return_lse {
+            Some(bytemuck::pod_collect_to_vec(&read(
+                &self.inputs.lse,
+                sizes.lse,
+            )?))
+        } else {
+            None
+        };
+        Ok(crate::Output {
+            out,
+            lse,
+            weights: None,
         })
     }
 
@@ -306,5 +369,7 @@ pub fn bench(
         timing: runner.timing(),
         flops: plan.spec().flops(),
         spec: plan.spec().clone(),
+        tuned: plan.choice().tuned,
+        variant: crate::tune::plan_variant(plan),
     })
 }
