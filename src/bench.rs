@@ -1,7 +1,10 @@
 //! GPU-resident timing of one attention plan, shared by `wgattn bench` and the criterion
 //! benches. Inputs stay on the GPU; only the attention passes are timed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's Instant on native targets; performance.now() in the browser.
+use web_time::Instant;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -222,10 +225,17 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs the attention once and returns its time in ms: between the pass's timestamps, or
-    /// wall time from submit until the device reports the work complete.
+    /// wall time from submit until the device reports the work complete. Blocks until then
+    /// ([`Runner::run_once_async`] driven to completion; not on the web).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run_once(&self) -> Result<f64> {
+        pollster::block_on(self.run_once_async())
+    }
+
+    /// [`Runner::run_once`] as a future (the only form on the web).
+    pub async fn run_once_async(&self) -> Result<f64> {
         let (ctx, inputs) = (self.ctx, &self.inputs);
-        ctx.gpu_scope("benchmark", || -> Result<f64> {
+        let cmd = ctx.gpu_scope("benchmark", || -> Result<wgpu::CommandBuffer> {
             let mut enc = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -250,26 +260,40 @@ impl<'a> Runner<'a> {
                 enc.resolve_query_set(set, 0..2, resolve, 0);
                 enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
             }
-            let cmd = enc.finish();
-            let started = Instant::now();
-            ctx.queue().submit([cmd]);
-            ctx.wait()?;
-            let wall = started.elapsed().as_secs_f64() * 1e3;
-            match &self.queries {
-                Some((_, _, read)) => {
-                    let bytes = ctx.read_buffer(read, 16)?;
-                    let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
-                    let period_ns = ctx.queue().get_timestamp_period() as f64;
-                    Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
-                }
-                None => Ok(wall),
+            Ok(enc.finish())
+        })??;
+        let started = Instant::now();
+        ctx.gpu_scope("benchmark", || ctx.queue().submit([cmd]))?;
+        ctx.wait_async().await?;
+        let wall = started.elapsed().as_secs_f64() * 1e3;
+        ctx.settle().await?;
+        match &self.queries {
+            Some((_, _, read)) => {
+                let bytes = ctx.read_buffers(&[(read, 16)]).await?.concat();
+                let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+                let period_ns = ctx.queue().get_timestamp_period() as f64;
+                Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
             }
-        })?
+            None => Ok(wall),
+        }
     }
 }
 
-/// Times `spec` on `ctx`. `progress(done, expected)` is called after every run.
+/// Times `spec` on `ctx`. `progress(done, expected)` is called after every run. Blocks until
+/// done ([`bench_async`] driven to completion; not on the web).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn bench(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    config: &BenchConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BenchResult> {
+    pollster::block_on(bench_async(ctx, spec, config, progress))
+}
+
+/// [`bench`] as a future (the only form on the web): `progress(done, expected)` is called
+/// after every run, between which the future yields to the browser.
+pub async fn bench_async(
     ctx: &Context,
     spec: &AttentionSpec,
     config: &BenchConfig,
@@ -277,14 +301,14 @@ pub fn bench(
 ) -> Result<BenchResult> {
     let runner = Runner::new(ctx, spec, config.timing)?;
     for _ in 0..config.warmup {
-        runner.run_once()?;
+        runner.run_once_async().await?;
     }
     let mut times = Vec::new();
     let started = Instant::now();
     while times.len() < config.max_runs.max(1)
         && (times.len() < config.min_runs.max(1) || started.elapsed() < config.target)
     {
-        times.push(runner.run_once()?);
+        times.push(runner.run_once_async().await?);
         let expected = if started.elapsed() < config.target {
             let per = started.elapsed().as_secs_f64() / times.len() as f64;
             ((config.target.as_secs_f64() / per) as usize).clamp(config.min_runs, config.max_runs)
