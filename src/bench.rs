@@ -12,6 +12,28 @@ use crate::plan::{Buffers, Plan};
 use crate::spec::{AttentionSpec, Kernel};
 use crate::testdata::{self, Dist};
 
+/// The standard benchmark shapes (`wgattn bench --preset standard`, the web page's
+/// benchmark): (B, Hq, Hkv, Sq, Sk, D, causal top-left).
+pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
+    (1, 8, 8, 512, 512, 64, false),
+    (1, 8, 8, 1024, 1024, 64, false),
+    (1, 8, 8, 1024, 1024, 64, true),
+    (4, 12, 12, 256, 256, 64, false),
+    (1, 32, 32, 2048, 2048, 128, true),
+    (1, 8, 8, 1, 4096, 64, false),
+];
+
+/// The specs of [`STANDARD`].
+pub fn standard_preset() -> Vec<AttentionSpec> {
+    STANDARD
+        .iter()
+        .map(|&(b, hq, hkv, sq, sk, d, causal)| {
+            AttentionSpec::new(b, hq, hkv, sq, sk, d)
+                .causal(causal.then_some(crate::CausalAlign::TopLeft))
+        })
+        .collect()
+}
+
 /// How a run is timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timing {
