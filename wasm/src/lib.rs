@@ -132,7 +132,9 @@ impl Data {
         if let Some(a) = v.dyn_ref::<Float32Array>() {
             Ok(Data::F32(a.to_vec()))
         } else if let Some(a) = v.dyn_ref::<Uint16Array>() {
-            Ok(Data::F16(a.to_vec().into_iter().map(f16::from_bits).collect()))
+            Ok(Data::F16(
+                a.to_vec().into_iter().map(f16::from_bits).collect(),
+            ))
         } else {
             Err(Error::spec(
                 name,
@@ -160,10 +162,20 @@ struct Call {
 
 impl Call {
     fn read(q: &JsValue, k: &JsValue, v: &JsValue, spec: &JsValue) -> wgattn::Result<Call> {
-        let (q, k, v) = (Data::read("q", q)?, Data::read("k", k)?, Data::read("v", v)?);
+        let (q, k, v) = (
+            Data::read("q", q)?,
+            Data::read("k", k)?,
+            Data::read("v", v)?,
+        );
         let f16 = |d: &Data| matches!(d, Data::F16(_));
         if f16(&q) != f16(&k) || f16(&q) != f16(&v) {
-            let kind = |d: &Data| if f16(d) { "Uint16Array" } else { "Float32Array" };
+            let kind = |d: &Data| {
+                if f16(d) {
+                    "Uint16Array"
+                } else {
+                    "Float32Array"
+                }
+            };
             return Err(Error::spec(
                 "q, k, v",
                 format!("{}, {}, {}", kind(&q), kind(&k), kind(&v)),
@@ -232,7 +244,11 @@ impl Wgattn {
         let caps = self.ctx.caps();
         let obj = Object::new();
         set(&obj, "name", info.name.as_str());
-        set(&obj, "backend", format!("{:?}", info.backend).to_lowercase());
+        set(
+            &obj,
+            "backend",
+            format!("{:?}", info.backend).to_lowercase(),
+        );
         set(&obj, "deviceType", format!("{:?}", info.device_type));
         set(
             &obj,
@@ -253,11 +269,26 @@ impl Wgattn {
         for (k, v) in [
             ("maxStorageBufferBindingSize", l.max_storage_binding as f64),
             ("maxBufferSize", l.max_buffer_size as f64),
-            ("maxComputeWorkgroupStorageSize", l.max_workgroup_storage as f64),
-            ("maxComputeInvocationsPerWorkgroup", l.max_invocations as f64),
-            ("maxComputeWorkgroupsPerDimension", l.max_workgroups_per_dim as f64),
-            ("maxStorageBuffersPerShaderStage", l.max_storage_buffers_per_stage as f64),
-            ("minStorageBufferOffsetAlignment", l.storage_offset_alignment as f64),
+            (
+                "maxComputeWorkgroupStorageSize",
+                l.max_workgroup_storage as f64,
+            ),
+            (
+                "maxComputeInvocationsPerWorkgroup",
+                l.max_invocations as f64,
+            ),
+            (
+                "maxComputeWorkgroupsPerDimension",
+                l.max_workgroups_per_dim as f64,
+            ),
+            (
+                "maxStorageBuffersPerShaderStage",
+                l.max_storage_buffers_per_stage as f64,
+            ),
+            (
+                "minStorageBufferOffsetAlignment",
+                l.storage_offset_alignment as f64,
+            ),
         ] {
             set(&limits, k, v);
         }
@@ -302,7 +333,9 @@ impl Wgattn {
         &self,
         #[wasm_bindgen(unchecked_param_type = "AttentionSpec")] spec: JsValue,
         #[wasm_bindgen(unchecked_param_type = "BenchOptions | undefined")] options: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "((done: number, expected: number) => void) | undefined")]
+        #[wasm_bindgen(
+            unchecked_param_type = "((done: number, expected: number) => void) | undefined"
+        )]
         on_progress: JsValue,
     ) -> Promise {
         let ctx = self.ctx.clone();
@@ -312,7 +345,11 @@ impl Wgattn {
             let (spec, config) = prepared.map_err(js_error)?;
             let mut report = |done: usize, expected: usize| {
                 if let Some(f) = &progress {
-                    let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(expected as f64).into());
+                    let _ = f.call2(
+                        &JsValue::NULL,
+                        &(done as f64).into(),
+                        &(expected as f64).into(),
+                    );
                 }
             };
             let r = wgattn::bench::bench_async(&ctx, &spec, &config, &mut report)
@@ -401,6 +438,37 @@ pub fn logit_scale(
     Ok(wgattn::validation::logit_scale(&call.spec, &call.inputs()))
 }
 
+/// The tolerances wgattn's tests hold a result of these inputs to
+/// (`wgattn::validation::Tolerances::for_inputs`, from the inputs and the f64 reference,
+/// never from the values checked): `{out: {measure: "rel_fro" | "max_abs", bound}, lse,
+/// weights}`. `f32Tol` is the relative tolerance of f32 results (1e-5 for unit-scale inputs,
+/// 1e-4 for logits of order 10³ and for case files); f16 storage gets FlashAttention's rule.
+#[wasm_bindgen(
+    unchecked_return_type = "{ out: { measure: string; bound: number }; lse: number; weights: number }"
+)]
+pub fn tolerances(
+    #[wasm_bindgen(unchecked_param_type = "Float32Array | Uint16Array")] q: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Float32Array | Uint16Array")] k: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Float32Array | Uint16Array")] v: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "AttentionSpec")] spec: JsValue,
+    #[wasm_bindgen(js_name = f32Tol)] f32_tol: f64,
+) -> Result<JsValue, JsValue> {
+    let call = Call::read(&q, &k, &v, &spec).map_err(js_error)?;
+    let inputs = call.inputs();
+    let reference = wgattn::reference::attention_with(&call.spec, &inputs).map_err(js_error)?;
+    let t =
+        wgattn::validation::Tolerances::for_inputs(&call.spec, &inputs, &reference.out, f32_tol)
+            .map_err(js_error)?;
+    let out = Object::new();
+    set(&out, "measure", t.out.0.name());
+    set(&out, "bound", t.out.1);
+    let obj = Object::new();
+    set(&obj, "out", out);
+    set(&obj, "lse", t.lse);
+    set(&obj, "weights", t.weights);
+    Ok(obj.into())
+}
+
 /// The spec named compactly, e.g. `b2 h8/2 q33 k100 d64 bshd causal-br`.
 #[wasm_bindgen(js_name = describeSpec)]
 pub fn describe_spec(
@@ -415,8 +483,8 @@ pub fn describe_spec(
 /// (which the JavaScript spec does not take).
 #[wasm_bindgen(js_name = caseFromSafetensors, unchecked_return_type = "CaseFile")]
 pub fn case_from_safetensors(bytes: &[u8], name: &str) -> Result<JsValue, JsValue> {
-    let case = wgattn::io::case_from_bytes(bytes, std::path::Path::new(name), None)
-        .map_err(js_error)?;
+    let case =
+        wgattn::io::case_from_bytes(bytes, std::path::Path::new(name), None).map_err(js_error)?;
     if case.bias.is_some() || case.mask.is_some() {
         return Err(js_error(format!(
             "{name}: holds a bias or mask tensor, which the JavaScript API does not take"

@@ -105,7 +105,7 @@ pub fn from_js(obj: &JsValue, f16_inputs: bool) -> Result<AttentionSpec> {
         return Err(Error::spec(
             "spec",
             unknown.join(", "),
-            format!("unknown field(s); the fields are {}", KEYS.join(", ")),
+            format!("is not a spec field (the fields are {})", KEYS.join(", ")),
         ));
     }
     let mut spec = AttentionSpec::new(
@@ -169,7 +169,10 @@ pub fn from_js(obj: &JsValue, f16_inputs: bool) -> Result<AttentionSpec> {
             Some(true) => Some(Alibi::Standard),
             Some(false) => None,
             None => Some(Alibi::Slopes(
-                numbers("alibi", &v)?.into_iter().map(|x| x as f32).collect(),
+                numbers("alibi", &v)?
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect(),
             )),
         });
     }
@@ -177,7 +180,10 @@ pub fn from_js(obj: &JsValue, f16_inputs: bool) -> Result<AttentionSpec> {
         spec = spec.softcap(number("softcap", &v)? as f32);
     }
     for (key, set) in [
-        ("returnLse", AttentionSpec::with_lse as fn(AttentionSpec, bool) -> AttentionSpec),
+        (
+            "returnLse",
+            AttentionSpec::with_lse as fn(AttentionSpec, bool) -> AttentionSpec,
+        ),
         ("returnWeights", AttentionSpec::with_weights),
     ] {
         if let Some(v) = get(obj, key) {
@@ -231,7 +237,10 @@ pub fn to_js(spec: &AttentionSpec) -> JsValue {
     if let Some(l) = &spec.kv_lens {
         set(
             "kvLens",
-            l.iter().map(|&x| JsValue::from_f64(x as f64)).collect::<Array>().into(),
+            l.iter()
+                .map(|&x| JsValue::from_f64(x as f64))
+                .collect::<Array>()
+                .into(),
         );
     }
     if let Some(w) = spec.window {
@@ -248,7 +257,10 @@ pub fn to_js(spec: &AttentionSpec) -> JsValue {
         Some(Alibi::Standard) => set("alibi", JsValue::TRUE),
         Some(Alibi::Slopes(s)) => set(
             "alibi",
-            s.iter().map(|&x| JsValue::from_f64(x as f64)).collect::<Array>().into(),
+            s.iter()
+                .map(|&x| JsValue::from_f64(x as f64))
+                .collect::<Array>()
+                .into(),
         ),
         None => {}
     }
