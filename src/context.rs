@@ -405,10 +405,15 @@ impl Context {
     /// limits (lowered by `options`).
     #[cfg(target_arch = "wasm32")]
     async fn open_web(options: ContextOptions) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::BROWSER_WEBGPU,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
+        // The instance lives as long as the page: when it is dropped, the browser loses every
+        // device made through it ("A valid external Instance reference no longer exists").
+        thread_local! {
+            static INSTANCE: wgpu::Instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: wgpu::Backends::BROWSER_WEBGPU,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+        }
+        let instance = INSTANCE.with(wgpu::Instance::clone);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,

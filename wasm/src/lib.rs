@@ -70,7 +70,8 @@ export interface AttentionResult {
 /** The adapter a context runs on and what wgattn uses of it. */
 export interface AdapterInfo {
   name: string; backend: string; deviceType: string; driver: string;
-  vendor: number; device: number;
+  /** GPUAdapter.info's vendor and architecture (empty where the browser withholds them). */
+  vendor: string; architecture: string;
   features: string[];
   limits: Record<string, number>;
   subgroupSize: number | null; shaderF16: boolean;
@@ -208,6 +209,49 @@ fn output_to_js(o: &Output) -> JsValue {
 #[wasm_bindgen]
 pub struct Wgattn {
     ctx: Rc<Context>,
+    /// The adapter as the browser describes it (`GPUAdapter.info`): vendor, architecture.
+    vendor: String,
+    architecture: String,
+}
+
+/// `GPUAdapter.info`'s vendor and architecture of the adapter the browser gives (wgpu keeps
+/// only the description, which browsers often leave empty).
+async fn browser_adapter_info() -> Option<(String, String)> {
+    let gpu = Reflect::get(
+        &Reflect::get(&js_sys::global(), &"navigator".into()).ok()?,
+        &"gpu".into(),
+    )
+    .ok()?;
+    let request: Function = Reflect::get(&gpu, &"requestAdapter".into())
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let options = Object::new();
+    set(&options, "powerPreference", "high-performance");
+    let promise: Promise = request.call1(&gpu, &options).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let info = Reflect::get(&adapter, &"info".into()).ok()?;
+    let field = |k: &str| {
+        Reflect::get(&info, &k.into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    Some((field("vendor"), field("architecture")))
+}
+
+impl Wgattn {
+    /// The adapter's description, with the name made from vendor and architecture when the
+    /// browser leaves the description empty.
+    fn info(&self) -> wgpu::AdapterInfo {
+        let mut info = self.ctx.adapter_info().clone();
+        if info.name.trim().is_empty() {
+            info.name = format!("{} {}", self.vendor, self.architecture)
+                .trim()
+                .to_string();
+        }
+        info
+    }
 }
 
 #[wasm_bindgen]
@@ -233,14 +277,20 @@ impl Wgattn {
             })
             .await
             .map_err(js_error)?;
-            Ok(Wgattn { ctx: Rc::new(ctx) }.into())
+            let (vendor, architecture) = browser_adapter_info().await.unwrap_or_default();
+            Ok(Wgattn {
+                ctx: Rc::new(ctx),
+                vendor,
+                architecture,
+            }
+            .into())
         })
     }
 
     /// The adapter, its features and limits as wgattn plans with them.
     #[wasm_bindgen(js_name = adapterInfo, unchecked_return_type = "AdapterInfo")]
     pub fn adapter_info(&self) -> JsValue {
-        let info = self.ctx.adapter_info();
+        let info = self.info();
         let caps = self.ctx.caps();
         let obj = Object::new();
         set(&obj, "name", info.name.as_str());
@@ -255,8 +305,8 @@ impl Wgattn {
             "driver",
             format!("{} {}", info.driver, info.driver_info).trim(),
         );
-        set(&obj, "vendor", info.vendor);
-        set(&obj, "device", info.device);
+        set(&obj, "vendor", self.vendor.as_str());
+        set(&obj, "architecture", self.architecture.as_str());
         let features: Array = self
             .ctx
             .features()
@@ -339,6 +389,7 @@ impl Wgattn {
         on_progress: JsValue,
     ) -> Promise {
         let ctx = self.ctx.clone();
+        let info = self.info();
         let prepared = spec::from_js(&spec, false).and_then(|s| Ok((s, bench_config(&options)?)));
         let progress = on_progress.dyn_into::<Function>().ok();
         future_to_promise(async move {
@@ -355,7 +406,7 @@ impl Wgattn {
             let r = wgattn::bench::bench_async(&ctx, &spec, &config, &mut report)
                 .await
                 .map_err(js_error)?;
-            let json = record::BenchRecord::new(ctx.adapter_info(), &r).json();
+            let json = record::BenchRecord::new(&info, &r).json();
             js_sys::JSON::parse(&json)
         })
     }
