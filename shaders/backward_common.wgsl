@@ -21,7 +21,9 @@ struct Params {
     win_right: i32, softcap: f32, bias_sb: u32, bias_sh: u32,
     bias_shift: u32, mask_sb: u32, mask_sh: u32, mask_shift: u32,
     // dbias: batch entries and heads of its broadcast shape; work items of this dispatch
-    db_nb: u32, db_nh: u32, items: u32, _pad: u32,
+    db_nb: u32, db_nh: u32, items: u32,
+    // always 0 (see opaque())
+    zero: u32,
 }
 
 @group(0) @binding(B_PARAMS) var<uniform> P: Params;
@@ -87,9 +89,100 @@ fn k_at(b: u32, g: u32, j: u32) -> u32 {
     return b * P.k_sb + g * P.k_sh + j * P.k_ss;
 }
 
-// exp(s − m − log l): the probability of a logit s (after the modifiers) in a row with
-// statistics st = (m, log l); 0 for masked logits and for rows with no visible key
-// (m ≤ MASKED_CUT). With m the row's largest logit, computed exactly as here, s − m is exact.
+// Logits are computed in two floats: x = hi + lo, with lo the rounding error of the f32 sum
+// (the products' errors by Dekker's product, the sums' by two-sum). With logits of order 10³ the f32 sum
+// alone is off by ~10⁻⁴ and so is P = exp(s − m − log l), relatively, for every key but the
+// largest; the gradients inherit that. With lo carried into the exponent (m = m_hi + m_lo
+// too), P is exact to f32 rounding whatever the logits' size. Every pass sums the chunks in
+// the same order (partial sums per vec4 lane, acc = dot_add(acc, q, k), then logit(acc)), so
+// every pass recomputes bit-identical logits.
+struct Dot {
+    hi: vec4<f32>,
+    lo: vec4<f32>,
+}
+// x itself, through a value the compiler cannot see (P.zero, always 0): the error terms
+// below are algebraically zero, and a compiler free to re-associate floats (SPIR-V without
+// NoContraction, Mesa's NIR) folds them to zero unless their intermediates are opaque.
+fn opaque(x: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(x) | P.zero);
+}
+fn opaque4(x: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) | vec4<u32>(P.zero));
+}
+fn dot0() -> Dot {
+    return Dot(vec4<f32>(0.0), vec4<f32>(0.0));
+}
+// The upper 12 significant bits of x (masked, so no compiler can fold it): x = hi + (x − hi)
+// exactly, and the product of two such halves is exact in f32 (Dekker's split without fma,
+// which some implementations evaluate unfused).
+fn upper(x: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) & vec4<u32>(0xfffff000u));
+}
+// a·b − p exactly, for p = a·b rounded to f32 (Dekker's product).
+fn prod_err(a: vec4<f32>, b: vec4<f32>, p: vec4<f32>) -> vec4<f32> {
+    let ah = upper(a);
+    let al = a - ah;
+    let bh = upper(b);
+    let bl = b - bh;
+    return (((ah * bh - p) + ah * bl) + al * bh) + al * bl;
+}
+// acc + a·b, lane by lane, keeping the rounding errors (of the product and of the sum) in lo.
+fn dot_add(acc: Dot, a: vec4<f32>, b: vec4<f32>) -> Dot {
+    let p = opaque4(a * b);
+    let pe = prod_err(a, b, p);
+    let s = opaque4(acc.hi + p);
+    let z = opaque4(s - acc.hi);
+    let e = (acc.hi - (s - z)) + (p - z);
+    return Dot(s, acc.lo + (e + pe));
+}
+// (a + b, its rounding error)
+fn two_sum(a: f32, b: f32) -> vec2<f32> {
+    let s = opaque(a + b);
+    let z = opaque(s - a);
+    return vec2<f32>(s, (a - (s - z)) + (b - z));
+}
+// The scaled logit (hi, lo) of a finished dot product: the lanes' sum times P.scale.
+fn logit(acc: Dot) -> vec2<f32> {
+    let a = two_sum(acc.hi.x, acc.hi.y);
+    let b = two_sum(acc.hi.z, acc.hi.w);
+    let c = two_sum(a.x, b.x);
+    let lo = (a.y + b.y + c.y) + ((acc.lo.x + acc.lo.y) + (acc.lo.z + acc.lo.w));
+    let hi = opaque(c.x * P.scale);
+    let e = prod_err(vec4<f32>(c.x), vec4<f32>(P.scale), vec4<f32>(hi)).x;
+    return vec2<f32>(hi, e + lo * P.scale);
+}
+// The modified logit of x = (hi, lo), modifiers in modify()'s order on hi (so hi is
+// bit-identical to modify(hi)): lo follows the soft-cap through its slope and takes the
+// rounding errors of the ALiBi and bias additions (two-sum). Masked logits have lo = 0.
+fn modify2(x: vec2<f32>, b: u32, h: u32, i: u32, j: u32) -> vec2<f32> {
+    var hi = x.x;
+    var lo = x.y;
+#if SOFTCAP
+    lo *= cap_grad(hi);
+    hi = softcap(hi, P.softcap);
+#endif
+#if ALIBI
+    let ta = two_sum(hi, -alibi_term(h, i, j));
+    hi = ta.x;
+    lo += ta.y;
+#endif
+#if BIAS
+    let tb = two_sum(hi, bias_term(b, h, i, j));
+    hi = tb.x;
+    lo += tb.y;
+#endif
+#if MASK
+    if (mask_hides(b, h, i, j)) {
+        hi = MASKED;
+    }
+#endif
+    return vec2<f32>(hi, select(0.0, lo, hi > MASKED_CUT));
+}
+
+// exp(s − m − log l): the probability of a logit s = (hi, lo) (after the modifiers) in a row
+// with statistics st = (m_hi, m_lo + log l, ..); 0 for masked logits and for rows with no
+// visible key (m ≤ MASKED_CUT). s_hi − m_hi is exact when the two are close, which is when
+// P matters.
 
 // dS / P = dP − D for the row statistics st, as (dP − ref) − D': with ref the dP of the row's
 // largest logit (recomputed bit-identically), the near-one-hot rows of large logits lose
@@ -97,28 +190,27 @@ fn k_at(b: u32, g: u32, j: u32) -> u32 {
 fn ds_over_p(dp: f32, st: vec4<f32>) -> f32 {
     return (dp - st.z) - st.w;
 }
-fn prob(s: f32, st: vec4<f32>) -> f32 {
-    if (s <= MASKED_CUT || st.x <= MASKED_CUT) {
+fn prob(s: vec2<f32>, st: vec4<f32>) -> f32 {
+    if (s.x <= MASKED_CUT || st.x <= MASKED_CUT) {
         return 0.0;
     }
-    return exp((s - st.x) - st.y);
+    return exp(((s.x - st.x) + s.y) - st.y);
 }
 
-// The scaled dot product q_row · k_row · scale. Every kernel sums it the same way — four
-// partial sums over 4-element chunks in order, acc += q·k, then fin(acc) · scale — whether
-// the rows come from registers or memory, so every pass recomputes bit-identical logits.
+// The scaled logit q_row · k_row · scale as (hi, lo), summed as described above whether the
+// rows come from registers or memory.
 #if USE_q
-fn qk(qa: u32, ka: u32) -> f32 {
-    var acc = vec4<f32>(0.0);
+fn qk(qa: u32, ka: u32) -> vec2<f32> {
+    var acc = dot0();
     for (var c = 0u; c < P.head_dim; c += 4u) {
-        acc += ld4_q(qa, c) * ld4_k(ka, c);
+        acc = dot_add(acc, ld4_q(qa, c), ld4_k(ka, c));
     }
-    return fin(acc) * P.scale;
+    return logit(acc);
 }
 #endif
 #if USE_dout
 #if USE_v
-// dP = dO_row · v_row, summed like qk (acc += dO·v).
+// dP = dO_row · v_row, summed like the other dot products (acc += dO·v, plain f32).
 fn dov(qa: u32, ka: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < P.head_dim; c += 4u) {

@@ -37,7 +37,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let qa = q_at(b, h, i);
             let ka = k_at(b, g, j);
             let st = stats[row];
-            let p = prob(modify(qk(qa, ka), b, h, i, j), st);
+            let p = prob(modify2(qk(qa, ka), b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }

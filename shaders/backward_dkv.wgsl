@@ -61,14 +61,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
             let row = (b * P.q_heads + h) * P.seq_q + i;
             let qa = q_at(b, h, i);
-            var sx = vec4<f32>(0.0);
+            var sx = dot0();
 #for C in 0..D4
             let q_{C} = ld4_q(qa, {C}u * 4u);
-            sx += q_{C} * k_{C};
+            sx = dot_add(sx, q_{C}, k_{C});
 #endfor
-            let x = fin(sx) * P.scale;
+            let x = logit(sx);
             let st = stats[row];
-            let p = prob(modify(x, b, h, i, j), st);
+            let p = prob(modify2(x, b, h, i, j), st);
             if (p == 0.0) {
                 continue;
             }
@@ -79,7 +79,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             dv_{C} += p * do_{C};
 #endfor
             let dp = fin(sp);
-            let ds = p * ds_over_p(dp, st) * cap_grad(x);
+            let ds = p * ds_over_p(dp, st) * cap_grad(x.x);
 #for C in 0..D4
             dk_{C} += ds * q_{C};
 #endfor

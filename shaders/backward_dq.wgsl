@@ -2,7 +2,7 @@
 // dq = scale·Σ_j dS_j·cap'(x_j)·k_j with dS = P·(dP − D), P recomputed from q, k and the
 // row statistics of the pre-pass. q and dO of the row and the dq accumulator are unrolled
 // into D4 vec4 registers each (D4·4 ≥ head_dim; chunks past head_dim are zero); logits are
-// summed exactly as qk() does.
+// summed exactly as qk() does (two floats, see backward_common.wgsl).
 #define USE_q
 #define USE_k
 #define USE_v
@@ -47,12 +47,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if (j < range.x || j >= range.y || st.x <= MASKED_CUT) {
             continue;
         }
-        var sx = vec4<f32>(0.0);
+        var sx = dot0();
 #for C in 0..D4
-        sx += q_{C} * k_{C};
+        sx = dot_add(sx, q_{C}, k_{C});
 #endfor
-        let x = fin(sx) * P.scale;
-        let p = prob(modify(x, b, h, i, j), st);
+        let x = logit(sx);
+        let p = prob(modify2(x, b, h, i, j), st);
         if (p == 0.0) {
             continue;
         }
@@ -60,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #for C in 0..D4
         sp += do_{C} * v_{C};
 #endfor
-        let ds = p * ds_over_p(fin(sp), st) * cap_grad(x);
+        let ds = p * ds_over_p(fin(sp), st) * cap_grad(x.x);
 #for C in 0..D4
         acc_{C} += ds * k_{C};
 #endfor

@@ -1,6 +1,7 @@
 // Backward pre-pass, one invocation per query row r = (b·Hq + h)·Sq + i: writes the row's
-// statistics (m, log l, ref, D') that the other passes recompute P and dS with
-// (P = exp(s − m − log l), dS = P·((dP − ref) − D'); D = ref + D' = Σ_j P_j·dP_j).
+// statistics (m_hi, m_lo + log l, ref, D') that the other passes recompute P and dS with
+// (P = exp(s − m − log l), dS = P·((dP − ref) − D'); D = ref + D' = Σ_j P_j·dP_j; logits
+// s and m in two floats, hi + lo, see backward_common.wgsl).
 // RECOMPUTE: one online-softmax sweep over the visible keys finds m (the row's largest
 // logit), ref (the dP of that key), l = Σ exp(s − m) and D' = Σ exp(s − m)·(dP − ref) / l,
 // with logits and dP computed exactly as the other passes do (q and dO of the row unrolled
@@ -62,6 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let g = h / P.group;
     let range = visible_range(b, i);
     var m = MASKED;
+    var m_lo = 0.0;
     var l = 0.0;
     var a = 0.0;
     var dref = 0.0;
@@ -71,11 +73,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endfor
     for (var j = range.x; j < range.y; j++) {
         let ka = k_at(b, g, j);
-        var sx = vec4<f32>(0.0);
+        var sx = dot0();
 #for C in 0..D4
-        sx += q_{C} * ld4_k(ka, {C}u * 4u);
+        sx = dot_add(sx, q_{C}, ld4_k(ka, {C}u * 4u));
 #endfor
-        let s = modify(fin(sx) * P.scale, b, h, i, j);
+        let s2 = modify2(logit(sx), b, h, i, j);
+        let s = s2.x;
         if (s <= MASKED_CUT) {
             continue;
         }
@@ -86,18 +89,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let dp = fin(sp);
         if (s > m) {
             // new largest logit: rescale, and move the reference to this key's dP
-            let c = exp(m - s);
+            let c = exp((m - s) + (m_lo - s2.y));
             a = (a + l * (dref - dp)) * c;
             l *= c;
             m = s;
+            m_lo = s2.y;
             dref = dp;
         }
-        let e = exp(s - m);
+        let e = exp((s - m) + (s2.y - m_lo));
         l += e;
         a += e * (dp - dref);
     }
     if (l > 0.0) {
-        stats[r] = vec4<f32>(m, log(l), dref, a / l);
+        stats[r] = vec4<f32>(m, m_lo + log(l), dref, a / l);
     } else {
         stats[r] = vec4<f32>(MASKED, 0.0, 0.0, 0.0);
     }

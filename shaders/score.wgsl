@@ -26,20 +26,39 @@ fn softcap(x: f32, cap: f32) -> f32 {
     return sign(y) * cap * (1.0 - 2.0 / (exp(2.0 * a) + 1.0));
 }
 
+#if ALIBI
+// The ALiBi penalty of (h, i, j): slope_h · |i + align_off − j| (subtracted from the logit).
+fn alibi_term(h: u32, i: u32, j: u32) -> f32 {
+    return bitcast<f32>(aux[P.alibi_at + h]) * abs(f32(i32(i) + P.align_off - i32(j)));
+}
+#endif
+#if BIAS
+// The additive bias of (b, h, i, j).
+fn bias_term(b: u32, h: u32, i: u32, j: u32) -> f32 {
+    return bias[b * P.bias_sb + h * P.bias_sh + i * P.seq_k + j - P.bias_shift];
+}
+#endif
+#if MASK
+// Whether the boolean mask hides (b, h, i, j).
+fn mask_hides(b: u32, h: u32, i: u32, j: u32) -> bool {
+    let e = b * P.mask_sb + h * P.mask_sh + i * P.seq_k + j - P.mask_shift;
+    return ((mask[e / 4u] >> ((e % 4u) * 8u)) & 0xffu) == 0u;
+}
+#endif
+
 fn modify(s: f32, b: u32, h: u32, i: u32, j: u32) -> f32 {
     var x = s;
 #if SOFTCAP
     x = softcap(x, P.softcap);
 #endif
 #if ALIBI
-    x -= bitcast<f32>(aux[P.alibi_at + h]) * abs(f32(i32(i) + P.align_off - i32(j)));
+    x -= alibi_term(h, i, j);
 #endif
 #if BIAS
-    x += bias[b * P.bias_sb + h * P.bias_sh + i * P.seq_k + j - P.bias_shift];
+    x += bias_term(b, h, i, j);
 #endif
 #if MASK
-    let e = b * P.mask_sb + h * P.mask_sh + i * P.seq_k + j - P.mask_shift;
-    if (((mask[e / 4u] >> ((e % 4u) * 8u)) & 0xffu) == 0u) {
+    if (mask_hides(b, h, i, j)) {
         x = MASKED;
     }
 #endif

@@ -141,7 +141,9 @@ pub(crate) struct BwdParams {
     db_nb: u32,
     db_nh: u32,
     items: u32,
-    _pad: u32,
+    /// Always 0: OR-ed into the two-float logit sums' intermediates so that the shader
+    /// compiler cannot re-associate them away (see shaders/backward_common.wgsl).
+    zero: u32,
 }
 
 /// The parameters of `pass` for `spec`; `alibi_at` is where the slopes start in the aux
@@ -188,7 +190,7 @@ pub(crate) fn params(spec: &AttentionSpec, pass: Pass, alibi_at: u32) -> BwdPara
         db_nb,
         db_nh,
         items: items(spec, pass) as u32,
-        _pad: 0,
+        zero: 0,
     }
 }
 

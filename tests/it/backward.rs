@@ -7,14 +7,25 @@ use crate::common;
 use std::sync::OnceLock;
 
 use wgattn::testdata::{self, Dist, Rng};
-use wgattn::validation::{self, GridCase};
+use wgattn::validation::{self, GridCase, TOL_F32, TOL_F32_LARGE};
 use wgattn::{
     Alibi, AttentionSpec, BackwardBuffers, BackwardMode, Broadcast, CausalAlign, Context, DType,
     Error, ErrorStats, Inputs, Layout, Tensor,
 };
 
-/// Relative Frobenius tolerance of every f32 gradient.
-const F32_TOL: f64 = 1e-4;
+/// Relative Frobenius tolerance of the f32 gradients: the forward's, 1e-5 for unit-scale
+/// inputs and 1e-4 for logits of order 10³ (N(0, 30) inputs). The backward's logits are
+/// summed in two floats (shaders/backward_common.wgsl), so P is as exact as f32 allows: on
+/// lavapipe the gradients of every case here stay within 1e-6 but the soft-capped and biased
+/// ones (≤ 7e-6; ≤ 1.2e-5 with logits of order 10³, where the soft-cap's own f32 tanh is the
+/// limit).
+fn f32_tol(dist: Dist) -> f64 {
+    if dist == Dist::Normal30 {
+        TOL_F32_LARGE
+    } else {
+        TOL_F32
+    }
+}
 
 /// One gradient's comparison: its name, error and the bound it is held to (max-abs for f16,
 /// relative Frobenius for f32).
@@ -75,7 +86,7 @@ fn check_grads(
             let err = ErrorStats::compare(g, c);
             let (bound, on_max_abs) = match p {
                 Some(p) => (2.0 * ErrorStats::compare(p, c).max_abs + 1e-5, true),
-                None => (F32_TOL, false),
+                None => (f32_tol(dist), false),
             };
             GradCheck {
                 name,
@@ -199,6 +210,12 @@ fn backward_extra_options_match_reference() {
         ),
         case("scale 0.3", base.clone().scale(0.3), Dist::Normal, 2),
         case(
+            "scale 0.3 logits 1e3",
+            base.clone().scale(0.3),
+            Dist::Normal30,
+            5,
+        ),
+        case(
             "mask [B,1] + alibi + window",
             base.clone()
                 .mask(Broadcast {
@@ -312,7 +329,7 @@ fn backward_after_gpu_forward() {
             ),
         ] {
             let e = ErrorStats::compare(g, c);
-            assert!(e.within(F32_TOL), "{mode:?} {name}: {e:?}");
+            assert!(e.within(TOL_F32), "{mode:?} {name}: {e:?}");
         }
     }
 }
@@ -405,7 +422,7 @@ fn backward_plan_encodes_into_caller_buffers() {
         dev.poll(wgpu::PollType::wait_indefinitely()).unwrap();
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&r.slice(..).get_mapped_range().unwrap());
         let e = ErrorStats::compare(&got, c);
-        assert!(e.within(F32_TOL), "{name}: {e:?}");
+        assert!(e.within(TOL_F32), "{name}: {e:?}");
     }
 }
 
