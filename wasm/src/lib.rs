@@ -257,20 +257,15 @@ impl Wgattn {
 #[wasm_bindgen]
 impl Wgattn {
     /// Opens the WebGPU adapter (`navigator.gpu.requestAdapter`, high-performance) with the
-    /// features wgattn uses. `options.adapter`, when given, must be a substring of the
-    /// adapter's name. Rejects when the browser has no WebGPU or no adapter.
+    /// features wgattn uses. `options` (optional): `{ adapter?: string }`; `adapter`, when
+    /// given, must be a substring of the adapter's name. Rejects when the browser has no WebGPU or no adapter.
     #[wasm_bindgen(unchecked_return_type = "Promise<Wgattn>")]
-    pub fn create(
-        #[wasm_bindgen(unchecked_param_type = "{ adapter?: string } | undefined")] options: JsValue,
-    ) -> Promise {
+    pub fn create(options: Option<JsValue>) -> Promise {
         future_to_promise(async move {
-            let adapter = if options.is_undefined() || options.is_null() {
-                None
-            } else {
-                Reflect::get(&options, &"adapter".into())
-                    .ok()
-                    .and_then(|a| a.as_string())
-            };
+            let adapter = options
+                .filter(|o| o.is_object())
+                .and_then(|o| Reflect::get(&o, &"adapter".into()).ok())
+                .and_then(|a| a.as_string());
             let ctx = Context::with_options_async(ContextOptions {
                 adapter,
                 ..Default::default()
@@ -376,22 +371,21 @@ impl Wgattn {
     }
 
     /// Times `spec` on the GPU with random inputs that stay on the GPU (as `wgattn bench`):
-    /// resolves to the same record as one line of `wgattn bench --json`.
-    /// `onProgress(done, expected)` is called after every timed run.
+    /// resolves to the same record as one line of `wgattn bench --json`. `options`
+    /// (optional): a `BenchOptions`; `onProgress(done, expected)` (optional) is called after
+    /// every timed run.
     #[wasm_bindgen(unchecked_return_type = "Promise<BenchRecord>")]
     pub fn bench(
         &self,
         #[wasm_bindgen(unchecked_param_type = "AttentionSpec")] spec: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "BenchOptions | undefined")] options: JsValue,
-        #[wasm_bindgen(
-            unchecked_param_type = "((done: number, expected: number) => void) | undefined"
-        )]
-        on_progress: JsValue,
+        options: Option<JsValue>,
+        #[wasm_bindgen(js_name = onProgress)] on_progress: Option<Function>,
     ) -> Promise {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         let ctx = self.ctx.clone();
         let info = self.info();
         let prepared = spec::from_js(&spec, false).and_then(|s| Ok((s, bench_config(&options)?)));
-        let progress = on_progress.dyn_into::<Function>().ok();
+        let progress = on_progress;
         future_to_promise(async move {
             let (spec, config) = prepared.map_err(js_error)?;
             let mut report = |done: usize, expected: usize| {
