@@ -11,7 +11,9 @@
 #      crates.io, installed once under $WGATTN_TOOLS (default target/web-tools).
 #
 # Usage: scripts/build-web.sh [--debug]     (release by default)
-# Environment: WGATTN_TOOLS (where wasm-bindgen-cli goes), CARGO_TARGET_DIR (default target/).
+# Environment: WGATTN_TOOLS (where wasm-bindgen-cli goes, default target/web-tools),
+# WGATTN_WEB_TARGET_DIR (cargo's target directory, default target/web: a separate one, since
+# Debian's compiler is not the one that builds the native crates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,7 +51,8 @@ fi
 "$bindgen" --version | grep -q " $version\$" || { echo "build-web: $bindgen is not $version" >&2; exit 1; }
 
 # 2. The wasm module (std from source).
-target_dir=${CARGO_TARGET_DIR:-$root/target}
+target_dir=${WGATTN_WEB_TARGET_DIR:-$root/target/web}
+export CARGO_TARGET_DIR=$target_dir
 flags=()
 [ $profile = release ] && flags+=(--release)
 "$cargo_web" build -p wgattn-wasm --lib --target wasm32-unknown-unknown \
