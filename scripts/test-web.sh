@@ -50,5 +50,5 @@ cd web
 "$deno" test --allow-read --allow-env
 if [ "${1:-}" = "--chromium" ]; then
     "$deno" run --allow-net --allow-read --allow-write --allow-run --allow-env test/chromium.js \
-        "$root/target/web/page.png" --runs 1 --kernels three-pass
+        "$root/target/web/page.png" --runs 1
 fi

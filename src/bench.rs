@@ -313,7 +313,7 @@ pub fn bench(
     pollster::block_on(bench_async(ctx, spec, config, progress))
 }
 
-/// [`bench`] as a future (the only form on the web): `progress(done, expected)` is called
+/// [`bench()`] as a future (the only form on the web): `progress(done, expected)` is called
 /// after every run, between which the future yields to the browser.
 pub async fn bench_async(
     ctx: &Context,

@@ -9,6 +9,8 @@ import { attentionReference, lengths, normals, relFro } from "./reference.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+/** Kernel of the demo: `?kernel=…`, else the planner's choice (but see `start`). */
+let demoKernel = params.get("kernel") ?? "auto";
 let ctx = null;
 const records = [];
 
@@ -53,7 +55,21 @@ async function start() {
     $("adapter").innerHTML = `<span class="error">${esc(e.message)}</span>`;
     return false;
   }
-  showAdapter(ctx.adapterInfo());
+  const info = ctx.adapterInfo();
+  showAdapter(info);
+  if (/swiftshader/i.test(info.name) && !params.has("kernel") && !params.has("kernels")) {
+    // SwiftShader's compiler takes the GPU process down on the flash kernels (Chromium 156):
+    // stay with the three-pass kernel there.
+    demoKernel = "three-pass";
+    for (const c of document.querySelectorAll('input[name="kernel"]')) {
+      c.checked = c.value === "three-pass";
+    }
+    $("adapter").insertAdjacentHTML(
+      "beforeend",
+      `<p class="note">SwiftShader (software WebGPU): the demo and benchmark use the three-pass
+      kernel, since compiling the flash kernels there crashes the browser's GPU process.</p>`,
+    );
+  }
   for (const id of ["demo-run", "bench-run", "hm-run"]) $(id).disabled = false;
   return true;
 }
@@ -107,8 +123,7 @@ const demoCases = [
 ];
 
 async function runDemo() {
-  // `?kernel=three-pass` (etc.) forces a kernel for the demo instead of the planner's choice.
-  const kernel = params.get("kernel") ?? "auto";
+  const kernel = demoKernel;
   const body = $("demo-table").tBodies[0];
   body.innerHTML = "";
   $("demo-table").hidden = false;

@@ -6,6 +6,8 @@
 //   deno run --allow-net --allow-read --allow-write --allow-run --allow-env web/test/chromium.js \
 //       [OUT.png] [--runs N] [--kernels auto,flash]
 //
+// Without --kernels the page chooses: the planner's kernels, or three-pass on SwiftShader.
+//
 // Exits non-zero when Chromium has no adapter, a demo case fails or a benchmark shape errors.
 // CHROMIUM: the browser binary (default `chromium`).
 
@@ -17,7 +19,7 @@ const opt = (name, fallback) => {
   return value;
 };
 const runs = opt("--runs", "1");
-const kernels = opt("--kernels", "auto");
+const kernels = opt("--kernels", null);
 const pagePath = opt("--page", "index.html");
 const out = args[0] ?? "target/web/page.png";
 const root = new URL("../", import.meta.url);
@@ -42,9 +44,8 @@ const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, asy
     return new Response("not found", { status: 404 });
   }
 });
-const page =
-  `http://127.0.0.1:${server.addr.port}/${pagePath}?auto&runs=${runs}&kernels=${kernels}` +
-  `&kernel=${kernels.split(",")[0]}`;
+const page = `http://127.0.0.1:${server.addr.port}/${pagePath}?auto&runs=${runs}` +
+  (kernels ? `&kernels=${kernels}&kernel=${kernels.split(",")[0]}` : "");
 
 const profile = await Deno.makeTempDir({ prefix: "wgattn-chromium-" });
 const browser = new Deno.Command(Deno.env.get("CHROMIUM") ?? "chromium", {
