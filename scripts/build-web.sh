@@ -55,8 +55,16 @@ target_dir=${WGATTN_WEB_TARGET_DIR:-$root/target/web}
 export CARGO_TARGET_DIR=$target_dir
 flags=()
 [ $profile = release ] && flags+=(--release)
+# Warnings in wgattn's own crates fail the build (clippy does not see the wasm32-only code).
+log=$(mktemp)
 "$cargo_web" build -p wgattn-wasm --lib --target wasm32-unknown-unknown \
-    -Zbuild-std=std,panic_abort "${flags[@]}"
+    -Zbuild-std=std,panic_abort "${flags[@]}" 2>&1 | tee "$log" >&2
+if grep -Eq '^warning: `wgattn(-wasm)?` \(lib\) generated' "$log"; then
+    echo "build-web: warnings in wgattn's crates (above)" >&2
+    rm -f "$log"
+    exit 1
+fi
+rm -f "$log"
 wasm=$target_dir/wasm32-unknown-unknown/$profile/wgattn_wasm.wasm
 
 rm -rf web/pkg
