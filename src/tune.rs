@@ -14,7 +14,7 @@
 //! one that can run it, and the untuned defaults otherwise. Variants forced by
 //! `ContextOptions::flash_tiles` / `flash_mma` win over tuned ones.
 //!
-//! The cache file is JSON, by default `$XDG_CACHE_HOME/wgattn/tune.json` (else
+//! The cache file (feature `tune-cache`, on in the command-line tool) is JSON, by default `$XDG_CACHE_HOME/wgattn/tune.json` (else
 //! `~/.cache/wgattn/tune.json`, on Windows `%LOCALAPPDATA%\wgattn\tune.json`); the
 //! `WGATTN_TUNE_CACHE` environment variable names another file, or `off`. A missing file
 //! means no tuning. A default-location file that cannot be read or parsed is ignored with a
@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tune-cache")]
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{Runner, Timing};
@@ -89,7 +90,8 @@ pub fn resolve(source: &TuneCacheSource) -> Option<(PathBuf, bool)> {
 }
 
 /// An adapter as the cache keys it: name, backend and driver.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct AdapterKey {
     /// Adapter name.
     pub name: String,
@@ -113,8 +115,9 @@ impl AdapterKey {
 }
 
 /// How many query rows per kv head a shape has, as the tuner classes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "tune-cache", serde(rename_all = "lowercase"))]
 pub enum RowsClass {
     /// `seq_q ≤` [`DECODE_MAX_SEQ_Q`]: decoding.
     Decode,
@@ -125,7 +128,8 @@ pub enum RowsClass {
 }
 
 /// The class of shapes one tuned choice serves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct ShapeClass {
     /// `f32`, `f16` or `packed` (f16 in u32 words).
     pub storage: String,
@@ -178,8 +182,12 @@ impl ShapeClass {
 }
 
 /// One tunable choice of the fused kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "family", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
+#[cfg_attr(
+    feature = "tune-cache",
+    serde(tag = "family", rename_all = "snake_case")
+)]
 pub enum TunedChoice {
     /// The rows variant (`flash.wgsl`) with `rows` query rows per invocation and `wg`
     /// invocations; K/V shared as the device allows (subgroups of a fixed size, else
@@ -305,7 +313,8 @@ impl TunedChoice {
 }
 
 /// One tuned class of one adapter, with what was measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct TuneEntry {
     /// The adapter.
     pub adapter: AdapterKey,
@@ -328,7 +337,8 @@ pub struct TuneEntry {
 }
 
 /// The cache file: every tuned class of every adapter tuned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct TuneFile {
     /// [`CACHE_VERSION`].
     pub version: u32,
@@ -348,6 +358,7 @@ impl Default for TuneFile {
 impl TuneFile {
     /// Reads `path`: `Ok(None)` when it does not exist, [`Error::TuneCache`] when it cannot
     /// be read, is not a tune cache, or has another version.
+    #[cfg(feature = "tune-cache")]
     pub fn read(path: &Path) -> Result<Option<TuneFile>> {
         let bad = |message: String| Error::TuneCache {
             path: path.to_path_buf(),
@@ -370,6 +381,7 @@ impl TuneFile {
     }
 
     /// Writes to `path` (creating its folder), through a temporary file renamed into place.
+    #[cfg(feature = "tune-cache")]
     pub fn write(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
@@ -453,6 +465,7 @@ pub fn load(source: &TuneCacheSource, info: &wgpu::AdapterInfo) -> Result<Tuning
 
 /// The tuned choices for `info` in `path`; an unreadable or corrupt file is an error when
 /// `explicit`, else ignored with a warning.
+#[cfg(feature = "tune-cache")]
 fn load_from(path: &Path, explicit: bool, info: &wgpu::AdapterInfo) -> Result<Tuning> {
     match TuneFile::read(path) {
         Ok(None) => Ok(Tuning::none()),
@@ -463,6 +476,20 @@ fn load_from(path: &Path, explicit: bool, info: &wgpu::AdapterInfo) -> Result<Tu
             Ok(Tuning::none())
         }
     }
+}
+
+/// Without the `tune-cache` feature no file is read: a file named explicitly is an error
+/// saying so, the user's default cache is skipped (untuned defaults).
+#[cfg(not(feature = "tune-cache"))]
+fn load_from(path: &Path, explicit: bool, _info: &wgpu::AdapterInfo) -> Result<Tuning> {
+    if explicit {
+        return Err(Error::TuneCache {
+            path: path.to_path_buf(),
+            message: "cannot be read: this build of wgattn has no `tune-cache` feature".into(),
+        });
+    }
+    log::debug!("no `tune-cache` feature: {} not read", path.display());
+    Ok(Tuning::none())
 }
 
 /// The candidates the tuner times for `spec` on `caps` (the untuned default among them).
@@ -813,6 +840,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tune-cache")]
     #[test]
     fn cache_file_round_trip_and_errors() {
         let dir = std::env::temp_dir().join(format!("wgattn-tune-unit-{}", std::process::id()));
