@@ -108,6 +108,10 @@ pub struct BenchResult {
     pub timing: &'static str,
     /// FLOPs per run by [`AttentionSpec::flops`].
     pub flops: f64,
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
+    pub tuned: bool,
+    /// The fused variant (and splits) that ran, in words, or the kernel.
+    pub variant: String,
 }
 
 impl BenchResult {
@@ -137,7 +141,7 @@ struct Inputs {
 /// Random inputs (with the bias and mask the spec declares) uploaded in the spec's storage.
 fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let spec = plan.spec();
-    let data = testdata::generate(spec, Dist::Normal, 1);
+    let data = testdata::generate(spec, Dist::Normal, Runner::SEED);
     let inputs = data.inputs();
     let sizes = plan.sizes();
     let device = ctx.device();
@@ -155,7 +159,7 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: size.max(4),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -185,10 +189,24 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// Seed of the random inputs (`testdata::generate` with `Dist::Normal`).
+    pub const SEED: u64 = 1;
+
     /// Plans `spec` (weights off), uploads random inputs and prepares the timing.
     pub fn new(ctx: &'a Context, spec: &AttentionSpec, timing: Timing) -> Result<Self> {
         let spec = spec.clone().with_weights(false);
-        let plan = ctx.plan(&spec)?;
+        Self::from_plan(ctx, ctx.plan(&spec)?, timing)
+    }
+
+    /// Like [`Runner::new`] for a plan already made (e.g. with other tuned choices); the
+    /// plan's spec must not ask for the probability matrix.
+    pub fn from_plan(ctx: &'a Context, plan: Plan, timing: Timing) -> Result<Self> {
+        if plan.spec().return_weights {
+            return Err(Error::KernelUnsupported {
+                kernel: "bench".into(),
+                reason: "timing runs do not return the probability matrix".into(),
+            });
+        }
         let inputs = upload(ctx, &plan)?;
         let has_ts = ctx.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let use_gpu = match timing {
@@ -229,6 +247,67 @@ impl<'a> Runner<'a> {
             plan,
             inputs,
             queries,
+        })
+    }
+
+    /// The output of the last run (out as f32; lse when the spec asks for it), read back.
+    /// Blocks until then ([`Runner::read_output_async`] driven to completion; not on the web).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_output(&self) -> Result<crate::Output> {
+        pollster::block_on(self.read_output_async())
+    }
+
+    /// [`Runner::read_output`] as a future (the only form on the web).
+    pub async fn read_output_async(&self) -> Result<crate::Output> {
+        let spec = self.plan.spec();
+        let sizes = self.plan.sizes();
+        let mut sources = vec![(&self.inputs.out, sizes.q)];
+        if spec.return_lse {
+            sources.push((&self.inputs.lse, sizes.lse));
+        }
+        let staging = self.ctx.gpu_scope("reading benchmark output", || {
+            let device = self.ctx.device();
+            let mut enc = device.create_command_encoder(&Default::default());
+            let staging: Vec<wgpu::Buffer> = sources
+                .iter()
+                .map(|&(buf, bytes)| {
+                    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgattn bench read"),
+                        size: bytes.max(4),
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+                    staging
+                })
+                .collect();
+            self.ctx.queue().submit([enc.finish()]);
+            staging
+        })?;
+        self.ctx.settle().await?;
+        let reads: Vec<(&wgpu::Buffer, u64)> = staging
+            .iter()
+            .zip(&sources)
+            .map(|(s, &(_, bytes))| (s, bytes))
+            .collect();
+        let mut raw = self.ctx.read_buffers(&reads).await?.into_iter();
+        let out_bytes = raw.next().unwrap_or_default();
+        let out = match spec.dtype {
+            crate::DType::F32 => bytemuck::pod_collect_to_vec(&out_bytes),
+            crate::DType::F16 => {
+                bytemuck::pod_collect_to_vec::<u8, half::f16>(&out_bytes[..spec.q_len() * 2])
+                    .into_iter()
+                    .map(half::f16::to_f32)
+                    .collect()
+            }
+        };
+        let lse = spec
+            .return_lse
+            .then(|| bytemuck::pod_collect_to_vec(&raw.next().unwrap_or_default()));
+        Ok(crate::Output {
+            out,
+            lse,
+            weights: None,
         })
     }
 
@@ -352,5 +431,7 @@ pub async fn bench_async(
         timing: runner.timing(),
         flops: plan.spec().flops(),
         spec: plan.spec().clone(),
+        tuned: plan.choice().tuned,
+        variant: crate::tune::plan_variant(plan),
     })
 }

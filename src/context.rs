@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::limits::DeviceLimits;
 use crate::planner::Caps;
 use crate::shaders::{Rendered, ShaderVariant};
+use crate::tune::{TuneCacheSource, Tuning};
 
 /// How to open a [`Context`]. `Default` reads `WGATTN_ADAPTER` and uses the adapter's limits.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,18 @@ pub struct ContextOptions {
     /// adapter: tiled on GPUs, rows on CPU adapters (lavapipe, llvmpipe). The tiled variant
     /// needs 32 KiB of workgroup memory; adapters with less always use rows.
     pub flash_tiles: Option<bool>,
+    /// Which fused variant f16 (and, forced, any) storage uses: `Some(true)` the matrix-tile
+    /// one (`shaders/flash_mma.wgsl`) — on cooperative matrices (tensor cores) where the
+    /// adapter reports an f16×f16→f32 shape, else with portable tile multiplies — `Some(false)`
+    /// never. `None` reads `WGATTN_FLASH_MMA` (`1` / `0`), else uses it for f16 storage where
+    /// the adapter has cooperative matrices.
+    pub flash_mma: Option<bool>,
+    /// Never request cooperative matrices, even where the adapter has them.
+    pub disable_cooperative_matrix: bool,
+    /// Where the planner's tuned choices come from (`wgattn tune`): by default the user's
+    /// cache file (or `WGATTN_TUNE_CACHE`), [`TuneCacheSource::Off`] for the untuned
+    /// defaults, or a given file. See [`crate::tune`] for missing and corrupt files.
+    pub tune_cache: TuneCacheSource,
     /// Lower the workgroups-per-dimension limit on purpose: larger grids are cut into several
     /// dispatches (testing).
     pub max_workgroups_per_dim: Option<u32>,
@@ -62,17 +75,26 @@ impl Caps {
             device_type: info.device_type,
             tiles: options.flash_tiles.or_else(flash_tiles_from_env),
             host_threads: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+            coop_f16: None,
+            mma: options
+                .flash_mma
+                .or_else(|| bool_from_env("WGATTN_FLASH_MMA")),
         }
+    }
+}
+
+/// A boolean environment switch: `1`/`true`/`on` or `0`/`false`/`off`.
+fn bool_from_env(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
+        "1" | "true" | "on" => Some(true),
+        "0" | "false" | "off" => Some(false),
+        _ => None,
     }
 }
 
 /// `WGATTN_FLASH_TILES`: `1` / `0` force the tiled / rows flash variants.
 fn flash_tiles_from_env() -> Option<bool> {
-    match std::env::var("WGATTN_FLASH_TILES").ok()?.trim() {
-        "1" | "true" | "on" => Some(true),
-        "0" | "false" | "off" => Some(false),
-        _ => None,
-    }
+    bool_from_env("WGATTN_FLASH_TILES")
 }
 
 /// What wgattn knows about one adapter: identity, the features it uses, the limits it plans with.
@@ -122,12 +144,40 @@ fn wanted(features: wgpu::Features) -> wgpu::Features {
         })
 }
 
-/// The limits (the adapter's, lowered by `options`) and features (those wgattn uses that the
-/// adapter has) to request a device with.
-fn device_request(
-    adapter: &wgpu::Adapter,
-    options: &ContextOptions,
-) -> (wgpu::Limits, wgpu::Features) {
+/// What wgattn requests of an adapter: the adapter's limits lowered by `options`, the features
+/// wgattn uses that the adapter has (cooperative matrices only where the matrix-tile variant
+/// can use them), and the adapter's cooperative-matrix shapes.
+struct DeviceRequest {
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    experimental: bool,
+    coop_properties: Vec<wgpu::CooperativeMatrixProperties>,
+}
+
+impl DeviceRequest {
+    /// The descriptor of wgattn's devices.
+    fn descriptor(&self) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("wgattn"),
+            required_features: self.features,
+            required_limits: self.limits.clone(),
+            experimental_features: if self.experimental {
+                // SAFETY: wgpu marks cooperative matrices experimental (the API may change and
+                // may have bugs). They are requested only where the adapter lists an
+                // f16×f16→f32 shape, used only by the matrix-tile shaders (validated by naga
+                // like every other variant), and `disable_cooperative_matrix` turns them off.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }
+    }
+}
+
+/// The [`DeviceRequest`] of `adapter` under `options`.
+fn device_request(adapter: &wgpu::Adapter, options: &ContextOptions) -> DeviceRequest {
     let mut limits = adapter.limits();
     if let Some(m) = options.max_storage_binding {
         limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
@@ -144,21 +194,21 @@ fn device_request(
         limits.max_storage_buffers_per_shader_stage =
             limits.max_storage_buffers_per_shader_stage.min(m);
     }
-    (limits, wanted(adapter.features()))
-}
-
-/// The descriptor of wgattn's devices.
-fn device_descriptor(
-    features: wgpu::Features,
-    limits: &wgpu::Limits,
-) -> wgpu::DeviceDescriptor<'static> {
-    wgpu::DeviceDescriptor {
-        label: Some("wgattn"),
-        required_features: features,
-        required_limits: limits.clone(),
-        experimental_features: wgpu::ExperimentalFeatures::disabled(),
-        memory_hints: wgpu::MemoryHints::Performance,
-        trace: wgpu::Trace::Off,
+    let mut features = wanted(adapter.features());
+    let coop_properties = adapter.cooperative_matrix_properties();
+    let coop = !options.disable_cooperative_matrix
+        && adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        && crate::planner::coop_f16_edge(&coop_properties).is_some();
+    if coop {
+        features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    }
+    DeviceRequest {
+        limits,
+        features,
+        experimental: coop,
+        coop_properties,
     }
 }
 
@@ -309,7 +359,13 @@ pub fn adapter_summaries() -> Vec<AdapterSummary> {
     };
     let mut list: Vec<AdapterSummary> = enumerate(backends)
         .iter()
-        .map(|a| summary(a.get_info(), &a.limits(), a.features()))
+        .map(|a| {
+            let mut s = summary(a.get_info(), &a.limits(), a.features());
+            s.caps = s
+                .caps
+                .with_cooperative_matrices(a.features(), &a.cooperative_matrix_properties());
+            s
+        })
         .collect();
     let allowed = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     if allowed.contains(wgpu::Backends::GL) {
@@ -343,6 +399,8 @@ pub struct Context {
     /// Set by the device-lost callback of contexts wgattn created.
     lost: Arc<Mutex<Option<String>>>,
     pub(crate) host: crate::host::HostCache,
+    /// Tuned choices of this adapter (`ContextOptions::tune_cache`).
+    tuning: Tuning,
 }
 
 impl std::fmt::Debug for Context {
@@ -434,15 +492,15 @@ impl Context {
                 });
             }
         }
-        let (limits, features) = device_request(&adapter, &options);
+        let request = device_request(&adapter, &options);
         let (device, queue) = adapter
-            .request_device(&device_descriptor(features, &limits))
+            .request_device(&request.descriptor())
             .await
             .map_err(|e| Error::RequestDevice {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
-        Ok(Self::opened(device, queue, info, &options))
+        Self::opened(device, queue, info, &options, &request)
     }
 
     /// Chooses and opens a native adapter (see [`Context::with_options_async`]).
@@ -482,6 +540,7 @@ impl Context {
                     let gl = gl.clone();
                     let mut ctx = Self::assemble(gl.device, gl.queue, gl.info, &options);
                     ctx.lost = gl.lost;
+                    ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
                     return Ok(ctx);
                 }
                 // A GL device this process already opened is the only GL adapter worth having
@@ -515,15 +574,14 @@ impl Context {
             }
         };
         let info = adapter.get_info();
-        let (limits, features) = device_request(&adapter, &options);
+        let request = device_request(&adapter, &options);
         // Native back ends create the device synchronously: this future is ready at once.
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&device_descriptor(features, &limits)))
-                .map_err(|e| Error::RequestDevice {
-                    adapter: info.name.clone(),
-                    message: e.to_string(),
-                })?;
-        let ctx = Self::opened(device, queue, info, &options);
+        let (device, queue) = pollster::block_on(adapter.request_device(&request.descriptor()))
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        let ctx = Self::opened(device, queue, info, &options, &request)?;
         if ctx.info.backend == wgpu::Backend::Gl && !lowered {
             GL_DEVICES
                 .lock()
@@ -539,28 +597,46 @@ impl Context {
     }
 
     /// A context on a device wgattn opened: uncaptured errors are logged, device loss is
-    /// recorded.
+    /// recorded, cooperative matrices and tuned choices are set up.
     fn opened(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         options: &ContextOptions,
-    ) -> Self {
+        request: &DeviceRequest,
+    ) -> Result<Self> {
         // Errors outside wgattn's error scopes must not abort the process: log them instead.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             log::error!("uncaptured wgpu error: {e}");
         }));
-        let ctx = Self::assemble(device, queue, info, options);
+        let mut ctx = Self::assemble(device, queue, info, options);
+        ctx.caps = ctx
+            .caps
+            .with_cooperative_matrices(ctx.features, &request.coop_properties);
+        ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
         let lost = ctx.lost.clone();
         ctx.device.set_device_lost_callback(move |reason, message| {
             *lost.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(format!("{reason:?}: {message}"));
         });
-        ctx
+        Ok(ctx)
+    }
+
+    /// The tuned choices the planner consults on this context (empty: untuned defaults).
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// This context with `tuning` as its tuned choices (e.g. [`crate::tune::load`] for a
+    /// context made by [`Context::from_device`], which starts untuned).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 
     /// Wraps a device and queue the caller already owns (the embedding path). wgattn uses the
-    /// device's enabled features and limits and never changes its error handlers.
+    /// device's enabled features and limits and never changes its error handlers. No tuned
+    /// choices are read (see [`Context::with_tuning`]).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         Self::assemble(device, queue, info, &ContextOptions::default())
@@ -583,6 +659,7 @@ impl Context {
             compiled: AtomicU64::new(0),
             lost: Arc::new(Mutex::new(None)),
             host: Default::default(),
+            tuning: Tuning::none(),
         }
     }
 

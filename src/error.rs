@@ -133,6 +133,14 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The tune cache file cannot be read, is not a tune cache, or has another version.
+    #[error("tune cache {}: {message}", .path.display())]
+    TuneCache {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor file is malformed, truncated, or lacks what is needed.
     #[error("{}: {message}", .path.display())]
     BadFile {

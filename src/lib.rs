@@ -34,6 +34,7 @@ pub mod shaders;
 mod sizes;
 mod spec;
 pub mod testdata;
+pub mod tune;
 pub mod validation;
 
 pub use backward::{BackwardBuffers, BackwardMode, BackwardPlan, BackwardSizes, Grads};
@@ -51,6 +52,7 @@ pub use spec::{
     Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT,
     MAX_HEAD_DIM, Strides, Window, standard_alibi_slopes,
 };
+pub use tune::{TuneCacheSource, Tuning};
 
 /// Every Rust block of the README, compiled and run as a doctest.
 #[cfg(doctest)]

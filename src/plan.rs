@@ -153,8 +153,14 @@ impl Context {
     /// splits, and compiles
     /// (or takes from the cache) its pipelines.
     pub fn plan(&self, spec: &AttentionSpec) -> Result<Plan> {
+        self.plan_tuned(spec, self.tuning())
+    }
+
+    /// Like [`Context::plan`] with the tuned choices of `tuning` instead of this context's
+    /// (the tuner times candidates this way).
+    pub fn plan_tuned(&self, spec: &AttentionSpec, tuning: &crate::tune::Tuning) -> Result<Plan> {
         spec.validate(self.limits())?;
-        let choice = planner::plan_kernel(spec, self)?;
+        let choice = planner::plan_tuned(spec, self.caps(), tuning)?;
         let kernel = choice.kernel;
         let inner = match choice.variant {
             None => Inner::ThreePass(ThreePass::new(self, spec, choice.storage)?),

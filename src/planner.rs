@@ -38,6 +38,7 @@ use crate::spec::{AttentionSpec, Kernel};
 
 pub use crate::kernels::bindings::Binding;
 pub use crate::kernels::params::Storage;
+use crate::tune::{TunedChoice, Tuning};
 
 /// Largest `seq_q` that counts as decoding for `Auto`.
 pub const DECODE_MAX_SEQ_Q: usize = 16;
@@ -82,6 +83,15 @@ pub struct Caps {
     pub tiles: Option<bool>,
     /// Threads of the host (a CPU adapter runs on them).
     pub host_threads: u32,
+    /// Edge (8 or 16) of the square f16×f16→f32 cooperative-matrix shape the adapter reports,
+    /// when the device has cooperative matrices, subgroups and SHADER_F16 (and they are not
+    /// disabled): the matrix-tile variant then multiplies on them (tensor cores).
+    pub coop_f16: Option<u32>,
+    /// `Some(true)` / `Some(false)` forces / forbids the matrix-tile fused variant
+    /// (`ContextOptions::flash_mma`, `WGATTN_FLASH_MMA`), with cooperative matrices where
+    /// [`Caps::coop_f16`] allows, else with the portable helpers. `None`: used for f16
+    /// storage where the adapter has cooperative matrices.
+    pub mma: Option<bool>,
 }
 
 impl Caps {
@@ -92,6 +102,23 @@ impl Caps {
             && self
                 .tiles
                 .unwrap_or(self.device_type != wgpu::DeviceType::Cpu)
+    }
+
+    /// These caps with the cooperative-matrix edge the device can use: its features include
+    /// cooperative matrices, subgroups and SHADER_F16, and `properties` (the adapter's
+    /// configurations) list a square f16×f16→f32 shape of edge 16 or 8 (16 preferred).
+    pub fn with_cooperative_matrices(
+        mut self,
+        features: wgpu::Features,
+        properties: &[wgpu::CooperativeMatrixProperties],
+    ) -> Caps {
+        let usable = features.contains(
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+                | wgpu::Features::SUBGROUP
+                | wgpu::Features::SHADER_F16,
+        ) && self.shader_f16;
+        self.coop_f16 = usable.then(|| coop_f16_edge(properties)).flatten();
+        self
     }
 
     /// The fixed subgroup size the decoding variant can use, if any.
@@ -117,6 +144,19 @@ impl Caps {
                     .into(),
             }
         }];
+        match (self.mma, self.coop_f16) {
+            (Some(false), _) => {}
+            (Some(true), None) => lines.push(
+                "flash/split-kv: matrix-tile variant forced, portable tile multiplies (no \
+                 cooperative matrices)"
+                    .into(),
+            ),
+            (_, Some(t)) => lines.push(format!(
+                "flash/split-kv f16: matrix-tile variant on cooperative matrices ({t}×{t}×{t} \
+                 f16×f16→f32)"
+            )),
+            (None, None) => {}
+        }
         if let Some(sg) = self.decode_subgroup() {
             lines.push(format!(
                 "split-kv decoding: lanes split head_dim (subgroup size {sg}, ≤ {DECODE_MAX_ROWS} \
@@ -130,6 +170,19 @@ impl Caps {
         });
         lines
     }
+}
+
+/// The largest square f16×f16→f32 cooperative-matrix edge (16 or 8) among `properties`.
+pub fn coop_f16_edge(properties: &[wgpu::CooperativeMatrixProperties]) -> Option<u32> {
+    [16, 8].into_iter().find(|&e| {
+        properties.iter().any(|p| {
+            p.m_size == e
+                && p.n_size == e
+                && p.k_size == e
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
+    })
 }
 
 /// The head_dim class of a fused variant: head_dim rounded up to a multiple of 16, over 16,
@@ -182,6 +235,14 @@ pub enum FusedVariant {
         /// head_dim class.
         class: HeadClass,
     },
+    /// `flash_mma.wgsl`: S = Q·Kᵀ and O += P·V as tile multiplies, on cooperative matrices
+    /// (tensor cores) or the portable helpers.
+    Mma {
+        /// head_dim class.
+        class: HeadClass,
+        /// Tile shape and workgroup.
+        shape: MmaShape,
+    },
     /// `decode.wgsl`: one subgroup per workgroup holds all `rows` rows of a kv head, its lanes
     /// split head_dim.
     Decode {
@@ -200,6 +261,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { class, .. }
             | FusedVariant::Tiled { class }
+            | FusedVariant::Mma { class, .. }
             | FusedVariant::Decode { class, .. } => class,
         }
     }
@@ -209,6 +271,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { wg, .. } => wg,
             FusedVariant::Tiled { .. } => TILED_WG,
+            FusedVariant::Mma { shape, .. } => shape.wg,
             FusedVariant::Decode { subgroup, .. } => subgroup,
         }
     }
@@ -222,6 +285,7 @@ impl FusedVariant {
             } => sg,
             FusedVariant::Rows { .. } => WORKGROUP_KEYS,
             FusedVariant::Tiled { .. } => TILED_KEYS,
+            FusedVariant::Mma { shape, .. } => shape.keys,
             FusedVariant::Decode { subgroup, .. } => subgroup,
         }
     }
@@ -231,6 +295,7 @@ impl FusedVariant {
         match *self {
             FusedVariant::Rows { wg, rows, .. } => wg * rows,
             FusedVariant::Tiled { .. } => TILED_ROWS,
+            FusedVariant::Mma { shape, .. } => shape.rows,
             FusedVariant::Decode { rows, .. } => rows,
         }
     }
@@ -245,10 +310,82 @@ impl FusedVariant {
                 KvSharing::Workgroup => format!("rows(r={rows}, wg={wg}, workgroup memory)"),
             },
             FusedVariant::Tiled { .. } => "tiled".into(),
+            FusedVariant::Mma { shape, .. } => shape.describe(),
             FusedVariant::Decode { subgroup, rows, .. } => {
                 format!("decode(rows={rows}, subgroup {subgroup})")
             }
         }
+    }
+}
+
+/// Tile shape of the matrix-tile variant (`flash_mma.wgsl`): `rows` query rows per workgroup,
+/// blocks of `keys` keys, `wg` invocations, multiplies on `tile`×`tile`×`tile` tiles —
+/// cooperative matrices when `coop`, else the portable helpers (same shapes and layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MmaShape {
+    /// Query rows per workgroup (a multiple of `tile`).
+    pub rows: u32,
+    /// Keys per block (a multiple of `tile`).
+    pub keys: u32,
+    /// Invocations per workgroup (a multiple of `rows`).
+    pub wg: u32,
+    /// Edge of the multiply tiles (8 or 16).
+    pub tile: u32,
+    /// Cooperative matrices (f16 operands, f32 accumulators) instead of the portable helpers.
+    pub coop: bool,
+}
+
+/// The (rows, keys, invocations) of the matrix-tile variant, in the order the untuned planner
+/// tries them: the first that is valid for the head_dim class and fits the device is used.
+pub const MMA_SHAPES: [(u32, u32, u32); 4] =
+    [(64, 64, 256), (32, 64, 128), (32, 32, 128), (16, 16, 64)];
+
+/// Most output vec4s one invocation of the matrix-tile variant holds.
+const MMA_MAX_OUT_VEC4: u32 = 16;
+
+impl MmaShape {
+    /// Lanes per query row (`wg / rows`).
+    pub fn lanes_per_row(&self) -> u32 {
+        self.wg / self.rows.max(1)
+    }
+
+    /// True when the kernel can be built for head_dim class `class`: rows and keys multiples
+    /// of the tile, every row owned by a whole number of lanes that divide its keys and its
+    /// output vec4s, at most 16 output vec4s per invocation.
+    pub fn valid_for(&self, class: HeadClass) -> bool {
+        let rl = self.lanes_per_row();
+        let d4 = class.d16 * 4;
+        matches!(self.tile, 8 | 16)
+            && self.rows > 0
+            && self.rows.is_multiple_of(self.tile)
+            && self.keys.is_multiple_of(self.tile)
+            && self.keys > 0
+            && self.wg.is_multiple_of(self.rows)
+            && rl >= 1
+            && self.keys.is_multiple_of(rl)
+            && d4.is_multiple_of(rl)
+            && d4 / rl <= MMA_MAX_OUT_VEC4
+    }
+
+    /// Workgroup memory of the kernel (bytes) for head_dim class `class`, operands of
+    /// `elem_bytes` (2 for f16 tiles, 4 for f32).
+    pub fn workgroup_bytes(&self, class: HeadClass, elem_bytes: u32) -> u32 {
+        let dp = class.d16 * 16;
+        let operands = self.rows * dp + self.keys * dp + self.rows * self.keys;
+        let f32s = (self.rows * self.keys).max(self.rows * dp) + self.wg;
+        elem_bytes * operands + 4 * f32s
+    }
+
+    /// A short description, e.g. `mma(coop 16×16, 32 rows × 64 keys, wg=128)`.
+    pub fn describe(&self) -> String {
+        let t = self.tile;
+        format!(
+            "mma({} {t}×{t}, {} rows × {} keys, wg={})",
+            if self.coop { "coop" } else { "portable" },
+            self.rows,
+            self.keys,
+            self.wg
+        )
     }
 }
 
@@ -263,6 +400,8 @@ pub struct Choice {
     pub splits: u32,
     /// How q, k, v and out are stored on the GPU.
     pub storage: Storage,
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
+    pub tuned: bool,
 }
 
 impl Choice {
@@ -323,17 +462,69 @@ pub fn decode_variant(class: HeadClass, rows: u32, caps: &Caps) -> Option<FusedV
     })
 }
 
+/// True when the matrix-tile variant would multiply on cooperative matrices for `storage`.
+fn mma_coop(caps: &Caps, storage: Storage) -> Option<u32> {
+    caps.coop_f16.filter(|_| storage == Storage::F16)
+}
+
+/// Operand bytes of the matrix-tile variant's tiles for `storage` (f16 tiles with f16 storage).
+pub fn mma_elem_bytes(storage: Storage) -> u32 {
+    if storage == Storage::F16 { 2 } else { 4 }
+}
+
+/// True when `shape` can run head_dim class `class` with `storage` on a device with `caps`:
+/// valid, within the workgroup memory and invocations, and cooperative only where the
+/// adapter reports that tile edge for f16 storage.
+pub fn mma_fits(shape: &MmaShape, class: HeadClass, storage: Storage, caps: &Caps) -> bool {
+    shape.valid_for(class)
+        && shape.wg <= caps.limits.max_invocations
+        && shape.workgroup_bytes(class, mma_elem_bytes(storage))
+            <= caps.limits.max_workgroup_storage
+        && (!shape.coop || mma_coop(caps, storage) == Some(shape.tile))
+}
+
+/// The untuned matrix-tile shape for a head_dim class and storage: the first of
+/// [`MMA_SHAPES`] that fits, cooperative where the adapter allows.
+pub fn mma_default_shape(class: HeadClass, storage: Storage, caps: &Caps) -> Option<MmaShape> {
+    let coop = mma_coop(caps, storage);
+    MMA_SHAPES.iter().find_map(|&(rows, keys, wg)| {
+        let shape = MmaShape {
+            rows,
+            keys,
+            wg,
+            tile: coop.unwrap_or(16),
+            coop: coop.is_some(),
+        };
+        mma_fits(&shape, class, storage, caps).then_some(shape)
+    })
+}
+
+/// The matrix-tile variant for `spec`, when it is used: forced by [`Caps::mma`], or for f16
+/// storage on adapters with cooperative matrices; and only where a shape fits.
+pub fn mma_variant(spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
+    let storage = Storage::of(spec, caps);
+    let wanted = match caps.mma {
+        Some(on) => on,
+        None => mma_coop(caps, storage).is_some(),
+    };
+    if !wanted {
+        return None;
+    }
+    let class = HeadClass::of(spec, caps);
+    mma_default_shape(class, storage, caps).map(|shape| FusedVariant::Mma { class, shape })
+}
+
 /// The flash variant for `spec` (no key splits).
 pub fn flash_variant(spec: &AttentionSpec, caps: &Caps) -> FusedVariant {
-    rows_variant(HeadClass::of(spec, caps), kv_head_rows(spec), caps)
+    mma_variant(spec, caps)
+        .unwrap_or_else(|| rows_variant(HeadClass::of(spec, caps), kv_head_rows(spec), caps))
 }
 
 /// The split-KV variant for `spec`, before checking that the decoding variant's kv heads stay
 /// whole in one chunk (see [`plan`]).
 fn split_variant(spec: &AttentionSpec, caps: &Caps) -> FusedVariant {
     let class = HeadClass::of(spec, caps);
-    decode_variant(class, kv_head_rows(spec), caps)
-        .unwrap_or_else(|| rows_variant(class, kv_head_rows(spec), caps))
+    decode_variant(class, kv_head_rows(spec), caps).unwrap_or_else(|| flash_variant(spec, caps))
 }
 
 /// True when split-KV would use the decoding variant for `spec` on `ctx` (shape and device
@@ -395,8 +586,38 @@ fn too_many_buffers(spec: &AttentionSpec, choice: &Choice, caps: &Caps) -> Optio
     })
 }
 
-/// The decision for `spec` on a device with `caps`: kernel, fused variant, splits, storage.
+/// The decision for `spec` on a device with `caps`: kernel, fused variant, splits, storage
+/// (untuned).
 pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
+    plan_tuned(spec, caps, &Tuning::none())
+}
+
+/// The tuned choice [`plan_tuned`] applies to `spec`: the one of its class, unless a fused
+/// variant is forced ([`Caps::tiles`], [`Caps::mma`]) or the kernel is three-pass.
+fn tuned_choice(spec: &AttentionSpec, caps: &Caps, tuning: &Tuning) -> Option<TunedChoice> {
+    if caps.tiles.is_some() || caps.mma.is_some() || !crate::tune::tunable(spec) {
+        return None;
+    }
+    tuning.get(spec, caps)
+}
+
+/// Like [`plan`], with the tuned choices of `tuning` where the spec's class has one that can
+/// run it: the fused variant of flash and of split-KV's non-decoding path, or split-KV's
+/// split count. Everything else is as untuned.
+pub fn plan_tuned(spec: &AttentionSpec, caps: &Caps, tuning: &Tuning) -> Result<Choice> {
+    let tuned_choice = tuned_choice(spec, caps, tuning);
+    let tuned_variant = tuned_choice.and_then(|c| c.variant(spec, caps));
+    let split_shift = match tuned_choice {
+        Some(TunedChoice::Splits { shift }) => Some(shift),
+        _ => None,
+    };
+    let flash_variant = |spec: &AttentionSpec, caps: &Caps| {
+        tuned_variant.unwrap_or_else(|| flash_variant(spec, caps))
+    };
+    let split_variant = |spec: &AttentionSpec, caps: &Caps| {
+        let class = HeadClass::of(spec, caps);
+        decode_variant(class, kv_head_rows(spec), caps).unwrap_or_else(|| flash_variant(spec, caps))
+    };
     let storage = Storage::of(spec, caps);
     let fused_cannot = |kernel: Kernel| -> Result<()> {
         if spec.return_weights {
@@ -414,16 +635,22 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
         variant: None,
         splits: 1,
         storage,
+        tuned: false,
     };
     let flash = Choice {
         kernel: Kernel::Flash,
         variant: Some(flash_variant(spec, caps)),
         splits: 1,
         storage,
+        tuned: tuned_variant.is_some(),
     };
     let split_kv = |min_splits: u32| {
         let variant = split_variant(spec, caps);
-        let splits = splits_for(spec, &variant, caps).max(min_splits);
+        let mut splits = splits_for(spec, &variant, caps);
+        if let Some(shift) = split_shift {
+            splits = shifted_splits(spec, splits, shift, caps);
+        }
+        let splits = splits.max(min_splits);
         // The decoding variant holds all rows of a kv head: when the chunks that fit the
         // device's bindings cut them, the rows variant runs instead (same splits).
         let variant = match variant {
@@ -434,11 +661,16 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
             }
             v => v,
         };
+        let tuned = match variant {
+            FusedVariant::Decode { .. } => split_shift.is_some(),
+            _ => tuned_variant.is_some() || split_shift.is_some(),
+        };
         Choice {
             kernel: Kernel::SplitKv,
             variant: Some(variant),
             splits,
             storage,
+            tuned,
         }
     };
     let checked = |choice: Choice| match too_many_buffers(spec, &choice, caps) {
@@ -476,14 +708,27 @@ pub fn plan(spec: &AttentionSpec, caps: &Caps) -> Result<Choice> {
     }
 }
 
+/// `splits` × 2^`shift` within split-KV's bounds (see [`splits_for`]).
+fn shifted_splits(spec: &AttentionSpec, splits: u32, shift: i32, caps: &Caps) -> u32 {
+    let most = ((spec.seq_k as u64 / 256).max(1))
+        .min(MAX_SPLITS as u64)
+        .min(caps.limits.max_workgroups_per_dim.max(1) as u64) as u32;
+    let s = if shift >= 0 {
+        splits.saturating_mul(1 << shift.min(8))
+    } else {
+        splits >> (-shift).min(31)
+    };
+    s.clamp(1, most.max(1))
+}
+
 /// True when split-KV's variant for `spec` on `caps` is the decoding one.
 fn has_decode(spec: &AttentionSpec, caps: &Caps) -> bool {
     matches!(split_variant(spec, caps), FusedVariant::Decode { .. })
 }
 
-/// The kernel, variant and splits that will run `spec` on `ctx`.
+/// The kernel, variant and splits that will run `spec` on `ctx` (with its tuned choices).
 pub fn plan_kernel(spec: &AttentionSpec, ctx: &Context) -> Result<Choice> {
-    plan(spec, ctx.caps())
+    plan_tuned(spec, ctx.caps(), ctx.tuning())
 }
 
 /// The kernel that will run `spec` on `ctx` (never `Auto`).
@@ -501,6 +746,25 @@ pub fn fused_variants(caps: &Caps) -> Vec<FusedVariant> {
             for rows in 1..=512 {
                 out.push(rows_variant(class, rows, caps));
                 out.extend(decode_variant(class, rows, caps));
+            }
+            for storage in [Storage::F32, Storage::F16, Storage::Packed] {
+                let wanted = caps.mma.unwrap_or(mma_coop(caps, storage).is_some());
+                if let Some(shape) = mma_default_shape(class, storage, caps).filter(|_| wanted) {
+                    out.push(FusedVariant::Mma { class, shape });
+                }
+            }
+            // what a tuned choice can select (`wgattn tune`'s candidates)
+            for dtype in [crate::spec::DType::F32, crate::spec::DType::F16] {
+                let head_dim = class.d16 as usize * 16 - usize::from(!class.vec4);
+                let spec = AttentionSpec::new(1, 1, 1, 64, 64, head_dim).dtype(dtype);
+                if HeadClass::of(&spec, caps) != class {
+                    continue;
+                }
+                out.extend(
+                    crate::tune::candidates(&spec, caps)
+                        .iter()
+                        .filter_map(|c| c.variant(&spec, caps)),
+                );
             }
         }
     }
@@ -532,6 +796,8 @@ pub fn caps_classes() -> Vec<Caps> {
                 device_type: wgpu::DeviceType::Cpu,
                 tiles: None,
                 host_threads: 4,
+                coop_f16: None,
+                mma: None,
             });
         }
         out.push(Caps {
@@ -541,6 +807,38 @@ pub fn caps_classes() -> Vec<Caps> {
             device_type: wgpu::DeviceType::DiscreteGpu,
             tiles: None,
             host_threads: 4,
+            coop_f16: None,
+            mma: None,
+        });
+        // the matrix-tile variant forced with the portable helpers (CPU adapters, GL)
+        for subgroup_size in [None, Some(8)] {
+            out.push(Caps {
+                limits,
+                subgroup_size,
+                shader_f16,
+                device_type: wgpu::DeviceType::Cpu,
+                tiles: None,
+                host_threads: 4,
+                coop_f16: None,
+                mma: Some(true),
+            });
+        }
+    }
+    // GPUs with cooperative matrices of each edge, 48 KiB of workgroup memory (NVIDIA)
+    for tile in [8, 16] {
+        out.push(Caps {
+            limits: DeviceLimits {
+                max_workgroup_storage: 48 * 1024,
+                max_invocations: 1024,
+                ..limits
+            },
+            subgroup_size: Some(32),
+            shader_f16: true,
+            device_type: wgpu::DeviceType::DiscreteGpu,
+            tiles: None,
+            host_threads: 4,
+            coop_f16: Some(tile),
+            mma: None,
         });
     }
     out
@@ -572,6 +870,8 @@ mod tests {
             device_type: wgpu::DeviceType::Cpu,
             tiles: None,
             host_threads: 4,
+            coop_f16: None,
+            mma: None,
         }
     }
 
@@ -909,20 +1209,237 @@ mod tests {
                 (4, 2, 300, 64),
                 (1, 1, 1000, 3),
             ] {
-                for kernel in [Kernel::Auto, Kernel::Flash, Kernel::SplitKv] {
-                    let spec = auto(1, hq, hkv, sq, 4096, d).kernel(kernel);
+                for (kernel, dtype) in [Kernel::Auto, Kernel::Flash, Kernel::SplitKv]
+                    .into_iter()
+                    .flat_map(|k| [(k, DType::F32), (k, DType::F16)])
+                {
+                    let spec = auto(1, hq, hkv, sq, 4096, d).kernel(kernel).dtype(dtype);
                     let c = plan(&spec, &caps).unwrap();
                     let v = c.variant.unwrap();
                     assert!(listed.contains(&v), "{v:?} not listed for {caps:?}");
                     let mut shader = c.shaders(&spec)[0].clone();
-                    shader.flags.retain(|f| !matches!(*f, "F16" | "PACKED"));
+                    // the list holds f32 storage and adds the storage flags per code path
+                    // (cooperative matrices only with f16 storage)
+                    let coop = shader.flags.contains(&"COOP");
+                    shader
+                        .flags
+                        .retain(|f| !matches!(*f, "PACKED") && (coop || *f != "F16"));
                     assert!(
                         all.contains(&shader),
                         "{} not in all_variants",
                         shader.key()
                     );
                 }
+                // every tuning candidate of the shape can be selected: listed too
+                let spec = auto(1, hq, hkv, sq, 4096, d);
+                for candidate in crate::tune::candidates(&spec, &caps) {
+                    if let Some(v) = candidate.variant(&spec, &caps) {
+                        assert!(listed.contains(&v), "candidate {v:?} not listed");
+                    }
+                }
             }
+        }
+    }
+
+    /// The matrix-tile variant: cooperative for f16 storage where the adapter reports an
+    /// f16×f16→f32 shape (the edge it reports), never for f32 unless forced, the portable
+    /// helpers when forced without cooperative matrices, and only where a shape fits.
+    #[test]
+    fn cooperative_matrices_only_where_reported() {
+        let f16 = auto(1, 8, 2, 512, 512, 128).dtype(DType::F16);
+        let f32 = auto(1, 8, 2, 512, 512, 128);
+        let mut caps = gpu();
+        caps.limits.max_workgroup_storage = 48 * 1024;
+        // no cooperative matrices: tiled as before
+        assert!(matches!(
+            plan(&f16, &caps).unwrap().variant,
+            Some(FusedVariant::Tiled { .. })
+        ));
+        for edge in [16, 8] {
+            caps.coop_f16 = Some(edge);
+            let v = plan(&f16, &caps).unwrap().variant.unwrap();
+            match v {
+                FusedVariant::Mma { shape, class } => {
+                    assert!(shape.coop && shape.tile == edge, "{shape:?}");
+                    assert!(shape.workgroup_bytes(class, 2) <= 48 * 1024);
+                    assert!(shape.valid_for(class));
+                }
+                other => panic!("expected mma, got {other:?}"),
+            }
+            // f32 storage keeps the tiled variant; decoding keeps the decoding variant
+            assert!(matches!(
+                plan(&f32, &caps).unwrap().variant,
+                Some(FusedVariant::Tiled { .. })
+            ));
+            assert!(matches!(
+                plan(&auto(1, 8, 2, 1, 4096, 128).dtype(DType::F16), &caps)
+                    .unwrap()
+                    .variant,
+                Some(FusedVariant::Decode { .. })
+            ));
+            // forbidden by the override
+            let off = Caps {
+                mma: Some(false),
+                ..caps
+            };
+            assert!(matches!(
+                plan(&f16, &off).unwrap().variant,
+                Some(FusedVariant::Tiled { .. })
+            ));
+        }
+        // packed f16 (no SHADER_F16) never multiplies on cooperative matrices
+        let packed = Caps {
+            shader_f16: false,
+            ..caps
+        };
+        assert!(!matches!(
+            plan(&f16, &packed).unwrap().variant,
+            Some(FusedVariant::Mma { .. })
+        ));
+        // forced without cooperative matrices: portable helpers, f32 tiles for f32
+        let forced = Caps {
+            mma: Some(true),
+            ..cpu(Some(8), true)
+        };
+        for spec in [&f16, &f32, &auto(1, 2, 1, 100, 70, 64)] {
+            match plan(spec, &forced).unwrap().variant.unwrap() {
+                FusedVariant::Mma { shape, class } => {
+                    assert!(!shape.coop);
+                    let bytes = mma_elem_bytes(Storage::of(spec, &forced));
+                    assert!(shape.workgroup_bytes(class, bytes) <= 32 * 1024);
+                }
+                other => panic!("expected mma, got {other:?}"),
+            }
+        }
+        // head_dim 256 in f32 does not fit 32 KiB: the other variants run
+        let wide = auto(1, 2, 2, 64, 64, 256);
+        assert!(matches!(
+            plan(&wide, &forced).unwrap().variant,
+            Some(FusedVariant::Rows { .. })
+        ));
+        // the caps' edge comes from the adapter's list
+        use wgpu::CooperativeScalarType as T;
+        let prop = |m, ab, cr| wgpu::CooperativeMatrixProperties {
+            m_size: m,
+            n_size: m,
+            k_size: m,
+            ab_type: ab,
+            cr_type: cr,
+            saturating_accumulation: false,
+        };
+        let edge = coop_f16_edge;
+        assert_eq!(edge(&[]), None);
+        assert_eq!(edge(&[prop(8, T::F32, T::F32)]), None);
+        assert_eq!(edge(&[prop(16, T::F16, T::F16)]), None);
+        assert_eq!(edge(&[prop(8, T::F16, T::F32)]), Some(8));
+        assert_eq!(
+            edge(&[prop(8, T::F16, T::F32), prop(16, T::F16, T::F32)]),
+            Some(16)
+        );
+    }
+
+    /// Tuned choices replace the default variant or split count where they can run, are
+    /// ignored where they cannot, and never override a forced variant.
+    #[test]
+    fn tuned_choices_are_used_where_they_fit() {
+        use crate::tune::{ShapeClass, TunedChoice, Tuning};
+        let caps = cpu(Some(8), true);
+        let spec = auto(1, 8, 2, 512, 512, 64);
+        let class = ShapeClass::of(&spec, &caps);
+        let untuned = plan(&spec, &caps).unwrap();
+        assert!(!untuned.tuned);
+        let with = |choice| plan_tuned(&spec, &caps, &Tuning::one(class.clone(), choice)).unwrap();
+        let c = with(TunedChoice::Rows { rows: 1, wg: 128 });
+        assert!(c.tuned);
+        assert!(matches!(
+            c.variant,
+            Some(FusedVariant::Rows {
+                rows: 1,
+                wg: 128,
+                sharing: KvSharing::Subgroup(8),
+                ..
+            })
+        ));
+        let c = with(TunedChoice::Tiled);
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Tiled { .. })));
+        let mma = TunedChoice::Mma {
+            rows: 32,
+            keys: 32,
+            wg: 128,
+            tile: 16,
+            coop: false,
+        };
+        let c = with(mma);
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Mma { .. })));
+        // explicit split-KV uses the tuned variant too
+        let c = plan_tuned(
+            &spec.clone().kernel(Kernel::SplitKv),
+            &caps,
+            &Tuning::one(class.clone(), mma),
+        )
+        .unwrap();
+        assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Mma { .. })));
+        // choices that cannot run here are ignored: cooperative matrices the device lacks,
+        // a workgroup larger than allowed, subgroup sharing with a workgroup off the size
+        for bad in [
+            TunedChoice::Mma {
+                rows: 32,
+                keys: 32,
+                wg: 128,
+                tile: 16,
+                coop: true,
+            },
+            TunedChoice::Rows { rows: 2, wg: 512 },
+            TunedChoice::Rows { rows: 2, wg: 12 },
+            TunedChoice::Splits { shift: 1 },
+        ] {
+            let c = with(bad);
+            assert!(!c.tuned, "{bad:?}");
+            assert_eq!(c.variant, untuned.variant);
+        }
+        // another class (f16 storage) is untouched
+        let f16 = spec.clone().dtype(DType::F16);
+        let c = plan_tuned(&f16, &caps, &Tuning::one(class.clone(), TunedChoice::Tiled)).unwrap();
+        assert!(!c.tuned);
+        // forced variants win over tuned ones
+        let forced = Caps {
+            tiles: Some(false),
+            ..caps
+        };
+        let c = plan_tuned(
+            &spec,
+            &forced,
+            &Tuning::one(class.clone(), TunedChoice::Tiled),
+        )
+        .unwrap();
+        assert!(!c.tuned && matches!(c.variant, Some(FusedVariant::Rows { .. })));
+        // three-pass is never tuned
+        let c = plan_tuned(
+            &spec.clone().kernel(Kernel::ThreePass),
+            &caps,
+            &Tuning::one(class, TunedChoice::Tiled),
+        )
+        .unwrap();
+        assert!(!c.tuned && c.variant.is_none());
+        // decoding: the split count times 2^shift, within bounds
+        let dec = auto(1, 8, 2, 1, 1 << 16, 64);
+        let base = plan(&dec, &caps).unwrap();
+        let dclass = ShapeClass::of(&dec, &caps);
+        for shift in [-2, -1, 1, 2] {
+            let c = plan_tuned(
+                &dec,
+                &caps,
+                &Tuning::one(dclass.clone(), TunedChoice::Splits { shift }),
+            )
+            .unwrap();
+            assert!(c.tuned);
+            assert_eq!(c.variant, base.variant);
+            let want = if shift > 0 {
+                base.splits << shift
+            } else {
+                (base.splits >> -shift).max(1)
+            };
+            assert_eq!(c.splits, want.min(MAX_SPLITS), "shift {shift}");
         }
     }
 
@@ -936,5 +1453,16 @@ mod tests {
         assert!(text(&gl()).contains("workgroup memory"));
         assert!(text(&gl()).contains("packed"));
         assert!(!text(&gl()).contains("decoding"));
+        assert!(!text(&gpu()).contains("matrix-tile"));
+        let coop = Caps {
+            coop_f16: Some(16),
+            ..gpu()
+        };
+        assert!(text(&coop).contains("cooperative matrices (16×16×16 f16×f16→f32)"));
+        let forced = Caps {
+            mma: Some(true),
+            ..gl()
+        };
+        assert!(text(&forced).contains("portable tile multiplies"));
     }
 }

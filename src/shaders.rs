@@ -29,6 +29,12 @@ const TEMPLATES: &[(&str, &str)] = &[
         "flash_tiled.wgsl",
         include_str!("../shaders/flash_tiled.wgsl"),
     ),
+    ("flash_mma.wgsl", include_str!("../shaders/flash_mma.wgsl")),
+    ("mma_coop.wgsl", include_str!("../shaders/mma_coop.wgsl")),
+    (
+        "mma_portable.wgsl",
+        include_str!("../shaders/mma_portable.wgsl"),
+    ),
     ("combine.wgsl", include_str!("../shaders/combine.wgsl")),
     ("decode.wgsl", include_str!("../shaders/decode.wgsl")),
     ("fused.wgsl", include_str!("../shaders/fused.wgsl")),
@@ -83,7 +89,7 @@ impl ShaderVariant {
 
     /// Sets a flag when `on`.
     pub fn flag(mut self, name: &'static str, on: bool) -> Self {
-        if on {
+        if on && !self.flags.contains(&name) {
             self.flags.push(name);
         }
         self
@@ -121,6 +127,9 @@ impl ShaderVariant {
         let mut out = Rendered::default();
         if self.flags.contains(&"F16") {
             out.push("enable f16;", PRELUDE, 0);
+        }
+        if self.flags.contains(&"COOP") {
+            out.push("enable wgpu_cooperative_matrix;", PRELUDE, 0);
         }
         for (name, value) in &self.consts {
             out.push(&format!("const {name}: u32 = {value}u;"), PRELUDE, 0);

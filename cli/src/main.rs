@@ -33,6 +33,9 @@ enum Command {
     Demo(commands::demo::Args),
     /// Time attention shapes on the GPU (timestamp queries or wall time).
     Bench(commands::bench::Args),
+    /// Find the fastest kernel variants for shapes on this adapter and store them in the tune
+    /// cache the planner reads.
+    Tune(commands::tune::Args),
     /// Write a random case file (q, k, v, optionally the reference `out`).
     Gen(commands::generate::Args),
     /// Draw one head's attention weights, computed on the GPU, as a PNG or SVG heat map.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => commands::validate::run(a, adapter),
         Command::Demo(a) => commands::demo::run(a, adapter),
         Command::Bench(a) => commands::bench::run(a, adapter),
+        Command::Tune(a) => commands::tune::run(a, adapter),
         Command::Gen(a) => commands::generate::run(a),
         Command::Heatmap(a) => commands::heatmap::run(a, adapter),
         Command::Plot(a) => commands::plot::run(a),

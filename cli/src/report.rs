@@ -1,5 +1,5 @@
 //! What the commands print with `--json`, as serde structs: the CLI's own mirrors of the core's
-//! results (the core crate does not depend on serde). [`BenchRecord`] is also read back by
+//! results (the core crate serialises only its tune cache). [`BenchRecord`] is also read back by
 //! `wgattn plot`.
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,12 @@ pub struct BenchRecord {
     pub kv_gbps: f64,
     /// `gpu` (timestamp queries) or `wall`.
     pub timing: String,
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
+    #[serde(default)]
+    pub tuned: bool,
+    /// The fused variant (and splits) that ran, in words, or the kernel.
+    #[serde(default)]
+    pub variant: String,
 }
 
 impl BenchRecord {
@@ -112,6 +118,8 @@ impl BenchRecord {
             gflops: r.gflops(),
             kv_gbps: r.kv_gbps(),
             timing: r.timing.into(),
+            tuned: r.tuned,
+            variant: r.variant.clone(),
         }
     }
 

@@ -119,7 +119,7 @@ pub fn of_variant(variant: &ShaderVariant) -> Vec<Binding> {
             l
         }
         "pv.wgsl" => vec![Params, V, Aux, Scratch, Out],
-        "flash.wgsl" | "flash_tiled.wgsl" | "decode.wgsl" => {
+        "flash.wgsl" | "flash_tiled.wgsl" | "flash_mma.wgsl" | "decode.wgsl" => {
             let mut l = vec![Params, Q, K, V, Aux];
             if has("SPLIT") {
                 l.extend([Scratch, Scratch2]);
@@ -144,6 +144,7 @@ pub fn of_variant(variant: &ShaderVariant) -> Vec<Binding> {
         "qk.wgsl"
             | "flash.wgsl"
             | "flash_tiled.wgsl"
+            | "flash_mma.wgsl"
             | "decode.wgsl"
             | "backward_prep.wgsl"
             | "backward_dq.wgsl"

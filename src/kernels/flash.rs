@@ -33,6 +33,23 @@ fn fused_shader(variant: &FusedVariant, split: bool) -> ShaderVariant {
                 .constant("NU", d16.div_ceil(4))
                 .constant("VK", 1 << vk.ilog2())
         }
+        FusedVariant::Mma { shape, .. } => {
+            let dp = d16 * 16;
+            let rl = shape.lanes_per_row();
+            ShaderVariant::new("flash_mma.wgsl")
+                .constant("D16", d16)
+                .constant("BR", shape.rows)
+                .constant("BC", shape.keys)
+                .constant("WG", shape.wg)
+                .constant("MT", shape.tile)
+                .constant("NK", shape.keys / rl)
+                .constant("NO4", dp / (4 * rl))
+                .constant("TF", (shape.rows * shape.keys).max(shape.rows * dp))
+                .flag("COOP", shape.coop)
+                // cooperative matrices multiply f16 operands: f16 storage only
+                .flag("F16", shape.coop)
+                .flag("MT16", shape.tile == 16)
+        }
         FusedVariant::Decode { subgroup, rows, .. } => ShaderVariant::new("decode.wgsl")
             .constant("SG", subgroup)
             .constant("R", rows)
@@ -112,31 +129,14 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(combine_shader(v.class(), storage));
             }
-            let kind = std::mem::discriminant(&v);
-            let sub = matches!(
-                v,
-                FusedVariant::Rows {
-                    sharing: KvSharing::Subgroup(_),
-                    ..
-                }
-            );
-            if !paths.iter().any(|p| {
-                std::mem::discriminant(p) == kind
-                    && sub
-                        == matches!(
-                            p,
-                            FusedVariant::Rows {
-                                sharing: KvSharing::Subgroup(_),
-                                ..
-                            }
-                        )
-            }) {
+            if !paths.iter().any(|p| code_path(p) == code_path(&v)) {
                 paths.push(v);
             }
         }
     }
     for flags in all_flag_sets() {
         let mods = flags.iter().any(|f| !matches!(*f, "F16" | "PACKED"));
+        let f16 = flags.contains(&"F16");
         for d16 in [1, 5] {
             for vec4 in [false, true] {
                 for split in [false, true] {
@@ -152,14 +152,20 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                                 sharing,
                             },
                             FusedVariant::Tiled { .. } => FusedVariant::Tiled { class },
+                            // cooperative matrices only with f16 storage
+                            FusedVariant::Mma { shape, .. } if shape.coop && !f16 => continue,
+                            FusedVariant::Mma { shape, .. } if !shape.valid_for(class) => continue,
+                            FusedVariant::Mma { shape, .. } => FusedVariant::Mma { class, shape },
                             FusedVariant::Decode { subgroup, rows, .. } => FusedVariant::Decode {
                                 class,
                                 subgroup,
                                 rows,
                             },
                         };
-                        let mut v = fused_shader(&path, split);
-                        v.flags.extend(flags.iter().copied());
+                        // (the cooperative-matrix paths already carry F16)
+                        let v = flags
+                            .iter()
+                            .fold(fused_shader(&path, split), |v, f| v.flag(f, true));
                         out.push(v.flag("MODS", mods));
                     }
                 }
@@ -167,6 +173,23 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
         }
     }
     out
+}
+
+/// The code path of a fused variant: its kind, whether the rows variant shares K/V by
+/// subgroups, and the matrix-tile variant's cooperative tile edge (0: portable).
+fn code_path(v: &FusedVariant) -> (std::mem::Discriminant<FusedVariant>, bool, u32) {
+    let sub = matches!(
+        v,
+        FusedVariant::Rows {
+            sharing: KvSharing::Subgroup(_),
+            ..
+        }
+    );
+    let coop = match v {
+        FusedVariant::Mma { shape, .. } if shape.coop => shape.tile,
+        _ => 0,
+    };
+    (std::mem::discriminant(v), sub, coop)
 }
 
 /// The chunks a fused plan with `variant` and `splits` key splits binds on a device with

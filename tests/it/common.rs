@@ -26,10 +26,18 @@ pub fn no_context(what: &str, e: &str) {
 }
 
 /// The shared GPU context. Without an adapter the test fails, unless `WGATTN_ALLOW_NO_GPU=1`
-/// (then `None`, with a visible SKIPPED line).
+/// (then `None`, with a visible SKIPPED line). It ignores the user's tune cache, so the tests
+/// check the untuned defaults whatever `wgattn tune` stored on this machine (tuning.rs tests
+/// tuned choices with caches of its own).
 pub fn ctx() -> Option<&'static Context> {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
-    match CTX.get_or_init(|| Context::new().map_err(|e| e.to_string())) {
+    let open = || {
+        Context::with_options(wgattn::ContextOptions {
+            tune_cache: wgattn::TuneCacheSource::Off,
+            ..Default::default()
+        })
+    };
+    match CTX.get_or_init(|| open().map_err(|e| e.to_string())) {
         Ok(c) => Some(c),
         Err(e) => {
             no_context("GPU adapter", e);
@@ -170,6 +178,20 @@ pub fn gl_context(
     cell: &'static OnceLock<Result<Context, String>>,
     flash_tiles: Option<bool>,
 ) -> Option<&'static Context> {
+    gl_context_with(
+        cell,
+        wgattn::ContextOptions {
+            flash_tiles,
+            ..Default::default()
+        },
+    )
+}
+
+/// Like [`gl_context`] with more options (the adapter filter is set here).
+pub fn gl_context_with(
+    cell: &'static OnceLock<Result<Context, String>>,
+    options: wgattn::ContextOptions,
+) -> Option<&'static Context> {
     let ctx = cell.get_or_init(|| {
         let gl = wgattn::adapter_summaries()
             .into_iter()
@@ -177,8 +199,7 @@ pub fn gl_context(
             .ok_or("no GL adapter")?;
         Context::with_options(wgattn::ContextOptions {
             adapter: Some(format!("{} {}", gl.info.name, gl.info.backend)),
-            flash_tiles,
-            ..Default::default()
+            ..options
         })
         .map_err(|e| e.to_string())
     });

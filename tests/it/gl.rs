@@ -36,6 +36,7 @@ fn secs(start: std::time::Instant) -> f64 {
 fn gl_adapter_runs_every_kernel_and_variant() {
     static CTX: OnceLock<Result<Context, String>> = OnceLock::new();
     static TILED: OnceLock<Result<Context, String>> = OnceLock::new();
+    static MMA: OnceLock<Result<Context, String>> = OnceLock::new();
     let Some(ctx) = common::gl_with(&CTX, None) else {
         return;
     };
@@ -92,6 +93,35 @@ fn gl_adapter_runs_every_kernel_and_variant() {
         common::run_cases(tiled, kernel, &chosen);
         eprintln!(
             "GL tiled {kernel}: {} cases, {:.1} s",
+            chosen.len(),
+            secs(start)
+        );
+    }
+
+    // The matrix-tile variant with its portable tile multiplies (f32 tiles: packed f16 here),
+    // forced, over the validation cases and one edge/option case per variant.
+    let mma = common::gl_context_with(
+        &MMA,
+        wgattn::ContextOptions {
+            flash_mma: Some(true),
+            ..Default::default()
+        },
+    )
+    .expect("third GL context");
+    assert_eq!(mma.adapter_info().backend, wgpu::Backend::Gl);
+    let probe = wgattn::AttentionSpec::new(1, 2, 2, 8, 8, 64);
+    assert!(mma.plan(&probe).unwrap().shaders()[0].starts_with("flash_mma.wgsl"));
+    for kernel in [Kernel::Flash, Kernel::SplitKv] {
+        for f in validation::case_files(&common::cases_dir()).unwrap() {
+            let r = validation::run_case_file(mma, &f, kernel).unwrap();
+            assert!(r.passed(), "{}: {:?} with mma {kernel}", r.name, r.verdict);
+        }
+        let mut edge = validation::edge_cases();
+        edge.extend(validation::option_grid().into_iter().step_by(4));
+        let chosen = common::distinct_variants(mma, kernel, edge, 6);
+        common::run_cases(mma, kernel, &chosen);
+        eprintln!(
+            "GL mma {kernel}: {} cases, {:.1} s",
             chosen.len(),
             secs(start)
         );

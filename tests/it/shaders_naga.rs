@@ -25,7 +25,12 @@ impl Backend {
     /// True when the crate may select `v` on this back end.
     fn selectable(self, v: &ShaderVariant) -> bool {
         match self {
-            Backend::Glsl => !v.flags.iter().any(|f| matches!(*f, "F16" | "SUBGROUPS")),
+            Backend::Glsl => !v
+                .flags
+                .iter()
+                .any(|f| matches!(*f, "F16" | "SUBGROUPS" | "COOP")),
+            // wgpu exposes cooperative matrices on Vulkan and Metal only
+            Backend::Hlsl => !v.flags.contains(&"COOP"),
             _ => true,
         }
     }
@@ -188,6 +193,91 @@ fn every_variant_validates_and_translates_to_every_backend() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The matrix-tile variants (`flash_mma.wgsl`): cooperative-matrix ones for both tile edges
+/// and the portable ones, each storage and modifier set, split or not, validate and translate
+/// to SPIR-V and MSL (the back ends with cooperative matrices); the portable ones to HLSL and
+/// GLSL too. The cooperative ones use the matrix operations, the portable ones do not.
+#[test]
+fn matrix_tile_variants_validate_and_translate() {
+    let all = shaders::all_variants();
+    // no variant is listed twice under another spelling (a flag set twice)
+    for v in &all {
+        let mut flags = v.flags.clone();
+        flags.sort();
+        flags.dedup();
+        assert_eq!(flags.len(), v.flags.len(), "{}", v.key());
+    }
+    let mma: Vec<ShaderVariant> = all
+        .into_iter()
+        .filter(|v| v.template == "flash_mma.wgsl")
+        .collect();
+    let coop = |edge: u32| {
+        mma.iter()
+            .filter(|v| v.flags.contains(&"COOP") && v.consts.contains(&("MT", edge)))
+            .count()
+    };
+    assert!(coop(8) >= 20 && coop(16) >= 20, "{} {}", coop(8), coop(16));
+    let portable: Vec<&ShaderVariant> = mma.iter().filter(|v| !v.flags.contains(&"COOP")).collect();
+    assert!(portable.len() >= 40, "{}", portable.len());
+    for flag in ["SPLIT", "MODS", "PACKED", "F16"] {
+        assert!(portable.iter().any(|v| v.flags.contains(&flag)), "{flag}");
+        assert!(
+            flag == "PACKED"
+                || mma
+                    .iter()
+                    .any(|v| v.flags.contains(&"COOP") && v.flags.contains(&flag)),
+            "coop {flag}"
+        );
+    }
+    let failures = check_all(&mma);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for v in &mma {
+        let src = v.render().unwrap();
+        let (module, info) = common::validate_wgsl(&src).unwrap();
+        let uses_coop = module
+            .types
+            .iter()
+            .any(|(_, t)| matches!(t.inner, naga::TypeInner::CooperativeMatrix { .. }));
+        assert_eq!(uses_coop, v.flags.contains(&"COOP"), "{}", v.key());
+        if uses_coop {
+            let msl_text = {
+                let options = msl::Options {
+                    lang_version: (2, 4),
+                    ..Default::default()
+                };
+                let pipeline = msl::PipelineOptions {
+                    entry_point: Some((naga::ShaderStage::Compute, "main".into())),
+                    ..Default::default()
+                };
+                msl::write_string(&module, &info, &options, &pipeline)
+                    .unwrap()
+                    .0
+            };
+            assert!(
+                msl_text.contains("simdgroup_multiply_accumulate"),
+                "{}",
+                v.key()
+            );
+            let words = spv::write_vec(
+                &module,
+                &info,
+                &spv::Options {
+                    lang_version: (1, 3),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+            // OpCooperativeMatrixMulAddKHR = 4459
+            assert!(
+                words.iter().any(|w| w & 0xffff == 4459),
+                "no OpCooperativeMatrixMulAddKHR in {}",
+                v.key()
+            );
+        }
+    }
 }
 
 /// The variants the crate keeps off GLSL really cannot be written there: f16 fails.

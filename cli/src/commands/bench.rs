@@ -59,6 +59,23 @@ pub struct Args {
     /// Time the backward pass instead (wall time, --runs runs, default 5).
     #[arg(long, conflicts_with_all = ["all_adapters", "seconds"])]
     backward: bool,
+    /// Ignore the tune cache: the planner's untuned defaults.
+    #[arg(long)]
+    untuned: bool,
+    /// Read tuned choices from this file instead of the user's tune cache.
+    #[arg(long, value_name = "PATH", conflicts_with = "untuned")]
+    tune_cache: Option<PathBuf>,
+}
+
+impl Args {
+    /// Where the contexts read tuned choices from.
+    fn tune_source(&self) -> wgattn::TuneCacheSource {
+        match (&self.tune_cache, self.untuned) {
+            (_, true) => wgattn::TuneCacheSource::Off,
+            (Some(p), false) => wgattn::TuneCacheSource::File(p.clone()),
+            (None, false) => wgattn::TuneCacheSource::User,
+        }
+    }
 }
 
 /// The specs to time, each checked (without device limits) so that a bad shape is reported
@@ -95,11 +112,16 @@ fn row(r: &BenchRecord) -> Vec<String> {
         r.adapter.name.clone(),
         r.adapter.backend.clone(),
         r.shape_text(),
-        if r.splits > 1 {
-            format!("{} ({} splits)", r.kernel, r.splits)
-        } else {
-            r.kernel.clone()
-        },
+        format!(
+            "{}{}{}",
+            r.kernel,
+            if r.splits > 1 {
+                format!(" ({} splits)", r.splits)
+            } else {
+                String::new()
+            },
+            if r.tuned { ", tuned" } else { "" }
+        ),
         format!("{:.3}", r.median_ms),
         format!("{:.3}", r.min_ms),
         format!("{:.3}", r.max_ms),
@@ -122,7 +144,12 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
     }
     let runs = args.runs.map(|n| n as usize);
     if args.backward {
-        return super::grad::bench(&super::open(adapter)?, &specs, runs, args.json);
+        return super::grad::bench(
+            &super::open_tuned(adapter, args.tune_source())?,
+            &specs,
+            runs,
+            args.json,
+        );
     }
     let config = BenchConfig {
         warmup: 1,
@@ -143,7 +170,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                 continue;
             }
             seen.push(name.clone());
-            match super::open(Some(name.clone())) {
+            match super::open_tuned(Some(name.clone()), args.tune_source()) {
                 Ok(c) => contexts.push(c),
                 Err(e) => eprintln!("wgattn: skipping adapter {name}: {e}"),
             }
@@ -156,7 +183,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
         }
         contexts
     } else {
-        vec![super::open(adapter)?]
+        vec![super::open_tuned(adapter, args.tune_source())?]
     };
     let mut records = Vec::new();
     for ctx in &contexts {

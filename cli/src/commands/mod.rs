@@ -9,6 +9,7 @@ pub mod info;
 pub mod plot;
 pub mod run;
 pub mod spec_flags;
+pub mod tune;
 pub mod validate;
 pub mod values;
 
@@ -18,6 +19,15 @@ use wgattn::{Context, ContextOptions, Result};
 pub fn open(adapter: Option<String>) -> Result<Context> {
     Context::with_options(ContextOptions {
         adapter,
+        ..Default::default()
+    })
+}
+
+/// Opens the context for a command with the tuned choices of `tune_cache`.
+pub fn open_tuned(adapter: Option<String>, tune_cache: wgattn::TuneCacheSource) -> Result<Context> {
+    Context::with_options(ContextOptions {
+        adapter,
+        tune_cache,
         ..Default::default()
     })
 }

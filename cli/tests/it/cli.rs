@@ -357,6 +357,8 @@ fn bench_json_is_valid_with_the_documented_fields() {
             "runs",
             "gflops",
             "timing",
+            "tuned",
+            "variant",
         ] {
             assert!(!v[field].is_null(), "{field} missing in {line}");
         }
@@ -713,6 +715,8 @@ fn record(kernel: &str, dtype: &str, seq: usize, ms: f64) -> wgattn_cli::report:
         runs: 3,
         gflops: 1.0 / ms,
         kv_gbps: 0.0,
+        tuned: false,
+        variant: kernel.into(),
         timing: "wall".into(),
     }
 }

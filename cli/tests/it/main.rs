@@ -5,3 +5,4 @@ mod common;
 mod grad;
 mod heatmap;
 mod quiet;
+mod tune;

@@ -1,0 +1,166 @@
+//! The matrix-tile flash / split-KV variant (`shaders/flash_mma.wgsl`). Its tile multiplies
+//! run on cooperative matrices (tensor cores) where the adapter reports an f16×f16→f32 shape,
+//! else on the portable helpers — same tile shapes, layouts, staging, masks, online softmax
+//! and stores. CI's adapters have no cooperative matrices, so the whole kernel is checked here
+//! through the portable helpers (`ContextOptions::flash_mma`), f32 and f16 tiles, against the
+//! CPU reference on the foundation grid, the option grid, tile edges and the validation cases.
+//! The cooperative variants are validated and translated by naga (shaders_naga.rs); the test
+//! that runs them on an adapter says SKIPPED where the adapter has none.
+
+use crate::common;
+
+use std::sync::OnceLock;
+
+use wgattn::testdata::Dist;
+use wgattn::validation::{self, GridCase};
+use wgattn::{AttentionSpec, CausalAlign, Context, ContextOptions, DType, Kernel, Layout};
+
+/// The default adapter with the matrix-tile variant forced.
+fn mma_ctx() -> Option<&'static Context> {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    common::ctx()?;
+    Some(CTX.get_or_init(|| {
+        Context::with_options(ContextOptions {
+            flash_mma: Some(true),
+            ..Default::default()
+        })
+        .expect("mma context")
+    }))
+}
+
+/// Tile edges: row tiles that straddle query heads (GQA) and batch entries, key blocks cut by
+/// seq_k, causal rows ending inside a block, kv_lens of 0 and 1, head_dims that are not
+/// multiples of 4 or 16 (scalar loads, padded tiles), bshd, windows.
+fn edge_specs() -> Vec<AttentionSpec> {
+    vec![
+        AttentionSpec::new(1, 2, 2, 63, 65, 64),
+        AttentionSpec::new(1, 2, 2, 65, 128, 64).causal(CausalAlign::TopLeft),
+        AttentionSpec::new(2, 6, 2, 40, 129, 32).causal(CausalAlign::BottomRight),
+        AttentionSpec::new(3, 4, 1, 21, 70, 16).kv_lens(vec![70, 0, 1]),
+        AttentionSpec::new(1, 3, 1, 50, 40, 3).layout(Layout::Bshd),
+        AttentionSpec::new(1, 2, 1, 70, 90, 80)
+            .layout(Layout::Bshd)
+            .causal(CausalAlign::BottomRight)
+            .window(20, 5),
+        AttentionSpec::new(1, 1, 1, 33, 100, 128).causal(CausalAlign::TopLeft),
+        AttentionSpec::new(1, 1, 1, 7, 257, 1),
+    ]
+}
+
+fn cases_of(specs: Vec<AttentionSpec>, dtype: DType) -> Vec<GridCase> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(n, spec)| GridCase {
+            name: format!("edge {n} {dtype:?}"),
+            spec: spec.dtype(dtype).with_lse(true),
+            dist: if n == 2 { Dist::Normal30 } else { Dist::Normal },
+            seed: 900 + n as u64,
+        })
+        .collect()
+}
+
+/// The shader the plan of `spec` runs first.
+fn first_shader(ctx: &Context, spec: &AttentionSpec) -> String {
+    ctx.plan(spec).unwrap().shaders()[0].clone()
+}
+
+#[test]
+fn mma_variant_is_the_one_planned() {
+    let Some(ctx) = mma_ctx() else { return };
+    for dtype in [DType::F32, DType::F16] {
+        for kernel in [Kernel::Flash, Kernel::SplitKv] {
+            let spec = AttentionSpec::new(1, 4, 2, 100, 300, 64)
+                .dtype(dtype)
+                .kernel(kernel);
+            let shader = first_shader(ctx, &spec);
+            assert!(shader.starts_with("flash_mma.wgsl"), "{kernel}: {shader}");
+            // cooperative matrices only for f16 storage on an adapter that reports them
+            let coop = dtype == DType::F16 && ctx.caps().coop_f16.is_some();
+            assert_eq!(shader.contains("COOP"), coop, "{shader}");
+        }
+    }
+    // Untuned default adapters never pick it without cooperative matrices.
+    let Some(plain) = common::ctx() else { return };
+    if plain.caps().coop_f16.is_none() && plain.caps().mma.is_none() {
+        for dtype in [DType::F32, DType::F16] {
+            let spec = AttentionSpec::new(1, 4, 2, 100, 300, 64).dtype(dtype);
+            assert!(!first_shader(plain, &spec).starts_with("flash_mma.wgsl"));
+        }
+    }
+}
+
+#[test]
+fn mma_edges_flash_and_split_kv() {
+    let Some(ctx) = mma_ctx() else { return };
+    for dtype in [DType::F32, DType::F16] {
+        let cases = cases_of(edge_specs(), dtype);
+        for c in &cases {
+            assert!(
+                first_shader(ctx, &c.spec.clone().kernel(Kernel::Flash))
+                    .starts_with("flash_mma.wgsl"),
+                "{}",
+                c.name
+            );
+        }
+        common::run_cases(ctx, Kernel::Flash, &cases);
+        common::run_cases(ctx, Kernel::SplitKv, &cases);
+    }
+}
+
+#[test]
+fn mma_foundation_grid() {
+    let Some(ctx) = mma_ctx() else { return };
+    let cases = validation::grid(3e7);
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    let every_other: Vec<GridCase> = cases.into_iter().step_by(2).collect();
+    common::run_cases(ctx, Kernel::SplitKv, &every_other);
+}
+
+#[test]
+fn mma_option_grid() {
+    let Some(ctx) = mma_ctx() else { return };
+    let cases = validation::option_grid();
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    let every_third: Vec<GridCase> = cases.into_iter().step_by(3).collect();
+    common::run_cases(ctx, Kernel::SplitKv, &every_third);
+}
+
+#[test]
+fn mma_validation_cases() {
+    let Some(ctx) = mma_ctx() else { return };
+    let mut files = validation::case_files(&common::cases_dir()).unwrap();
+    files.extend(validation::case_files(&common::own_cases_dir()).unwrap());
+    for kernel in [Kernel::Flash, Kernel::SplitKv] {
+        for f in &files {
+            let r = validation::run_case_file(ctx, f, kernel)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(r.passed(), "{}: {:?} with {}", r.name, r.verdict, r.kernel);
+        }
+    }
+}
+
+/// On an adapter with cooperative matrices, f16 runs them by default (no forcing) and matches
+/// the reference; elsewhere this says SKIPPED.
+#[test]
+fn cooperative_matrices_where_the_adapter_has_them() {
+    let Some(ctx) = common::ctx() else { return };
+    let Some(edge) = ctx.caps().coop_f16 else {
+        eprintln!(
+            "SKIPPED: {} reports no f16×f16→f32 cooperative matrices",
+            ctx.adapter_info().name
+        );
+        return;
+    };
+    let cases = cases_of(edge_specs(), DType::F16);
+    for c in &cases {
+        let shader = first_shader(ctx, &c.spec.clone().kernel(Kernel::Flash));
+        assert!(
+            shader.contains("COOP") && shader.contains(&format!("MT={edge}")),
+            "{}: {shader}",
+            c.name
+        );
+    }
+    common::run_cases(ctx, Kernel::Flash, &cases);
+    common::run_cases(ctx, Kernel::SplitKv, &cases);
+}
