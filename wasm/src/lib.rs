@@ -90,7 +90,7 @@ export interface BenchRecord {
            head_dim: number; causal: string | null };
   kernel: string; splits: number; shaders: string[]; dtype: string; options: string;
   median_ms: number; min_ms: number; max_ms: number; runs: number;
-  gflops: number; kv_gbps: number; timing: string;
+  gflops: number; kv_gbps: number; timing: string; tuned: boolean; variant: string;
 }
 
 /** A case file: its spec, inputs and stored expected output. */

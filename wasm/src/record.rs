@@ -79,6 +79,11 @@ pub struct BenchRecord {
     pub kv_gbps: f64,
     /// `gpu-timestamp` or `wall`.
     pub timing: String,
+    /// A tuned choice decided the variant or split count (never in the browser, which has no
+    /// tune cache).
+    pub tuned: bool,
+    /// The fused variant (and splits) that ran, in words, or the kernel.
+    pub variant: String,
 }
 
 impl BenchRecord {
@@ -108,6 +113,8 @@ impl BenchRecord {
             gflops: r.gflops(),
             kv_gbps: r.kv_gbps(),
             timing: r.timing.into(),
+            tuned: r.tuned,
+            variant: r.variant.clone(),
         }
     }
 

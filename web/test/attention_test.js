@@ -484,6 +484,8 @@ gpuTest("bench returns the record of `wgattn bench --json`", async (ctx) => {
     "gflops",
     "kv_gbps",
     "timing",
+    "tuned",
+    "variant",
   ];
   if (JSON.stringify(Object.keys(r)) !== JSON.stringify(keys)) {
     throw new Error(`keys ${Object.keys(r)}`);
