@@ -1,13 +1,38 @@
 //! GPU-resident timing of one attention plan, shared by `wgattn bench` and the criterion
 //! benches. Inputs stay on the GPU; only the attention passes are timed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// std's Instant on native targets; performance.now() in the browser.
+use web_time::Instant;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::plan::{Buffers, Plan};
 use crate::spec::{AttentionSpec, Kernel};
 use crate::testdata::{self, Dist};
+
+/// The standard benchmark shapes (`wgattn bench --preset standard`, the web page's
+/// benchmark): (B, Hq, Hkv, Sq, Sk, D, causal top-left).
+pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
+    (1, 8, 8, 512, 512, 64, false),
+    (1, 8, 8, 1024, 1024, 64, false),
+    (1, 8, 8, 1024, 1024, 64, true),
+    (4, 12, 12, 256, 256, 64, false),
+    (1, 32, 32, 2048, 2048, 128, true),
+    (1, 8, 8, 1, 4096, 64, false),
+];
+
+/// The specs of [`STANDARD`].
+pub fn standard_preset() -> Vec<AttentionSpec> {
+    STANDARD
+        .iter()
+        .map(|&(b, hq, hkv, sq, sk, d, causal)| {
+            AttentionSpec::new(b, hq, hkv, sq, sk, d)
+                .causal(causal.then_some(crate::CausalAlign::TopLeft))
+        })
+        .collect()
+}
 
 /// How a run is timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,43 +251,59 @@ impl<'a> Runner<'a> {
     }
 
     /// The output of the last run (out as f32; lse when the spec asks for it), read back.
+    /// Blocks until then ([`Runner::read_output_async`] driven to completion; not on the web).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_output(&self) -> Result<crate::Output> {
+        pollster::block_on(self.read_output_async())
+    }
+
+    /// [`Runner::read_output`] as a future (the only form on the web).
+    pub async fn read_output_async(&self) -> Result<crate::Output> {
         let spec = self.plan.spec();
         let sizes = self.plan.sizes();
-        let read = |buf: &wgpu::Buffer, bytes: u64| -> Result<Vec<u8>> {
-            let staging = self.ctx.gpu_scope("reading benchmark output", || {
-                let device = self.ctx.device();
-                let staging = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgattn bench read"),
-                    size: bytes.max(4),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                let mut enc = device.create_command_encoder(&Default::default());
-                enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
-                self.ctx.queue().submit([enc.finish()]);
-                staging
-            })?;
-            self.ctx.read_buffer(&staging, bytes)
-        };
-        let raw = read(&self.inputs.out, sizes.q)?;
+        let mut sources = vec![(&self.inputs.out, sizes.q)];
+        if spec.return_lse {
+            sources.push((&self.inputs.lse, sizes.lse));
+        }
+        let staging = self.ctx.gpu_scope("reading benchmark output", || {
+            let device = self.ctx.device();
+            let mut enc = device.create_command_encoder(&Default::default());
+            let staging: Vec<wgpu::Buffer> = sources
+                .iter()
+                .map(|&(buf, bytes)| {
+                    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgattn bench read"),
+                        size: bytes.max(4),
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+                    staging
+                })
+                .collect();
+            self.ctx.queue().submit([enc.finish()]);
+            staging
+        })?;
+        self.ctx.settle().await?;
+        let reads: Vec<(&wgpu::Buffer, u64)> = staging
+            .iter()
+            .zip(&sources)
+            .map(|(s, &(_, bytes))| (s, bytes))
+            .collect();
+        let mut raw = self.ctx.read_buffers(&reads).await?.into_iter();
+        let out_bytes = raw.next().unwrap_or_default();
         let out = match spec.dtype {
-            crate::DType::F32 => bytemuck::pod_collect_to_vec(&raw),
+            crate::DType::F32 => bytemuck::pod_collect_to_vec(&out_bytes),
             crate::DType::F16 => {
-                bytemuck::pod_collect_to_vec::<u8, half::f16>(&raw[..spec.q_len() * 2])
+                bytemuck::pod_collect_to_vec::<u8, half::f16>(&out_bytes[..spec.q_len() * 2])
                     .into_iter()
                     .map(half::f16::to_f32)
                     .collect()
             }
         };
-        let lse = if spec.return_lse {
-            Some(bytemuck::pod_collect_to_vec(&read(
-                &self.inputs.lse,
-                sizes.lse,
-            )?))
-        } else {
-            None
-        };
+        let lse = spec
+            .return_lse
+            .then(|| bytemuck::pod_collect_to_vec(&raw.next().unwrap_or_default()));
         Ok(crate::Output {
             out,
             lse,
@@ -285,10 +326,17 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs the attention once and returns its time in ms: between the pass's timestamps, or
-    /// wall time from submit until the device reports the work complete.
+    /// wall time from submit until the device reports the work complete. Blocks until then
+    /// ([`Runner::run_once_async`] driven to completion; not on the web).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run_once(&self) -> Result<f64> {
+        pollster::block_on(self.run_once_async())
+    }
+
+    /// [`Runner::run_once`] as a future (the only form on the web).
+    pub async fn run_once_async(&self) -> Result<f64> {
         let (ctx, inputs) = (self.ctx, &self.inputs);
-        ctx.gpu_scope("benchmark", || -> Result<f64> {
+        let cmd = ctx.gpu_scope("benchmark", || -> Result<wgpu::CommandBuffer> {
             let mut enc = ctx
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -313,26 +361,40 @@ impl<'a> Runner<'a> {
                 enc.resolve_query_set(set, 0..2, resolve, 0);
                 enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
             }
-            let cmd = enc.finish();
-            let started = Instant::now();
-            ctx.queue().submit([cmd]);
-            ctx.wait()?;
-            let wall = started.elapsed().as_secs_f64() * 1e3;
-            match &self.queries {
-                Some((_, _, read)) => {
-                    let bytes = ctx.read_buffer(read, 16)?;
-                    let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
-                    let period_ns = ctx.queue().get_timestamp_period() as f64;
-                    Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
-                }
-                None => Ok(wall),
+            Ok(enc.finish())
+        })??;
+        let started = Instant::now();
+        ctx.gpu_scope("benchmark", || ctx.queue().submit([cmd]))?;
+        ctx.wait_async().await?;
+        let wall = started.elapsed().as_secs_f64() * 1e3;
+        ctx.settle().await?;
+        match &self.queries {
+            Some((_, _, read)) => {
+                let bytes = ctx.read_buffers(&[(read, 16)]).await?.concat();
+                let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+                let period_ns = ctx.queue().get_timestamp_period() as f64;
+                Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
             }
-        })?
+            None => Ok(wall),
+        }
     }
 }
 
-/// Times `spec` on `ctx`. `progress(done, expected)` is called after every run.
+/// Times `spec` on `ctx`. `progress(done, expected)` is called after every run. Blocks until
+/// done ([`bench_async`] driven to completion; not on the web).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn bench(
+    ctx: &Context,
+    spec: &AttentionSpec,
+    config: &BenchConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BenchResult> {
+    pollster::block_on(bench_async(ctx, spec, config, progress))
+}
+
+/// [`bench()`] as a future (the only form on the web): `progress(done, expected)` is called
+/// after every run, between which the future yields to the browser.
+pub async fn bench_async(
     ctx: &Context,
     spec: &AttentionSpec,
     config: &BenchConfig,
@@ -340,14 +402,14 @@ pub fn bench(
 ) -> Result<BenchResult> {
     let runner = Runner::new(ctx, spec, config.timing)?;
     for _ in 0..config.warmup {
-        runner.run_once()?;
+        runner.run_once_async().await?;
     }
     let mut times = Vec::new();
     let started = Instant::now();
     while times.len() < config.max_runs.max(1)
         && (times.len() < config.min_runs.max(1) || started.elapsed() < config.target)
     {
-        times.push(runner.run_once()?);
+        times.push(runner.run_once_async().await?);
         let expected = if started.elapsed() < config.target {
             let per = started.elapsed().as_secs_f64() / times.len() as f64;
             ((config.target.as_secs_f64() / per) as usize).clamp(config.min_runs, config.max_runs)

@@ -144,8 +144,77 @@ fn wanted(features: wgpu::Features) -> wgpu::Features {
         })
 }
 
+/// What wgattn requests of an adapter: the adapter's limits lowered by `options`, the features
+/// wgattn uses that the adapter has (cooperative matrices only where the matrix-tile variant
+/// can use them), and the adapter's cooperative-matrix shapes.
+struct DeviceRequest {
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    experimental: bool,
+    coop_properties: Vec<wgpu::CooperativeMatrixProperties>,
+}
+
+impl DeviceRequest {
+    /// The descriptor of wgattn's devices.
+    fn descriptor(&self) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("wgattn"),
+            required_features: self.features,
+            required_limits: self.limits.clone(),
+            experimental_features: if self.experimental {
+                // SAFETY: wgpu marks cooperative matrices experimental (the API may change and
+                // may have bugs). They are requested only where the adapter lists an
+                // f16×f16→f32 shape, used only by the matrix-tile shaders (validated by naga
+                // like every other variant), and `disable_cooperative_matrix` turns them off.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }
+    }
+}
+
+/// The [`DeviceRequest`] of `adapter` under `options`.
+fn device_request(adapter: &wgpu::Adapter, options: &ContextOptions) -> DeviceRequest {
+    let mut limits = adapter.limits();
+    if let Some(m) = options.max_storage_binding {
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+    }
+    if let Some(m) = options.max_buffer_size {
+        limits.max_buffer_size = limits.max_buffer_size.min(m);
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+    }
+    if let Some(m) = options.max_workgroups_per_dim {
+        limits.max_compute_workgroups_per_dimension =
+            limits.max_compute_workgroups_per_dimension.min(m);
+    }
+    if let Some(m) = options.max_storage_buffers_per_stage {
+        limits.max_storage_buffers_per_shader_stage =
+            limits.max_storage_buffers_per_shader_stage.min(m);
+    }
+    let mut features = wanted(adapter.features());
+    let coop_properties = adapter.cooperative_matrix_properties();
+    let coop = !options.disable_cooperative_matrix
+        && adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        && crate::planner::coop_f16_edge(&coop_properties).is_some();
+    if coop {
+        features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    }
+    DeviceRequest {
+        limits,
+        features,
+        experimental: coop,
+        coop_properties,
+    }
+}
+
 /// One wgpu instance per process: contexts made by wgattn share it, so resources of two such
 /// contexts mixed up are reported by wgpu as a device mismatch rather than unknown ids.
+#[cfg(not(target_arch = "wasm32"))]
 fn instance() -> &'static wgpu::Instance {
     static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
     INSTANCE.get_or_init(|| {
@@ -153,6 +222,7 @@ fn instance() -> &'static wgpu::Instance {
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Preference order: discrete > integrated > virtual > CPU > other; then Vulkan, Metal, DX12, GL.
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let ty = match info.device_type {
@@ -172,6 +242,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, backend)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The index of the best-ranked adapter of `list` that `matches` accepts (the order `info`
 /// prints: [`rank`], stable for equal ranks).
 fn best_match(list: &[wgpu::Adapter], matches: &impl Fn(&wgpu::Adapter) -> bool) -> Option<usize> {
@@ -180,6 +251,7 @@ fn best_match(list: &[wgpu::Adapter], matches: &impl Fn(&wgpu::Adapter) -> bool)
     best_index(&infos, &accepted)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The best-ranked accepted entry of `infos`; the first of equal rank.
 fn best_index(infos: &[wgpu::AdapterInfo], accepted: &[bool]) -> Option<usize> {
     (0..infos.len())
@@ -187,21 +259,25 @@ fn best_index(infos: &[wgpu::AdapterInfo], accepted: &[bool]) -> Option<usize> {
         .min_by_key(|&i| (rank(&infos[i]), i))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Whether a GL adapter could rank above `best` (the best Vulkan/Metal/DX12 match): only a
 /// discrete GPU cannot be beaten, since at equal device type the primary back ends win.
 fn gl_could_win(best: Option<&wgpu::AdapterInfo>) -> bool {
     best.is_none_or(|b| b.device_type != wgpu::DeviceType::DiscreteGpu)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The text an adapter filter is matched against: "name backend", lowercase.
 fn match_text(info: &wgpu::AdapterInfo) -> String {
     format!("{} {}", info.name, info.backend).to_lowercase()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Serialises enumerating and dropping adapters: wgpu's GL backend makes its EGL context
 /// current when an adapter is dropped and panics (BadAccess) when another thread does the same.
 static ADAPTER_LOCK: Mutex<()> = Mutex::new(());
 
+#[cfg(not(target_arch = "wasm32"))]
 /// A GL device wgattn opened, shared by every later GL context of the process that asks for
 /// the adapter's own limits. wgpu 30's GL (EGL) backend panics (BadAccess) when two GL devices
 /// of one process are used from two threads, or when adapters are enumerated while another
@@ -215,11 +291,14 @@ struct SharedGl {
     lost: Arc<Mutex<Option<String>>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 static GL_DEVICES: Mutex<Vec<SharedGl>> = Mutex::new(Vec::new());
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Serialises opening contexts (see [`Context::with_options`]).
 static OPEN_LOCK: Mutex<()> = Mutex::new(());
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The adapters of `backends` (∩ `WGPU_BACKEND`), best first. The GL backend is enumerated
 /// on its own: wgpu's EGL code panics (BadAccess) when another thread of the process is using
 /// a GL device at that moment; that panic is caught and reported, and only GL's adapters are
@@ -246,6 +325,7 @@ fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     list
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every adapter wgpu sees (honouring `WGPU_BACKEND`), best first.
 pub fn adapters() -> Vec<wgpu::Adapter> {
     let _opening = OPEN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,6 +333,7 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
     enumerate(wgpu::Backends::all())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Summaries of every adapter, best first. While this process has a GL device open, GL is
 /// summarised from that device instead of being enumerated again (enumerating GL while another
 /// thread uses a GL device makes wgpu's EGL code panic).
@@ -298,6 +379,7 @@ pub fn adapter_summaries() -> Vec<AdapterSummary> {
     list
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn env_filter() -> Option<String> {
     std::env::var("WGATTN_ADAPTER")
         .ok()
@@ -332,16 +414,98 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Opens the best adapter (see [`adapters`]), narrowed by `WGATTN_ADAPTER` if set.
+    /// Opens the best adapter (see [`adapters`]), narrowed by `WGATTN_ADAPTER` if set. Blocks
+    /// until the device is open: [`Context::new_async`] driven to completion (not on the web,
+    /// where nothing may block; use [`Context::new_async`] there).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         Self::with_options(ContextOptions::default())
     }
 
-    /// Opens an adapter with explicit options. GL contexts of one process share one device per
-    /// adapter (unless options lower the limits): wgpu's GL
-    /// backend cannot run two GL devices from two threads. Destroying that device through
-    /// [`Context::device`] loses it for every such context.
+    /// Opens an adapter with explicit options: [`Context::with_options_async`] driven to
+    /// completion (not on the web).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options_async(options))
+    }
+
+    /// Opens the best adapter: on native targets as [`Context::new`] does, in the browser (and
+    /// Deno) the WebGPU adapter `navigator.gpu.requestAdapter` gives with the high-performance
+    /// preference.
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(ContextOptions::default()).await
+    }
+
+    /// Opens an adapter with explicit options.
+    ///
+    /// Native targets: the best adapter of every back end that matches `options.adapter` (or
+    /// `WGATTN_ADAPTER`). GL contexts of one process share one device per adapter (unless
+    /// options lower the limits): wgpu's GL backend cannot run two GL devices from two
+    /// threads. Destroying that device through [`Context::device`] loses it for every such
+    /// context. wgpu's native back ends open devices synchronously, so this future is ready
+    /// when first polled.
+    ///
+    /// WebAssembly: the browser's WebGPU adapter; `options.adapter`, when set, must be a
+    /// substring of its name (else [`Error::NoAdapter`]). The future resolves when the browser
+    /// has opened the device.
+    pub async fn with_options_async(options: ContextOptions) -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Self::open_native(options)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            Self::open_web(options).await
+        }
+    }
+
+    /// The WebGPU adapter of the browser, opened with wgattn's features and the adapter's
+    /// limits (lowered by `options`).
+    #[cfg(target_arch = "wasm32")]
+    async fn open_web(options: ContextOptions) -> Result<Self> {
+        // The instance lives as long as the page: when it is dropped, the browser loses every
+        // device made through it ("A valid external Instance reference no longer exists").
+        thread_local! {
+            static INSTANCE: wgpu::Instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: wgpu::Backends::BROWSER_WEBGPU,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+        }
+        let instance = INSTANCE.with(wgpu::Instance::clone);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter {
+                filter: Some(format!("WebGPU ({e})")),
+                available: Vec::new(),
+            })?;
+        let info = adapter.get_info();
+        if let Some(f) = &options.adapter {
+            let text = format!("{} {}", info.name, info.backend).to_lowercase();
+            if !text.contains(&f.to_lowercase()) {
+                return Err(Error::NoAdapter {
+                    filter: Some(f.clone()),
+                    available: vec![format!("{} ({})", info.name, info.backend)],
+                });
+            }
+        }
+        let request = device_request(&adapter, &options);
+        let (device, queue) = adapter
+            .request_device(&request.descriptor())
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        Self::opened(device, queue, info, &options, &request)
+    }
+
+    /// Chooses and opens a native adapter (see [`Context::with_options_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn open_native(options: ContextOptions) -> Result<Self> {
         // One context opens at a time: a GL device is created and registered as shared before
         // another thread looks for one (two GL devices in one process make wgpu's EGL code
         // panic), and GL is never enumerated while a GL device is being created.
@@ -410,68 +574,14 @@ impl Context {
             }
         };
         let info = adapter.get_info();
-        let mut limits = adapter.limits();
-        if let Some(m) = options.max_storage_binding {
-            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
-        }
-        if let Some(m) = options.max_buffer_size {
-            limits.max_buffer_size = limits.max_buffer_size.min(m);
-            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
-        }
-        if let Some(m) = options.max_workgroups_per_dim {
-            limits.max_compute_workgroups_per_dimension =
-                limits.max_compute_workgroups_per_dimension.min(m);
-        }
-        if let Some(m) = options.max_storage_buffers_per_stage {
-            limits.max_storage_buffers_per_shader_stage =
-                limits.max_storage_buffers_per_shader_stage.min(m);
-        }
-        let mut features = wanted(adapter.features());
-        // Cooperative matrices (tensor cores) only where the matrix-tile variant can use them.
-        let coop_properties = adapter.cooperative_matrix_properties();
-        let coop = !options.disable_cooperative_matrix
-            && adapter
-                .features()
-                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-            && crate::planner::coop_f16_edge(&coop_properties).is_some();
-        if coop {
-            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-        }
-        let experimental_features = if coop {
-            // SAFETY: wgpu marks cooperative matrices experimental (the API may change and may
-            // have bugs). They are requested only where the adapter lists an f16×f16→f32
-            // shape, used only by the matrix-tile shaders (validated by naga like every other
-            // variant), and `disable_cooperative_matrix` turns them off.
-            unsafe { wgpu::ExperimentalFeatures::enabled() }
-        } else {
-            wgpu::ExperimentalFeatures::disabled()
-        };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgattn"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features,
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            message: e.to_string(),
-        })?;
-        // Errors outside wgattn's error scopes must not abort the process: log them instead.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            log::error!("uncaptured wgpu error: {e}");
-        }));
-        let mut ctx = Self::assemble(device, queue, info, &options);
-        ctx.caps = ctx
-            .caps
-            .with_cooperative_matrices(ctx.features, &coop_properties);
-        ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
-        let lost = ctx.lost.clone();
-        ctx.device.set_device_lost_callback(move |reason, message| {
-            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(format!("{reason:?}: {message}"));
-        });
+        let request = device_request(&adapter, &options);
+        // Native back ends create the device synchronously: this future is ready at once.
+        let (device, queue) = pollster::block_on(adapter.request_device(&request.descriptor()))
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        let ctx = Self::opened(device, queue, info, &options, &request)?;
         if ctx.info.backend == wgpu::Backend::Gl && !lowered {
             GL_DEVICES
                 .lock()
@@ -483,6 +593,32 @@ impl Context {
                     lost: ctx.lost.clone(),
                 });
         }
+        Ok(ctx)
+    }
+
+    /// A context on a device wgattn opened: uncaptured errors are logged, device loss is
+    /// recorded, cooperative matrices and tuned choices are set up.
+    fn opened(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        options: &ContextOptions,
+        request: &DeviceRequest,
+    ) -> Result<Self> {
+        // Errors outside wgattn's error scopes must not abort the process: log them instead.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}");
+        }));
+        let mut ctx = Self::assemble(device, queue, info, options);
+        ctx.caps = ctx
+            .caps
+            .with_cooperative_matrices(ctx.features, &request.coop_properties);
+        ctx.tuning = crate::tune::load(&options.tune_cache, &ctx.info)?;
+        let lost = ctx.lost.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
         Ok(ctx)
     }
 
@@ -593,37 +729,72 @@ impl Context {
 
     /// Compiles `rendered` into a shader module. A module the compiler rejects is a bug in a
     /// template: it is reported as [`Error::Shader`] with the template line of every position
-    /// (see [`Rendered::annotate`](crate::shaders::Rendered::annotate)).
+    /// (see [`Rendered::annotate`](crate::shaders::Rendered::annotate)). On the web the report
+    /// comes from the next [`Context::settle`].
     fn shader_module(&self, label: &str, rendered: &Rendered) -> Result<wgpu::ShaderModule> {
-        self.gpu_scope("shader compilation", || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(label),
-                    source: wgpu::ShaderSource::Wgsl(rendered.source.as_str().into()),
-                })
-        })
-        .map_err(|e| match e {
-            Error::Gpu { message, .. } if is_shader_error(&message) => Error::Shader {
-                shader: label.to_string(),
-                message: rendered.annotate(&message),
+        self.check_lost("shader compilation")?;
+        let shader = label.to_string();
+        let annotate = rendered.clone();
+        gpu_scope_mapped(
+            &self.device,
+            "shader compilation",
+            || {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(label),
+                        source: wgpu::ShaderSource::Wgsl(rendered.source.as_str().into()),
+                    })
             },
-            e => e,
-        })
+            move |e| match e {
+                Error::Gpu { message, .. } if is_shader_error(&message) => Error::Shader {
+                    shader,
+                    message: annotate.annotate(&message),
+                },
+                e => e,
+            },
+        )
+    }
+
+    /// An error when the device is known to be lost.
+    fn check_lost(&self, during: &'static str) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(reason) => Err(Error::Gpu {
+                during,
+                message: format!("the device was lost ({reason})"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Runs `f` inside wgpu error scopes; see [`gpu_scope`]. Fails at once, without calling
     /// `f`, when the device is known to be lost.
     pub(crate) fn gpu_scope<T, F: FnOnce() -> T>(&self, during: &'static str, f: F) -> Result<T> {
-        if let Some(reason) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Err(Error::Gpu {
-                during,
-                message: format!("the device was lost ({reason})"),
-            });
-        }
+        self.check_lost(during)?;
         gpu_scope(&self.device, during, f)
     }
 
+    /// Reports the first GPU error of the work recorded so far. Native targets check every
+    /// error scope as it closes, so there is nothing left to report. On the web, error scopes
+    /// resolve asynchronously: every scope closed since the last call is awaited here, and a
+    /// failure also empties the pipeline cache (a pipeline that failed to compile must not be
+    /// reused).
+    pub async fn settle(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let result = web_scopes::settle().await;
+            if result.is_err() {
+                self.pipelines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            result?;
+        }
+        self.check_lost("waiting for the GPU")
+    }
+
     /// Waits for all submitted work.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -634,40 +805,93 @@ impl Context {
             })
     }
 
-    /// Maps `buffer` (MAP_READ) and copies its first `bytes` bytes out.
-    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        let slice = buffer.slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
+    /// Resolves when the GPU has finished the work submitted so far (native targets: polls the
+    /// device until then; the web: `onSubmittedWorkDone`).
+    pub(crate) async fn wait_async(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
-        rx.recv()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| Error::Gpu {
-                during: "reading results back",
-                message,
-            })?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu {
-                during: "reading results back",
-                message: e.to_string(),
-            })?
-            .to_vec();
-        buffer.unmap();
-        Ok(data)
+        rx.await.map_err(|_| Error::Gpu {
+            during: "waiting for the GPU",
+            message: "the device dropped the completion callback (device lost?)".into(),
+        })
+    }
+
+    /// Maps `buffer` (MAP_READ) and copies its first `bytes` bytes out, blocking until then.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let mut data = pollster::block_on(self.read_buffers(&[(buffer, bytes)]))?;
+        Ok(data.pop().unwrap_or_default())
+    }
+
+    /// Maps each `(buffer, bytes)` (MAP_READ buffers) and copies its first `bytes` bytes out:
+    /// `map_async` on every buffer, then one wait (native targets poll the device; on the web
+    /// the browser resolves the mappings).
+    pub(crate) async fn read_buffers(
+        &self,
+        reads: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let failed = |message: String| Error::Gpu {
+            during: "reading results back",
+            message,
+        };
+        self.check_lost("reading results back")?;
+        let pending: Vec<_> = reads
+            .iter()
+            .map(|&(buffer, bytes)| {
+                let (tx, rx) = futures_channel::oneshot::channel();
+                buffer
+                    .slice(..bytes)
+                    .map_async(wgpu::MapMode::Read, move |r| {
+                        let _ = tx.send(r);
+                    });
+                rx
+            })
+            .collect();
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()?;
+        let mut out = Vec::with_capacity(reads.len());
+        for (&(buffer, bytes), rx) in reads.iter().zip(pending) {
+            rx.await
+                .map_err(|_| failed("the mapping callback was dropped (device lost?)".into()))?
+                .map_err(|e| failed(e.to_string()))?;
+            let data = buffer
+                .slice(..bytes)
+                .get_mapped_range()
+                .map_err(|e| failed(e.to_string()))?
+                .to_vec();
+            buffer.unmap();
+            out.push(data);
+        }
+        Ok(out)
     }
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes of `device` and turns
 /// any error wgpu reports into [`Error::Gpu`]. A panic inside wgpu (it panics on resources
 /// from another wgpu instance, for one) becomes an [`Error::Gpu`] too.
+///
+/// Native targets learn the scopes' errors at once. On the web they arrive asynchronously:
+/// `f`'s value is returned and the scopes are awaited by the next [`Context::settle`], which
+/// reports the first error (WebGPU turns a failed call into an invalid object, so later work
+/// fails in its turn and the first error is the cause).
 pub(crate) fn gpu_scope<T>(
     device: &wgpu::Device,
     during: &'static str,
     f: impl FnOnce() -> T,
+) -> Result<T> {
+    gpu_scope_mapped(device, during, f, |e| e)
+}
+
+/// [`gpu_scope`] with `map` applied to the error it reports.
+fn gpu_scope_mapped<T>(
+    device: &wgpu::Device,
+    during: &'static str,
+    f: impl FnOnce() -> T,
+    map: impl FnOnce(Error) -> Error + 'static,
 ) -> Result<T> {
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -677,23 +901,69 @@ pub(crate) fn gpu_scope<T>(
         Ok(v) => v,
         Err(panic) => {
             drop((validation, internal, oom));
-            return Err(Error::Gpu {
+            return Err(map(Error::Gpu {
                 during,
                 message: format!("wgpu panicked: {}", panic_text(panic.as_ref())),
-            });
+            }));
         }
     };
-    let errors = [
-        pollster::block_on(validation.pop()),
-        pollster::block_on(internal.pop()),
-        pollster::block_on(oom.pop()),
-    ];
-    match errors.into_iter().flatten().next() {
-        None => Ok(value),
-        Some(e) => Err(Error::Gpu {
-            during,
-            message: e.to_string(),
-        }),
+    // Popped now, innermost first; the futures only deliver the scopes' errors.
+    let popped = [validation.pop(), internal.pop(), oom.pop()];
+    let first_error = async move {
+        for scope in popped {
+            if let Some(e) = scope.await {
+                return Some(map(Error::Gpu {
+                    during,
+                    message: e.to_string(),
+                }));
+            }
+        }
+        None
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        match pollster::block_on(first_error) {
+            None => Ok(value),
+            Some(e) => Err(e),
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        web_scopes::defer(Box::pin(first_error));
+        Ok(value)
+    }
+}
+
+/// Error scopes waiting to be checked on the web (one thread: a thread-local list).
+#[cfg(target_arch = "wasm32")]
+mod web_scopes {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use crate::error::{Error, Result};
+
+    type Check = Pin<Box<dyn Future<Output = Option<Error>>>>;
+
+    thread_local! {
+        static PENDING: RefCell<Vec<Check>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Adds the checks of closed scopes.
+    pub(super) fn defer(check: Check) {
+        PENDING.with(|p| p.borrow_mut().push(check));
+    }
+
+    /// Awaits every pending check; the first error in the order the scopes closed.
+    pub(super) async fn settle() -> Result<()> {
+        let checks = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        let mut first = None;
+        for check in checks {
+            if let Some(e) = check.await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 

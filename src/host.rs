@@ -101,6 +101,7 @@ impl Context {
     /// Computes attention on the GPU from f32 host slices (layout of the spec; rounded to f16
     /// first when the spec's dtype is f16) and reads the result back. Same as
     /// [`Context::attention_with`] without bias or mask.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn attention(
         &self,
         spec: &AttentionSpec,
@@ -111,29 +112,68 @@ impl Context {
         self.attention_with(spec, &Inputs::new(q, k, v))
     }
 
+    /// Computes attention on the GPU from host inputs and reads the result back:
+    /// [`Context::attention_with_async`] driven to completion (not on the web, where nothing
+    /// may block).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn attention_with(&self, spec: &AttentionSpec, inputs: &Inputs) -> Result<Output> {
+        pollster::block_on(self.attention_with_async(spec, inputs))
+    }
+
+    /// [`Context::attention`] as a future (the only form on the web).
+    pub async fn attention_async(
+        &self,
+        spec: &AttentionSpec,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<Output> {
+        self.attention_with_async(spec, &Inputs::new(q, k, v)).await
+    }
+
     /// Computes attention on the GPU from host inputs and reads the result back. Inputs are
     /// checked first (`AttentionSpec::check_inputs`): lengths, declared bias/mask, and no NaN
     /// or ±Inf in q, k, v. With dtype f16, `Output::out` holds the f16 results as f32 (exactly).
-    /// Buffers and the plan are reused across calls with the same sizes / spec.
-    pub fn attention_with(&self, spec: &AttentionSpec, inputs: &Inputs) -> Result<Output> {
+    /// Buffers and the plan are reused across calls with the same sizes / spec. Calls may
+    /// overlap (several futures in flight): a call that finds the cached buffers in use by
+    /// another makes its own.
+    ///
+    /// The result is read back with `map_async`: on native targets the future polls the
+    /// device until the work is done; on the web it resolves when the browser has mapped the
+    /// results, and GPU errors of the call are reported through [`Context::settle`].
+    pub async fn attention_with_async(
+        &self,
+        spec: &AttentionSpec,
+        inputs: &Inputs<'_>,
+    ) -> Result<Output> {
         spec.validate(self.limits())?;
         spec.check_inputs(inputs)?;
-        let mut state = self.host.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (plan_slot, bufs_slot) = &mut *state;
-        if plan_slot.as_ref().is_none_or(|p| p.spec() != spec) {
-            *plan_slot = None;
-            *plan_slot = Some(self.plan(spec)?);
-        }
-        let plan = plan_slot.as_ref().expect("plan was just set");
+        // Take the cached plan and buffers out for the call (no lock is held across an await).
+        let (cached_plan, cached_bufs) = {
+            let mut state = self.host.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (plan_slot, bufs_slot) = &mut *state;
+            // A plan of another spec is dropped before planning (it may hold large scratch).
+            (
+                plan_slot.take().filter(|p| p.spec() == spec),
+                bufs_slot.take(),
+            )
+        };
+        let plan = match cached_plan {
+            Some(plan) => plan,
+            None => self.plan(spec)?,
+        };
         let sizes = plan.sizes();
-        if bufs_slot.as_ref().is_none_or(|b| b.sizes != sizes) {
-            *bufs_slot = None;
-            *bufs_slot = Some(self.gpu_scope("allocating host buffers", || {
-                HostBuffers::new(self.device(), sizes)
-            })?);
-            self.host.allocations.fetch_add(1, Ordering::Relaxed);
-        }
-        let b = bufs_slot.as_ref().expect("buffers were just set");
+        let b = match cached_bufs {
+            Some(b) if b.sizes == sizes => b,
+            other => {
+                drop(other);
+                let b = self.gpu_scope("allocating host buffers", || {
+                    HostBuffers::new(self.device(), sizes)
+                })?;
+                self.host.allocations.fetch_add(1, Ordering::Relaxed);
+                b
+            }
+        };
         self.gpu_scope("running attention", || -> Result<()> {
             let queue = self.queue();
             queue.write_buffer(&b.q, 0, &gpu_bytes(&inputs.q, spec.dtype));
@@ -170,23 +210,33 @@ impl Context {
             queue.submit([enc.finish()]);
             Ok(())
         })??;
-        let raw = self.read_buffer(&b.read_out, sizes.q)?;
+        let mut reads = vec![(&b.read_out, sizes.q)];
+        if spec.return_lse {
+            reads.push((&b.read_lse, sizes.lse));
+        }
+        if let Some(r) = &b.read_weights {
+            reads.push((r, sizes.weights));
+        }
+        // Errors of the work above (on the web they are only known now) before the mappings.
+        self.settle().await?;
+        let mut raw = self.read_buffers(&reads).await?.into_iter();
+        let out_bytes = raw.next().unwrap_or_default();
         let out = match spec.dtype {
-            DType::F32 => floats(&raw),
-            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(&raw[..spec.q_len() * 2])
+            DType::F32 => floats(&out_bytes),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(&out_bytes[..spec.q_len() * 2])
                 .into_iter()
                 .map(f16::to_f32)
                 .collect(),
         };
-        let lse = if spec.return_lse {
-            Some(floats(&self.read_buffer(&b.read_lse, sizes.lse)?))
-        } else {
-            None
-        };
-        let weights = match &b.read_weights {
-            Some(r) => Some(floats(&self.read_buffer(r, sizes.weights)?)),
-            None => None,
-        };
+        let lse = spec
+            .return_lse
+            .then(|| floats(&raw.next().unwrap_or_default()));
+        let weights = b
+            .read_weights
+            .as_ref()
+            .map(|_| floats(&raw.next().unwrap_or_default()));
+        // Back into the cache for the next call.
+        *self.host.state.lock().unwrap_or_else(|e| e.into_inner()) = (Some(plan), Some(b));
         Ok(Output { out, lse, weights })
     }
 

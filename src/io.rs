@@ -14,6 +14,7 @@ use half::f16;
 
 use crate::error::{Error, Result};
 use crate::inputs::{Inputs, Tensor};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::output::Output;
 use crate::spec::{Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Layout, Window};
 
@@ -102,6 +103,7 @@ fn tensor_bool(path: &Path, st: &SafeTensors, name: &str) -> Result<(Vec<usize>,
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn load(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -114,6 +116,7 @@ fn parse_file<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
         .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Reads tensor `name` (F32 or F16) of a safetensors file as f32, with its shape.
 pub fn read_float_tensor(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let path = path.as_ref();
@@ -122,6 +125,7 @@ pub fn read_float_tensor(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usiz
     Ok((shape, data))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Reads tensor `name` (BOOL, or U8 with nonzero = true) of a safetensors file, with its shape.
 pub fn read_bool_tensor(path: impl AsRef<Path>, name: &str) -> Result<(Vec<usize>, Vec<bool>)> {
     let path = path.as_ref();
@@ -187,6 +191,7 @@ pub fn parse_kv_lens(s: &str) -> Result<Option<Vec<u32>>> {
         .map(Some)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Reads a case file. The spec comes from the tensor shapes and the metadata (`layout`,
 /// `causal`, `causal_align`, `scale`, `kv_lens`, `num_q_heads`, `num_kv_heads`); shapes and
 /// metadata must agree.
@@ -195,11 +200,18 @@ pub fn read_case(path: impl AsRef<Path>) -> Result<Case> {
 }
 
 /// Like [`read_case`], with the layout given by the caller instead of the file's metadata.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_case_as(path: impl AsRef<Path>, layout: Option<Layout>) -> Result<Case> {
     let path = path.as_ref();
-    let bytes = load(path)?;
-    let st = parse_file(path, &bytes)?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    case_from_bytes(&load(path)?, path, layout)
+}
+
+/// Reads a case from the bytes of a safetensors file (as [`read_case_as`] reads a file; the
+/// only form on the web, where a page fetches the bytes). `path` names the case in errors and
+/// in [`Case::path`].
+pub fn case_from_bytes(bytes: &[u8], path: &Path, layout: Option<Layout>) -> Result<Case> {
+    let st = parse_file(path, bytes)?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let layout = match (layout, metadata.get("layout")) {
@@ -429,6 +441,7 @@ pub fn spec_metadata(spec: &AttentionSpec) -> HashMap<String, String> {
     m
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// A tensor to write.
 #[derive(Debug, Clone, Copy)]
 pub enum TensorOut<'a> {
@@ -440,6 +453,7 @@ pub enum TensorOut<'a> {
     Bool(&'a [bool]),
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes named f32 tensors and metadata to a safetensors file.
 pub fn write_tensors(
     path: impl AsRef<Path>,
@@ -453,6 +467,7 @@ pub fn write_tensors(
     write_typed(path, &typed, metadata)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes named tensors of any supported type and metadata to a safetensors file.
 pub fn write_typed(
     path: impl AsRef<Path>,
@@ -488,6 +503,7 @@ pub fn write_typed(
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes an attention result: `out` (shape of q, in the spec's dtype), and `lse`
 /// `[B, Hq, Sq]` / `weights` `[B, Hq, Sq, Sk]` (f32) when present, with the spec's metadata.
 pub fn write_output(path: impl AsRef<Path>, spec: &AttentionSpec, output: &Output) -> Result<()> {
@@ -513,6 +529,7 @@ pub fn write_output(path: impl AsRef<Path>, spec: &AttentionSpec, output: &Outpu
     write_typed(path, &tensors, spec_metadata(spec))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes a case file (q, k, v, and `out` when given) with the spec's metadata.
 pub fn write_case(
     path: impl AsRef<Path>,
@@ -525,6 +542,7 @@ pub fn write_case(
     write_case_with(path, spec, q, k, v, None, None, out)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes a full case file: q, k, v in the spec's dtype, `bias` (f32) and `mask` (BOOL) in the
 /// shapes the spec declares, `out` (f32) when given, and the spec's metadata.
 #[allow(clippy::too_many_arguments)]

@@ -39,7 +39,9 @@ pub mod tune;
 pub mod validation;
 
 pub use backward::{BackwardBuffers, BackwardMode, BackwardPlan, BackwardSizes, Grads};
-pub use context::{AdapterSummary, Context, ContextOptions, adapter_summaries, adapters};
+pub use context::{AdapterSummary, Context, ContextOptions};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::{adapter_summaries, adapters};
 pub use error::{Error, Result, SpecProblem};
 pub use inputs::{Inputs, Tensor};
 pub use limits::DeviceLimits;

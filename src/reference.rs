@@ -5,6 +5,7 @@
 use half::f16;
 
 mod backward;
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) use backward::check_d_out;
 pub use backward::{attention_backward, attention_backward_f16_plain};
 

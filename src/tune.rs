@@ -14,7 +14,7 @@
 //! one that can run it, and the untuned defaults otherwise. Variants forced by
 //! `ContextOptions::flash_tiles` / `flash_mma` win over tuned ones.
 //!
-//! The cache file is JSON, by default `$XDG_CACHE_HOME/wgattn/tune.json` (else
+//! The cache file (feature `tune-cache`, on in the command-line tool) is JSON, by default `$XDG_CACHE_HOME/wgattn/tune.json` (else
 //! `~/.cache/wgattn/tune.json`, on Windows `%LOCALAPPDATA%\wgattn\tune.json`); the
 //! `WGATTN_TUNE_CACHE` environment variable names another file, or `off`. A missing file
 //! means no tuning. A default-location file that cannot be read or parsed is ignored with a
@@ -24,19 +24,26 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tune-cache")]
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{Runner, Timing};
-use crate::context::Context;
+use crate::bench::Timing;
 use crate::error::{Error, Result};
 use crate::planner::{
     self, Caps, DECODE_MAX_SEQ_Q, FusedVariant, HeadClass, KvSharing, MMA_SHAPES, MmaShape, Storage,
 };
 use crate::spec::{AttentionSpec, Kernel};
-use crate::testdata::{self, Dist};
-use crate::validation::{TOL_F32, Tolerances};
+// Tuning times candidates with the blocking runner: native targets only.
+#[cfg(not(target_arch = "wasm32"))]
+use crate::{
+    bench::Runner,
+    context::Context,
+    testdata::{self, Dist},
+    validation::{TOL_F32, Tolerances},
+};
 
 /// Version of the cache file format this build reads and writes.
 pub const CACHE_VERSION: u32 = 1;
@@ -89,7 +96,8 @@ pub fn resolve(source: &TuneCacheSource) -> Option<(PathBuf, bool)> {
 }
 
 /// An adapter as the cache keys it: name, backend and driver.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct AdapterKey {
     /// Adapter name.
     pub name: String,
@@ -113,8 +121,9 @@ impl AdapterKey {
 }
 
 /// How many query rows per kv head a shape has, as the tuner classes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "tune-cache", serde(rename_all = "lowercase"))]
 pub enum RowsClass {
     /// `seq_q ≤` [`DECODE_MAX_SEQ_Q`]: decoding.
     Decode,
@@ -125,7 +134,8 @@ pub enum RowsClass {
 }
 
 /// The class of shapes one tuned choice serves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct ShapeClass {
     /// `f32`, `f16` or `packed` (f16 in u32 words).
     pub storage: String,
@@ -178,8 +188,12 @@ impl ShapeClass {
 }
 
 /// One tunable choice of the fused kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "family", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
+#[cfg_attr(
+    feature = "tune-cache",
+    serde(tag = "family", rename_all = "snake_case")
+)]
 pub enum TunedChoice {
     /// The rows variant (`flash.wgsl`) with `rows` query rows per invocation and `wg`
     /// invocations; K/V shared as the device allows (subgroups of a fixed size, else
@@ -305,7 +319,8 @@ impl TunedChoice {
 }
 
 /// One tuned class of one adapter, with what was measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct TuneEntry {
     /// The adapter.
     pub adapter: AdapterKey,
@@ -328,7 +343,8 @@ pub struct TuneEntry {
 }
 
 /// The cache file: every tuned class of every adapter tuned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct TuneFile {
     /// [`CACHE_VERSION`].
     pub version: u32,
@@ -348,6 +364,7 @@ impl Default for TuneFile {
 impl TuneFile {
     /// Reads `path`: `Ok(None)` when it does not exist, [`Error::TuneCache`] when it cannot
     /// be read, is not a tune cache, or has another version.
+    #[cfg(feature = "tune-cache")]
     pub fn read(path: &Path) -> Result<Option<TuneFile>> {
         let bad = |message: String| Error::TuneCache {
             path: path.to_path_buf(),
@@ -370,6 +387,7 @@ impl TuneFile {
     }
 
     /// Writes to `path` (creating its folder), through a temporary file renamed into place.
+    #[cfg(feature = "tune-cache")]
     pub fn write(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
@@ -453,6 +471,7 @@ pub fn load(source: &TuneCacheSource, info: &wgpu::AdapterInfo) -> Result<Tuning
 
 /// The tuned choices for `info` in `path`; an unreadable or corrupt file is an error when
 /// `explicit`, else ignored with a warning.
+#[cfg(feature = "tune-cache")]
 fn load_from(path: &Path, explicit: bool, info: &wgpu::AdapterInfo) -> Result<Tuning> {
     match TuneFile::read(path) {
         Ok(None) => Ok(Tuning::none()),
@@ -463,6 +482,20 @@ fn load_from(path: &Path, explicit: bool, info: &wgpu::AdapterInfo) -> Result<Tu
             Ok(Tuning::none())
         }
     }
+}
+
+/// Without the `tune-cache` feature no file is read: a file named explicitly is an error
+/// saying so, the user's default cache is skipped (untuned defaults).
+#[cfg(not(feature = "tune-cache"))]
+fn load_from(path: &Path, explicit: bool, _info: &wgpu::AdapterInfo) -> Result<Tuning> {
+    if explicit {
+        return Err(Error::TuneCache {
+            path: path.to_path_buf(),
+            message: "cannot be read: this build of wgattn has no `tune-cache` feature".into(),
+        });
+    }
+    log::debug!("no `tune-cache` feature: {} not read", path.display());
+    Ok(Tuning::none())
 }
 
 /// The candidates the tuner times for `spec` on `caps` (the untuned default among them).
@@ -594,6 +627,7 @@ pub fn plan_variant(plan: &crate::Plan) -> String {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Checks the plan of `spec` with `tuning` against the CPU reference on a small problem of
 /// the same class; `Err` says why it is rejected.
 fn check_candidate(
@@ -622,6 +656,7 @@ fn check_candidate(
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Times the plan of `spec` with `tuning`: (median ms, what ran, timing). A candidate whose
 /// first timed run is slower than `cutoff_ms` is not timed further (that run is its time).
 fn time_candidate(
@@ -653,6 +688,7 @@ fn time_candidate(
     Ok((median(&mut times), ran, runner.timing()))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Tunes `spec`'s class on `ctx`: the untuned default and every candidate are checked
 /// against the reference on [`check_spec`], those that pass are timed on `spec`, the fastest
 /// becomes the entry. `progress` gets one line per candidate.
@@ -777,6 +813,7 @@ pub const CONFIRM_ROUNDS: usize = 3;
 /// How much faster than the default (fraction of its time) a candidate must be to be stored.
 pub const MIN_GAIN: f64 = 0.02;
 
+#[cfg(not(target_arch = "wasm32"))]
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -813,6 +850,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tune-cache")]
     #[test]
     fn cache_file_round_trip_and_errors() {
         let dir = std::env::temp_dir().join(format!("wgattn-tune-unit-{}", std::process::id()));

@@ -1,7 +1,7 @@
 //! GPU-versus-reference checking shared by `wgattn validate`, `wgattn demo` and the tests:
 //! the built-in shape grid and the comparison of case files with their stored `out`.
 
-#[cfg(feature = "safetensors")]
+#[cfg(all(feature = "safetensors", not(target_arch = "wasm32")))]
 use std::path::Path;
 
 use crate::context::Context;
@@ -468,11 +468,21 @@ pub fn option_grid() -> Vec<GridCase> {
 /// (bias and mask generated as `testdata::generate` does) with [`Tolerances`]: f32 out within
 /// the case's relative Frobenius tolerance, f16 out within FlashAttention's rule, lse within
 /// the tolerance × the logit scale with −∞ in place.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_grid_case(ctx: &Context, case: &GridCase, kernel: Kernel) -> Result<CaseResult> {
+    pollster::block_on(run_grid_case_async(ctx, case, kernel))
+}
+
+/// [`run_grid_case`] as a future (the only form on the web).
+pub async fn run_grid_case_async(
+    ctx: &Context,
+    case: &GridCase,
+    kernel: Kernel,
+) -> Result<CaseResult> {
     let spec = case.spec.clone().kernel(kernel).with_lse(true);
     let data = testdata::generate(&spec, case.dist, case.seed);
     let inputs = data.inputs();
-    let gpu = ctx.attention_with(&spec, &inputs)?;
+    let gpu = ctx.attention_with_async(&spec, &inputs).await?;
     let cpu = crate::reference::attention_with(&spec, &inputs)?;
     let tolerances = Tolerances::for_inputs(&spec, &inputs, &cpu.out, case.tolerance())?;
     Ok(CaseResult {
@@ -487,7 +497,7 @@ pub fn run_grid_case(ctx: &Context, case: &GridCase, kernel: Kernel) -> Result<C
 /// [`Tolerances`]), never from the stored `out`: f32 out within a relative Frobenius error of
 /// 1e-4 (as the cases' README sets for f32 engines), f16 out within twice the max-abs error
 /// of a plain f16 implementation against the f64 reference (+ 1e-5).
-#[cfg(feature = "safetensors")]
+#[cfg(all(feature = "safetensors", not(target_arch = "wasm32")))]
 pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseResult> {
     let case = crate::io::read_case(path)?;
     let stored = case.out.clone().ok_or_else(|| crate::Error::BadFile {
@@ -516,7 +526,7 @@ pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseR
 }
 
 /// The `*.safetensors` files of a directory, sorted.
-#[cfg(feature = "safetensors")]
+#[cfg(all(feature = "safetensors", not(target_arch = "wasm32")))]
 pub fn case_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| crate::Error::Io {
         path: dir.to_path_buf(),

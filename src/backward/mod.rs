@@ -11,11 +11,15 @@
 //! has its own element-parallel pass that sums dS over the broadcast dimensions. Extra
 //! memory: `4·B·Hq·Sq` f32 of row statistics.
 
+// Blocking paths (readback waits on the device): native targets only.
+#[cfg(not(target_arch = "wasm32"))]
 mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 mod host;
 mod kernels;
 mod plan;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub use bench::{BackwardTiming, bench_backward};
 pub(crate) use kernels::variants;
 pub use plan::{BackwardBuffers, BackwardPlan, BackwardSizes};

@@ -49,6 +49,7 @@ impl<'a> BackwardBuffers<'a> {
     /// The buffers wgattn allocates itself (host path, benchmark): inputs
     /// `[q, k, v, out, lse, d_out]`, gradients `[dq, dk, dv, dbias]`; dbias is computed when
     /// `with_dbias`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn from_sets(
         ins: &'a [wgpu::Buffer; 6],
         grads: &'a [wgpu::Buffer; 4],

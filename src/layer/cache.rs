@@ -325,7 +325,8 @@ impl KvCache {
     }
 
     /// The host convenience step: uploads `x` (`[B, T, E]`), runs
-    /// [`KvCache::encode_step`] and reads the output `[B, T, E]` back.
+    /// [`KvCache::encode_step`] and reads the output `[B, T, E]` back (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
         &mut self,
         ctx: &Context,

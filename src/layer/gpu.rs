@@ -83,8 +83,9 @@ pub(crate) fn scratch(
     })
 }
 
-/// Reads `elems` values of `dtype` from `buffer` (which needs `COPY_SRC`) as f32; `f` records
-/// the work before the copy into the same submission.
+/// Reads `elems` values of `dtype` from `buffer` (which needs `COPY_SRC`) as f32 (native
+/// only: the browser reads asynchronously).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn read(
     ctx: &Context,
     buffer: &wgpu::Buffer,
@@ -135,7 +136,8 @@ pub(crate) fn check_buffer(name: &'static str, buffer: &wgpu::Buffer, need: u64)
     Ok(())
 }
 
-/// Submits `encoder`'s work and waits for it.
+/// Submits `encoder`'s work and waits for it (native only).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn submit(ctx: &Context, encoder: wgpu::CommandEncoder) -> Result<()> {
     ctx.gpu_scope("running the layer", || {
         ctx.queue().submit([encoder.finish()]);

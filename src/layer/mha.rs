@@ -478,8 +478,10 @@ impl MultiHeadAttention {
         })
     }
 
-    /// Runs the layer on host data and reads the output (and the attention weights when
+    /// Runs the layer on host data and reads the output (native only; in the browser, record
+    /// an [`MhaPlan`] and read the output buffer asynchronously) (and the attention weights when
     /// `spec.return_weights`) back. f16 layers round X and the memory to f16 first.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(
         &self,
         ctx: &Context,
@@ -490,6 +492,7 @@ impl MultiHeadAttention {
     }
 
     /// [`MultiHeadAttention::forward`] with the position of each batch entry's first query.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_at(
         &self,
         ctx: &Context,

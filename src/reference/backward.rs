@@ -262,7 +262,11 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Ve
         .map(|n| n.get())
         .unwrap_or(1)
         .min(items.len().max(1));
-    let per = items.len().div_ceil(threads.max(1)).max(1);
+    if threads <= 1 {
+        // One core, or no threads at all (WebAssembly): map on this thread.
+        return items.iter().map(&f).collect();
+    }
+    let per = items.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(per)

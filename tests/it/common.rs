@@ -115,6 +115,23 @@ pub fn tmp_in(prefix: &str, name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// The foundation grid (cases up to `max_flops`) with the flash kernel, every other case of
+/// it with split-KV: how a forced fused variant is checked.
+pub fn run_foundation_grid(ctx: &Context, max_flops: f64) {
+    let cases = wgattn::validation::grid(max_flops);
+    run_cases(ctx, wgattn::Kernel::Flash, &cases);
+    let every_other: Vec<_> = cases.into_iter().step_by(2).collect();
+    run_cases(ctx, wgattn::Kernel::SplitKv, &every_other);
+}
+
+/// The option grid with the flash kernel, every third case of it with split-KV.
+pub fn run_option_grid(ctx: &Context) {
+    let cases = wgattn::validation::option_grid();
+    run_cases(ctx, wgattn::Kernel::Flash, &cases);
+    let every_third: Vec<_> = cases.into_iter().step_by(3).collect();
+    run_cases(ctx, wgattn::Kernel::SplitKv, &every_third);
+}
+
 /// Runs every grid case with `kernel` on `ctx` against the CPU reference and fails with the
 /// list of cases out of tolerance (or erroring).
 pub fn run_cases(ctx: &Context, kernel: wgattn::Kernel, cases: &[wgattn::validation::GridCase]) {

@@ -2,6 +2,7 @@
 //! context shared by every module).
 
 mod adapters;
+mod async_api;
 mod backward;
 mod bad_input;
 mod chunking;

@@ -111,19 +111,13 @@ fn mma_edges_flash_and_split_kv() {
 #[test]
 fn mma_foundation_grid() {
     let Some(ctx) = mma_ctx() else { return };
-    let cases = validation::grid(3e7);
-    common::run_cases(ctx, Kernel::Flash, &cases);
-    let every_other: Vec<GridCase> = cases.into_iter().step_by(2).collect();
-    common::run_cases(ctx, Kernel::SplitKv, &every_other);
+    common::run_foundation_grid(ctx, 3e7);
 }
 
 #[test]
 fn mma_option_grid() {
     let Some(ctx) = mma_ctx() else { return };
-    let cases = validation::option_grid();
-    common::run_cases(ctx, Kernel::Flash, &cases);
-    let every_third: Vec<GridCase> = cases.into_iter().step_by(3).collect();
-    common::run_cases(ctx, Kernel::SplitKv, &every_third);
+    common::run_option_grid(ctx);
 }
 
 #[test]

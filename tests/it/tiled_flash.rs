@@ -94,19 +94,13 @@ fn tiled_edges_flash_and_split_kv() {
 #[test]
 fn tiled_foundation_grid() {
     let Some(ctx) = tiled_ctx() else { return };
-    let cases = validation::grid(6e7);
-    common::run_cases(ctx, Kernel::Flash, &cases);
-    let every_other: Vec<GridCase> = cases.into_iter().step_by(2).collect();
-    common::run_cases(ctx, Kernel::SplitKv, &every_other);
+    common::run_foundation_grid(ctx, 6e7);
 }
 
 #[test]
 fn tiled_option_grid() {
     let Some(ctx) = tiled_ctx() else { return };
-    let cases = validation::option_grid();
-    common::run_cases(ctx, Kernel::Flash, &cases);
-    let every_third: Vec<GridCase> = cases.into_iter().step_by(3).collect();
-    common::run_cases(ctx, Kernel::SplitKv, &every_third);
+    common::run_option_grid(ctx);
 }
 
 /// As on a GPU without SHADER_F16: f16 packed in u32 words, with the tiled variant.

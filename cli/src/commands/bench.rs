@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use wgattn::bench::{self, BenchConfig};
-use wgattn::{AttentionSpec, CausalAlign, Context, DeviceLimits, Error, Result};
+use wgattn::{AttentionSpec, Context, DeviceLimits, Error, Result};
 
 use super::values::{self, BroadcastArg, KernelArg, PresetArg, Shape, TimingArg};
 use crate::Outcome;
@@ -78,26 +78,12 @@ impl Args {
     }
 }
 
-/// The standard benchmark shapes: (B, Hq, Hkv, Sq, Sk, D, causal).
-pub const STANDARD: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
-    (1, 8, 8, 512, 512, 64, false),
-    (1, 8, 8, 1024, 1024, 64, false),
-    (1, 8, 8, 1024, 1024, 64, true),
-    (4, 12, 12, 256, 256, 64, false),
-    (1, 32, 32, 2048, 2048, 128, true),
-    (1, 8, 8, 1, 4096, 64, false),
-];
-
 /// The specs to time, each checked (without device limits) so that a bad shape is reported
 /// before any adapter is opened.
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
     let mut out = Vec::new();
     if let Some(PresetArg::Standard) = args.preset {
-        for &(b, hq, hkv, sq, sk, d, c) in STANDARD {
-            out.push(
-                AttentionSpec::new(b, hq, hkv, sq, sk, d).causal(c.then_some(CausalAlign::TopLeft)),
-            );
-        }
+        out.extend(bench::standard_preset());
     }
     out.extend(args.shapes.iter().map(|s| s.spec()));
     if out.is_empty() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use wgattn::tune::{self, CandidateResult, ShapeClass, TuneConfig, TuneEntry, TuneFile};
-use wgattn::{AttentionSpec, CausalAlign, DeviceLimits, Error, Result, TuneCacheSource};
+use wgattn::{AttentionSpec, DeviceLimits, Error, Result, TuneCacheSource};
 
 use super::values::{self, PresetArg, Shape, TimingArg};
 use crate::Outcome;
@@ -71,11 +71,7 @@ fn report(c: &CandidateResult) -> CandidateReport {
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
     let mut out = Vec::new();
     if let Some(PresetArg::Standard) = args.preset {
-        for &(b, hq, hkv, sq, sk, d, c) in super::bench::STANDARD {
-            out.push(
-                AttentionSpec::new(b, hq, hkv, sq, sk, d).causal(c.then_some(CausalAlign::TopLeft)),
-            );
-        }
+        out.extend(wgattn::bench::standard_preset());
     }
     out.extend(args.shapes.iter().map(|s| s.spec()));
     out.into_iter()
