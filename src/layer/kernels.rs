@@ -298,16 +298,13 @@ impl LinearCall {
             rot: s.rope.map_or(0, |r| r.dims as u32),
             max_pos: s.rope.map_or(1, |r| r.max_pos as u32).max(1),
         };
-        let pipeline = ctx.pipeline(&variant)?;
-        let params = ctx.gpu_scope("allocating projection parameters", || {
-            init_buffer(
-                ctx.device(),
-                ctx.queue(),
-                "wgattn linear params",
-                bytemuck::bytes_of(&p),
-                wgpu::BufferUsages::UNIFORM,
-            )
-        })?;
+        let (pipeline, params) = pipeline_and_params(
+            ctx,
+            &variant,
+            "allocating projection parameters",
+            "wgattn linear params",
+            &p,
+        )?;
         let bm = 16 * tm as usize;
         let gx = u32_of("projection workgroups", s.n.div_ceil(64))?;
         let gy = u32_of("projection workgroups", s.m.div_ceil(bm))?;
@@ -439,16 +436,13 @@ impl NormCall {
             eps,
             _pad: 0,
         };
-        let pipeline = ctx.pipeline(&variant)?;
-        let params = ctx.gpu_scope("allocating layer-norm parameters", || {
-            init_buffer(
-                ctx.device(),
-                ctx.queue(),
-                "wgattn norm params",
-                bytemuck::bytes_of(&p),
-                wgpu::BufferUsages::UNIFORM,
-            )
-        })?;
+        let (pipeline, params) = pipeline_and_params(
+            ctx,
+            &variant,
+            "allocating layer-norm parameters",
+            "wgattn norm params",
+            &p,
+        )?;
         Ok(NormCall {
             pipeline,
             variant,
@@ -543,16 +537,13 @@ impl GatherCall {
             ids_len: u32_of("ids", ids_len)?,
             _pad: [0; 3],
         };
-        let pipeline = ctx.pipeline(&variant)?;
-        let params = ctx.gpu_scope("allocating gather parameters", || {
-            init_buffer(
-                ctx.device(),
-                ctx.queue(),
-                "wgattn gather params",
-                bytemuck::bytes_of(&p),
-                wgpu::BufferUsages::UNIFORM,
-            )
-        })?;
+        let (pipeline, params) = pipeline_and_params(
+            ctx,
+            &variant,
+            "allocating gather parameters",
+            "wgattn gather params",
+            &p,
+        )?;
         let per = if y == DType::F16 { 2 } else { 1 };
         let words = m * n / per;
         Ok(GatherCall {
@@ -591,4 +582,25 @@ impl GatherCall {
             "wgattn gather",
         );
     }
+}
+
+/// The compiled pipeline of `variant` and a uniform buffer holding `params`.
+fn pipeline_and_params<T: bytemuck::Pod>(
+    ctx: &Context,
+    variant: &ShaderVariant,
+    during: &'static str,
+    label: &str,
+    params: &T,
+) -> Result<(Arc<wgpu::ComputePipeline>, wgpu::Buffer)> {
+    let pipeline = ctx.pipeline(variant)?;
+    let buffer = ctx.gpu_scope(during, || {
+        init_buffer(
+            ctx.device(),
+            ctx.queue(),
+            label,
+            bytemuck::bytes_of(params),
+            wgpu::BufferUsages::UNIFORM,
+        )
+    })?;
+    Ok((pipeline, buffer))
 }
