@@ -30,6 +30,7 @@ mod limits;
 mod output;
 mod plan;
 pub mod planner;
+pub mod record;
 pub mod reference;
 pub mod shaders;
 mod sizes;

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use wgattn::{Error, Result};
 
 use crate::picture::{self, FONT_FAMILY, Format, char_width, ensure_font};
-use crate::report::BenchRecord;
+use crate::report::{BenchRecord, RecordText};
 
 /// Width of a plot in pixels.
 pub const WIDTH: u32 = 1000;

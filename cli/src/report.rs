@@ -1,131 +1,26 @@
 //! What the commands print with `--json`, as serde structs: the CLI's own mirrors of the core's
-//! results (the core crate serialises only its tune cache). [`BenchRecord`] is also read back by
-//! `wgattn plot`.
+//! results, and the core's benchmark record ([`BenchRecord`], shared with the browser module),
+//! which `wgattn plot` also reads back.
 
-use serde::{Deserialize, Serialize};
-use wgattn::bench::BenchResult;
+use serde::Serialize;
 use wgattn::validation::CaseResult;
-use wgattn::{AdapterSummary, Context};
+use wgattn::AdapterSummary;
 
-/// An adapter as `bench` reports it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct AdapterRecord {
-    /// Adapter name.
-    pub name: String,
-    /// Backend, lower case (`vulkan`, `gl`, …).
-    pub backend: String,
-    /// Device type (`Cpu`, `DiscreteGpu`, …).
-    pub device_type: String,
-    /// Driver name and information.
-    pub driver: String,
-}
+pub use wgattn::record::{AdapterRecord, BenchRecord, ShapeRecord};
 
-impl AdapterRecord {
-    /// The adapter of `ctx`.
-    pub fn of(ctx: &Context) -> Self {
-        let i = ctx.adapter_info();
-        AdapterRecord {
-            name: i.name.clone(),
-            backend: format!("{:?}", i.backend).to_lowercase(),
-            device_type: format!("{:?}", i.device_type),
-            driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
-        }
-    }
-}
-
-/// The shape of a benchmarked problem.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ShapeRecord {
-    /// Batch size.
-    pub batch: usize,
-    /// Query heads.
-    pub q_heads: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Query rows.
-    pub seq_q: usize,
-    /// Keys.
-    pub seq_k: usize,
-    /// Head dimension.
-    pub head_dim: usize,
-    /// Causal alignment (`top-left`, `bottom-right`) or null.
-    pub causal: Option<String>,
-}
-
-/// One benchmarked shape: one line of `wgattn bench --json`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct BenchRecord {
-    /// Where it ran.
-    pub adapter: AdapterRecord,
-    /// The problem's shape.
-    pub shape: ShapeRecord,
-    /// The kernel that ran (never `auto`).
-    pub kernel: String,
-    /// Key splits (split-KV; 1 otherwise).
-    pub splits: u32,
-    /// Shader variants used.
-    pub shaders: Vec<String>,
-    /// Storage type, `f32` or `f16`.
-    pub dtype: String,
-    /// Every option of the spec, as `wgattn::validation::describe` writes it.
-    pub options: String,
-    /// Median time of one run, ms.
-    pub median_ms: f64,
-    /// Fastest run, ms.
-    pub min_ms: f64,
-    /// Slowest run, ms.
-    pub max_ms: f64,
-    /// Timed runs.
-    pub runs: usize,
-    /// FLOP rate at the median time.
-    pub gflops: f64,
-    /// K/V read rate at the median time (meaningful for decoding).
-    pub kv_gbps: f64,
-    /// `gpu` (timestamp queries) or `wall`.
-    pub timing: String,
-    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count.
-    #[serde(default)]
-    pub tuned: bool,
-    /// The fused variant (and splits) that ran, in words, or the kernel.
-    #[serde(default)]
-    pub variant: String,
-}
-
-impl BenchRecord {
-    /// The record of `r`, measured on `ctx`.
-    pub fn new(ctx: &Context, r: &BenchResult) -> Self {
-        let s = &r.spec;
-        BenchRecord {
-            adapter: AdapterRecord::of(ctx),
-            shape: ShapeRecord {
-                batch: s.batch,
-                q_heads: s.q_heads,
-                kv_heads: s.kv_heads,
-                seq_q: s.seq_q,
-                seq_k: s.seq_k,
-                head_dim: s.head_dim,
-                causal: s.causal.map(|c| c.name().to_string()),
-            },
-            kernel: r.kernel.name().into(),
-            splits: r.splits,
-            shaders: r.shaders.clone(),
-            dtype: s.dtype.name().into(),
-            options: wgattn::validation::describe(s),
-            median_ms: r.median_ms,
-            min_ms: r.min_ms,
-            max_ms: r.max_ms,
-            runs: r.runs,
-            gflops: r.gflops(),
-            kv_gbps: r.kv_gbps(),
-            timing: r.timing.into(),
-            tuned: r.tuned,
-            variant: r.variant.clone(),
-        }
-    }
-
+/// How the command-line tool names a [`BenchRecord`] in tables and plots.
+pub trait RecordText {
     /// The shape as `BxHqxHkvxSqxSkxD`, followed by the options other than the layout
     /// `bhsd` (e.g. `1x8x8x512x512x64 causal=top-left`).
-    pub fn shape_text(&self) -> String {
+    fn shape_text(&self) -> String;
+    /// The series this record belongs to in a plot.
+    fn series(&self) -> String;
+}
+
+impl RecordText for BenchRecord {
+    /// The shape as `BxHqxHkvxSqxSkxD`, followed by the options other than the layout
+    /// `bhsd` (e.g. `1x8x8x512x512x64 causal=top-left`).
+    fn shape_text(&self) -> String {
         let s = &self.shape;
         // describe() starts with the five shape words; what follows (layout onwards) are the
         // options.
@@ -147,7 +42,7 @@ impl BenchRecord {
     }
 
     /// The series this record belongs to in a plot: kernel, adapter (and backend) and dtype.
-    pub fn series(&self) -> String {
+    fn series(&self) -> String {
         format!(
             "{} on {} ({}), {}",
             self.kernel, self.adapter.name, self.adapter.backend, self.dtype

@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Errors reject the promise with a JavaScript `Error` whose message is the Rust error's.
-//! The crate also builds natively (its bindings then do nothing), for clippy and the test that
-//! its benchmark records match `wgattn bench --json`.
+//! The crate also builds natively (its bindings then do nothing), for clippy. Its benchmark
+//! records are `wgattn::record::BenchRecord`, the type of `wgattn bench --json`'s lines.
 
 use std::rc::Rc;
 
@@ -27,7 +27,6 @@ use wasm_bindgen_futures::future_to_promise;
 use wgattn::bench::{BenchConfig, Timing};
 use wgattn::{AttentionSpec, Context, ContextOptions, Error, Inputs, Output, Tensor};
 
-pub mod record;
 pub mod spec;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -400,7 +399,8 @@ impl Wgattn {
             let r = wgattn::bench::bench_async(&ctx, &spec, &config, &mut report)
                 .await
                 .map_err(js_error)?;
-            let json = record::BenchRecord::new(&info, &r).json();
+            let json = serde_json::to_string(&wgattn::record::BenchRecord::new(&info, &r))
+                .map_err(|e| JsError::new(&e.to_string()))?;
             js_sys::JSON::parse(&json)
         })
     }

@@ -11,7 +11,7 @@ use super::values::{self, BroadcastArg, KernelArg, PresetArg, Shape, TimingArg};
 use crate::Outcome;
 use crate::bench_plot::{self, PlotData};
 use crate::picture::Format;
-use crate::report::{self, BenchRecord};
+use crate::report::{self, BenchRecord, RecordText};
 use crate::table;
 
 /// Arguments of `wgattn bench`.
@@ -199,7 +199,7 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
                 bar.set_position(done as u64);
             });
             bar.finish_and_clear();
-            let record = BenchRecord::new(ctx, &r?);
+            let record = BenchRecord::new(ctx.adapter_info(), &r?);
             if args.json {
                 println!("{}", report::line(&record));
             }

@@ -129,7 +129,7 @@ pub fn bench(
         let t = wgattn::backward::bench_backward(ctx, spec, runs.unwrap_or(5))?;
         if json {
             let record = crate::report::BackwardRecord {
-                adapter: crate::report::AdapterRecord::of(ctx),
+                adapter: crate::report::AdapterRecord::of(ctx.adapter_info()),
                 pass: "backward".into(),
                 options: wgattn::validation::describe(spec),
                 median_ms: t.median_ms,

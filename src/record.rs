@@ -1,15 +1,16 @@
-//! The benchmark record: one line of `wgattn bench --json`, field for field (the CLI's
-//! `BenchRecord`; a native test checks that both serialise alike).
+//! The benchmark record: one line of `wgattn bench --json`, and what the browser's `bench()`
+//! returns — one type for both, serialisable with the `serde` feature (fields in this order,
+//! names as written).
 
-use serde::Serialize;
-use wgattn::bench::BenchResult;
+use crate::bench::BenchResult;
 
 /// An adapter as `bench` reports it.
-#[derive(Serialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdapterRecord {
     /// Adapter name.
     pub name: String,
-    /// Backend, lower case (`browserwebgpu` in a browser).
+    /// Backend, lower case (`vulkan`, `gl`, …; `browserwebgpu` in a browser).
     pub backend: String,
     /// Device type (`Cpu`, `DiscreteGpu`, …).
     pub device_type: String,
@@ -30,7 +31,8 @@ impl AdapterRecord {
 }
 
 /// The shape of a benchmarked problem.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ShapeRecord {
     /// Batch size.
     pub batch: usize,
@@ -49,7 +51,8 @@ pub struct ShapeRecord {
 }
 
 /// One benchmarked shape.
-#[derive(Serialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BenchRecord {
     /// Where it ran.
     pub adapter: AdapterRecord,
@@ -79,10 +82,12 @@ pub struct BenchRecord {
     pub kv_gbps: f64,
     /// `gpu-timestamp` or `wall`.
     pub timing: String,
-    /// A tuned choice decided the variant or split count (never in the browser, which has no
-    /// tune cache).
+    /// A tuned choice (`wgattn tune`'s cache) decided the variant or split count (never in the
+    /// browser, which has no tune cache).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub tuned: bool,
     /// The fused variant (and splits) that ran, in words, or the kernel.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub variant: String,
 }
 
@@ -105,7 +110,7 @@ impl BenchRecord {
             splits: r.splits,
             shaders: r.shaders.clone(),
             dtype: s.dtype.name().into(),
-            options: wgattn::validation::describe(s),
+            options: crate::validation::describe(s),
             median_ms: r.median_ms,
             min_ms: r.min_ms,
             max_ms: r.max_ms,
@@ -116,10 +121,5 @@ impl BenchRecord {
             tuned: r.tuned,
             variant: r.variant.clone(),
         }
-    }
-
-    /// The record as one line of JSON.
-    pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
     }
 }
