@@ -3,8 +3,8 @@
 //! which `wgattn plot` also reads back.
 
 use serde::Serialize;
-use wgattn::validation::CaseResult;
 use wgattn::AdapterSummary;
+use wgattn::validation::CaseResult;
 
 pub use wgattn::record::{AdapterRecord, BenchRecord, ShapeRecord};
 
