@@ -273,7 +273,7 @@ impl Plan {
         bufs: &Buffers,
         timestamps: Option<wgpu::ComputePassTimestampWrites>,
     ) -> Result<()> {
-        self.check(bufs)?;
+        self.check_buffers(bufs)?;
         let targets = Targets {
             q: bufs.q,
             k: bufs.k,
@@ -298,16 +298,12 @@ impl Plan {
         })
     }
 
-    /// The checks of [`Plan::encode`], for callers that record other passes first.
+    /// The checks of [`Plan::encode`] (also for callers that record other passes first).
     pub(crate) fn check_buffers(&self, bufs: &Buffers) -> Result<()> {
-        self.check(bufs)
-    }
-
-    fn check(&self, bufs: &Buffers) -> Result<()> {
         let sizes = self.sizes();
         let bad = |buffer, problem: String| Err(Error::BadBuffer { buffer, problem });
         let s = &self.spec;
-        let mut list = vec![
+        let list = [
             ("q", Some(bufs.q), sizes.q),
             ("k", Some(bufs.k), sizes.kv),
             ("v", Some(bufs.v), sizes.kv),
@@ -338,29 +334,40 @@ impl Plan {
                 _ => {}
             }
         }
-        for (name, buf, need) in &list {
-            let Some(buf) = buf else { continue };
-            if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
-                return bad(name, format!("usage {:?} lacks STORAGE", buf.usage()));
-            }
-            if buf.size() < *need {
-                return bad(
-                    name,
-                    format!("holds {} bytes, the spec needs {need}", buf.size()),
-                );
-            }
-        }
-        // Written buffers must not alias anything else in the same dispatch.
-        list.retain(|(_, b, _)| b.is_some());
-        for (i, (name, buf, _)) in list.iter().enumerate() {
-            for (other, obuf, _) in &list[..i] {
-                let written = matches!(*name, "out" | "lse" | "weights")
-                    || matches!(*other, "out" | "lse" | "weights");
-                if written && buf == obuf {
-                    return bad(name, format!("is the same buffer as `{other}`"));
-                }
-            }
-        }
-        Ok(())
+        check_given(&list, &["out", "lse", "weights"])
     }
+}
+
+/// The checks shared by the forward and backward plans' `encode` on the buffers given
+/// (`(name, buffer, bytes needed)`, `None` for one not given): each has STORAGE usage and at
+/// least the bytes needed, and none of the `written` ones is the same buffer as another.
+pub(crate) fn check_given(
+    list: &[(&'static str, Option<&wgpu::Buffer>, u64)],
+    written: &[&str],
+) -> Result<()> {
+    let bad = |buffer, problem: String| Err(Error::BadBuffer { buffer, problem });
+    for (name, buf, need) in list {
+        let Some(buf) = buf else { continue };
+        if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return bad(name, format!("usage {:?} lacks STORAGE", buf.usage()));
+        }
+        if buf.size() < *need {
+            return bad(
+                name,
+                format!("holds {} bytes, the spec needs {need}", buf.size()),
+            );
+        }
+    }
+    let given: Vec<_> = list
+        .iter()
+        .filter_map(|(n, b, _)| b.map(|b| (*n, b)))
+        .collect();
+    for (i, (name, buf)) in given.iter().enumerate() {
+        for (other, obuf) in &given[..i] {
+            if (written.contains(name) || written.contains(other)) && buf == obuf {
+                return bad(name, format!("is the same buffer as `{other}`"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -392,30 +392,6 @@ impl BackwardPlan {
             ("mask", bufs.mask, sizes.mask),
             ("dbias", bufs.dbias, sizes.dbias),
         ];
-        for (name, buf, need) in &list {
-            let Some(buf) = buf else { continue };
-            if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
-                return bad(name, format!("usage {:?} lacks STORAGE", buf.usage()));
-            }
-            if buf.size() < *need {
-                return bad(
-                    name,
-                    format!("holds {} bytes, the spec needs {need}", buf.size()),
-                );
-            }
-        }
-        let given: Vec<_> = list
-            .iter()
-            .filter_map(|(n, b, _)| b.map(|b| (*n, b)))
-            .collect();
-        for (i, (name, buf)) in given.iter().enumerate() {
-            for (other, obuf) in &given[..i] {
-                let written = |n: &str| matches!(n, "dq" | "dk" | "dv" | "dbias");
-                if (written(name) || written(other)) && buf == obuf {
-                    return bad(name, format!("is the same buffer as `{other}`"));
-                }
-            }
-        }
-        Ok(())
+        crate::plan::check_given(&list, &["dq", "dk", "dv", "dbias"])
     }
 }
