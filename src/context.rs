@@ -1058,16 +1058,11 @@ mod tests {
             }
             Err(e) => panic!("no adapter: {e} (set WGATTN_ALLOW_NO_GPU=1 to skip)"),
         };
-        let lines = [
-            ("@compute @workgroup_size(1)", 3),
-            ("fn main() {", 4),
-            ("    let x: u32 = 1u;", 5),
-            ("    let y: f32 = x;", 9),
-            ("}", 10),
-        ];
+        // rendered from broken.wgsl's lines 3, 4, 5, 9 and 10; line 4 of the module (9 of
+        // the template) assigns a u32 to an f32
         let rendered = Rendered {
-            source: lines.iter().map(|(l, _)| format!("{l}\n")).collect(),
-            origins: lines.iter().map(|(_, n)| ("broken.wgsl", *n)).collect(),
+            source: include_str!("../tests/data/wgsl/rejected.wgsl").into(),
+            origins: [3, 4, 5, 9, 10].map(|n| ("broken.wgsl", n)).to_vec(),
         };
         match ctx.shader_module("broken", &rendered) {
             Err(Error::Shader { shader, message }) => {
@@ -1078,7 +1073,7 @@ mod tests {
         }
         // a valid module compiles
         let fine = Rendered {
-            source: "@compute @workgroup_size(1)\nfn main() {}\n".into(),
+            source: include_str!("../tests/data/wgsl/fine.wgsl").into(),
             origins: vec![("fine.wgsl", 1), ("fine.wgsl", 2)],
         };
         assert!(ctx.shader_module("fine", &fine).is_ok());

@@ -637,13 +637,10 @@ mod tests {
         let table = [
             (
                 "broken.wgsl",
-                "#include \"common.wgsl\"\n@group(0) @binding(B_PARAMS) var<uniform> P: Params;\n#include \"bad.wgsl\"\n@compute @workgroup_size(1)\nfn main() {}",
+                include_str!("../tests/data/wgsl/broken.wgsl"),
             ),
             ("common.wgsl", include_str!("../shaders/common.wgsl")),
-            (
-                "bad.wgsl",
-                "// fine\n#for i in 0..2\nfn f{i}() -> u32 {\n#if BAD_PARSE\n    return 1u +;\n#endif\n    return P.batch + {i}u;\n}\n#endfor\n#if BAD_TYPE\nfn g() -> f32 { return P.batch; }\n#endif",
-            ),
+            ("bad.wgsl", include_str!("../tests/data/wgsl/bad.wgsl")),
         ];
         let ok = render(&table, ShaderVariant::new("broken.wgsl")).unwrap();
         assert_eq!(naga_errors(&ok), None);
