@@ -1,38 +1,98 @@
-// Fused attention with online softmax for GPUs: workgroup tiles (the variant GPU adapters use;
-// flash.wgsl keeps whole rows in each invocation, which suits CPU adapters but not the
-// register files and shuffle rates of GPUs).
+// Fused attention with online softmax for GPUs: workgroup tiles with register tiles (the
+// variant GPU adapters use; flash.wgsl keeps whole rows in each invocation, which suits CPU
+// adapters but not the register files and shuffle rates of GPUs).
 //
-// A workgroup of 256 invocations owns BR = 64 query rows (rows.wgsl numbering: the rows of all
-// query heads that share one kv head) and walks their keys in blocks of BC = 64. Invocation
-// (tr, tc) = (li / 16, li % 16) holds a 4×4 tile of the block's scores (rows tr·4.., keys
-// tc·4..) and the output columns tc, tc+16, … (vec4 each, NU of them) of rows tr·4...
-// Per block:
-//   1. S = Q·Kᵀ in slices of 16 dims: 128 invocations stage the slice of Q (scaled by
-//      scale·log2 e) and K transposed in workgroup memory ([dim][4 rows] as vec4, double
-//      buffered), then every invocation does 4 vec4 FMAs per dim for its 4×4 tile; the
-//      16-dim partial sums are added to S (two-level summation, as in every kernel).
+// A workgroup of WG = RT·CT invocations owns BR = 4·TI·RT query rows (rows.wgsl numbering:
+// the rows of all query heads that share one kv head) and walks their keys in blocks of
+// BC = 4·TJ·CT. Invocation (tr, tc) = (li / CT, li % CT) holds a TM×TN = 4·TI × 4·TJ register
+// tile of the block's scores: row quads tr + i·RT (i < TI) and key quads tc + j·CT (j < TJ),
+// strided so that neighbouring invocations read neighbouring vec4 of workgroup memory; and
+// the output columns tc, tc + CT, … (vec4 each, NU of them) of its TM rows.
+// Per key block:
+//   1. S = Q·Kᵀ in slices of KD dims. Every invocation stages SU units of 4 rows × 4 dims
+//      (Q pre-scaled by scale·log2 e, then K) into workgroup memory, transposed to
+//      [dim][row quad] vec4 with an XOR swizzle of the quad index by the dim (stores without
+//      bank conflicts, loads unchanged: the swizzle stays within aligned groups of 8 vec4).
+//      Slices are double buffered in workgroup memory and prefetched into registers one
+//      slice ahead (the global loads of slice a+1 are in flight while slice a is multiplied),
+//      so each slice costs one barrier. Per dim, an invocation loads TI + TJ vec4 and does
+//      TM·TJ vec4 FMAs; per slice the partial sums are added to S (two-level summation, as in
+//      every kernel).
 //   2. masks / score modifiers; the rows' block maxima are exchanged through workgroup
-//      memory; online-softmax rescale; P (4×4 per invocation) written to workgroup memory
-//      ([key][4 rows] as vec4).
-//   3. O += P·V with V staged in chunks of VK keys.
+//      memory; online-softmax rescale; P written to workgroup memory ([key][row quad], the
+//      quad swizzled by the key).
+//   3. O += P·V with V staged in chunks of VK keys, each chunk prefetched into registers
+//      while the previous one is multiplied (the first one while the softmax runs), and the
+//      first Q/K slice of the next block while the last chunk is multiplied.
 // Row sums stay per invocation (own keys) and are added up once at the end.
 // Keys no row of the tile sees are skipped (causal, kv_lens, window); blocks every row sees
 // in full are not masked. SPLIT: grid.y splits the keys; partial outputs as in flash.wgsl.
-// Constants: D16 (head_dim class / 16), NU (= ceil(D16 / 4), output vec4s per row and
-// invocation), VK (keys per V chunk: VK · 4·D16 vec4 fit the 1024 of `sa`).
-// Workgroup memory: 32 KiB.
+// Constants (src/kernels/flash.rs): D16 (head_dim class / 16), TI, TJ, RT, CT, KD (dims per
+// slice), NS (slices), SU (staging units per invocation), VK (keys per V chunk), VU (V vec4
+// per invocation and chunk), NU (= ceil(D4 / CT)), SA (vec4 of the staging area).
 #include "fused.wgsl"
 
-const BR: u32 = 64u;
-const BC: u32 = 64u;
+const WG: u32 = RT * CT;
+const BR: u32 = 4u * TI * RT;
+const BC: u32 = 4u * TJ * CT;
+// Row quads (Q) and key quads (K) of a block; a staged slice row holds both.
+const QC: u32 = BR / 4u;
+const KC: u32 = BC / 4u;
+const STR: u32 = QC + KC;
+const SLICE: u32 = KD * STR;
+const UNITS: u32 = STR * (KD / 4u);
 
-// Staging area: the Q/K slices (two buffers of 512), then the row-maximum exchange, then
-// chunks of V ([key][vec4 column]), then the row-sum exchange.
-var<workgroup> sa: array<vec4<f32>, 1024>;
-// P of the block: [key][row group] as vec4 of the group's 4 rows.
-var<workgroup> sp: array<vec4<f32>, 1024>;
+// Staging area: the two Q/K slice buffers; then the row-maximum exchange, the chunks of V
+// ([key][vec4 column]) and the row-sum exchange.
+var<workgroup> sa: array<vec4<f32>, SA>;
+// P of the block: [key][row quad] as vec4 of the quad's 4 rows.
+var<workgroup> sp: array<vec4<f32>, BC * QC>;
 
-@compute @workgroup_size(256, 1, 1)
+// Swizzle of a quad index in staged dim `d` (< KD): 0..7, distinct for the dims one store
+// instruction of 8 neighbouring invocations covers.
+fn swz(d: u32) -> u32 {
+    return (d >> 2u) * (32u / KD);
+}
+
+// Swizzle of a row quad in P's row of key `j`.
+fn pswz(j: u32) -> u32 {
+    return (j >> 2u) & 7u;
+}
+
+// Unit of a slice: 4 rows of Q (quad < QC; their element offsets in `qa`) or 4 keys from
+// `j0` (below k_hi; K rows at `kv_base`), dims d .. d+3 each, as the columns of a matrix.
+fn load_unit(isq: bool, qa: vec4<u32>, j0: u32, k_hi: u32, kv_base: u32, d: u32, qscale: f32) -> mat4x4<f32> {
+    if (isq) {
+        return mat4x4<f32>(ld4_q(qa.x, d) * qscale, ld4_q(qa.y, d) * qscale, ld4_q(qa.z, d) * qscale, ld4_q(qa.w, d) * qscale);
+    }
+    var x: mat4x4<f32>;
+#for e in 0..4
+    {
+        let j = j0 + {e}u;
+        x[{e}] = select(vec4<f32>(0.0), ld4_k(kv_base + min(j, k_hi - 1u) * P.k_ss - P.k_shift, d), j < k_hi);
+    }
+#endfor
+    return x;
+}
+
+// Stores a unit (quad, dim quad dq) into the slice buffer at `buf`, transposed.
+fn store_unit(buf: u32, quad: u32, dq: u32, x: mat4x4<f32>) {
+#for e in 0..4
+    {
+        let d = dq * 4u + {e}u;
+        sa[buf + d * STR + (quad ^ swz(d))] = vec4<f32>(x[0][{e}], x[1][{e}], x[2][{e}], x[3][{e}]);
+    }
+#endfor
+}
+
+// Element e (< VK·D4) of the V chunk of keys t .. t+VK-1.
+fn load_v(t: u32, e: u32, k_hi: u32, kv_base: u32) -> vec4<f32> {
+    let j = t + e / D4;
+    let vx = ld4_v(kv_base + min(j, k_hi - 1u) * P.k_ss - P.v_shift, (e % D4) * 4u);
+    return select(vec4<f32>(0.0), vx, j < k_hi && e < VK * D4);
+}
+
+@compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -41,8 +101,8 @@ fn main(
     let r0 = wid.x * BR;
     let kvh = kv_pair(wid.z).y;
     let b = kv_pair(wid.z).x;
-    let tr = li / 16u;
-    let tc = li % 16u;
+    let tr = li / CT;
+    let tc = li % CT;
 
     // Keys of this workgroup (uniform, as the barriers need).
     let keys = tile_keys(b, r0, BR, rows);
@@ -57,136 +117,228 @@ fn main(
 
     // This invocation's rows: visible keys, running maxima, its share of the row sums and
     // its output columns.
+#for i in 0..TI
 #for r in 0..4
-    let valid_{r} = r0 + tr * 4u + {r}u < rows;
-    let row_{r} = row_of(wid.z, min(r0 + tr * 4u + {r}u, rows - 1u));
-    let rng_{r} = select(vec2<u32>(0u), visible_range(b, row_{r}.i), valid_{r});
-    var m_{r} = MASKED;
-    var l_{r} = 0.0;
+    let at_{i}_{r} = r0 + (tr + {i}u * RT) * 4u + {r}u;
+    let valid_{i}_{r} = at_{i}_{r} < rows;
+    let row_{i}_{r} = row_of(wid.z, min(at_{i}_{r}, rows - 1u));
+    let rng_{i}_{r} = select(vec2<u32>(0u), visible_range(b, row_{i}_{r}.i), valid_{i}_{r});
+    var m_{i}_{r} = MASKED;
+    var l_{i}_{r} = 0.0;
 #for u in 0..NU
-    var o_{r}_{u} = vec4<f32>(0.0);
+    var o_{i}_{r}_{u} = vec4<f32>(0.0);
 #endfor
 #endfor
-    // Staging roles: invocations 0..63 stage Q, 64..127 stage K, as 4×4 blocks (4 rows or
-    // keys of group g / 4, 4 dims of group g % 4 of the slice).
-    let g = li % 64u;
-    let st_group = g / 4u;
-    let st_d = (g % 4u) * 4u;
-    let stages_q = li < 64u;
-    let stages_k = li >= 64u && li < 128u;
-#for e in 0..4
-    let st_row_{e} = row_of(wid.z, min(r0 + st_group * 4u + {e}u, rows - 1u));
-    let st_q_{e} = b * P.q_sb + st_row_{e}.h * P.q_sh + st_row_{e}.i * P.q_ss - P.q_shift;
 #endfor
     let qscale = P.scale * LOG2E;
     let kv_base = b * P.k_sb + kvh * P.k_sh;
 
+    // Staging units of this invocation: unit li + s·WG is dim quad u % (KD/4) of row or key
+    // quad u / (KD/4) (Q quads first), so that neighbouring invocations read neighbouring
+    // vec4 of a row.
+#for s in 0..SU
+    let un_{s} = li + {s}u * WG;
+    let uok_{s} = un_{s} < UNITS;
+    let dq_{s} = un_{s} % (KD / 4u);
+    let quad_{s} = min(un_{s} / (KD / 4u), STR - 1u);
+    let isq_{s} = quad_{s} < QC;
+    var qa_{s} = vec4<u32>(0u);
+#for e in 0..4
+    {
+        let rw = row_of(wid.z, min(r0 + quad_{s} * 4u + {e}u, rows - 1u));
+        qa_{s}[{e}] = b * P.q_sb + rw.h * P.q_sh + rw.i * P.q_ss - P.q_shift;
+    }
+#endfor
+    let kq_{s} = select(quad_{s} - QC, 0u, isq_{s}) * 4u;
+    var x_{s}: mat4x4<f32>;
+#endfor
+#for s in 0..VU
+    var y_{s} = vec4<f32>(0.0);
+#endfor
+
+    // The first slice of the first block.
+    if (k_lo < k_hi) {
+#for s in 0..SU
+        if (uok_{s}) {
+            x_{s} = load_unit(isq_{s}, qa_{s}, k_lo + kq_{s}, k_hi, kv_base, dq_{s} * 4u, qscale);
+        }
+#endfor
+    }
+
     for (var t0 = k_lo; t0 < k_hi; t0 += BC) {
         // 1. Scores of the block.
+#for i in 0..TI
+#for j in 0..TJ
 #for r in 0..4
-        var s_{r} = vec4<f32>(0.0);
+        var s_{i}_{j}_{r} = vec4<f32>(0.0);
+#endfor
+#endfor
 #endfor
         workgroupBarrier();
-        for (var a = 0u; a < D16; a++) {
-            let buf = (a % 2u) * 512u;
-            if (stages_q || stages_k) {
-                let d = a * 16u + st_d;
-#for e in 0..4
-                var x{e}: vec4<f32>;
-#endfor
-                if (stages_q) {
-#for e in 0..4
-                    x{e} = ld4_q(st_q_{e}, d) * qscale;
-#endfor
-                } else {
-#for e in 0..4
-                    let j{e} = t0 + st_group * 4u + {e}u;
-                    x{e} = select(vec4<f32>(0.0), ld4_k(kv_base + min(j{e}, k_hi - 1u) * P.k_ss - P.k_shift, d), j{e} < k_hi);
-#endfor
-                }
-                let at = buf + select(0u, 256u, stages_k) + st_d * 16u + st_group;
-                sa[at] = vec4<f32>(x0.x, x1.x, x2.x, x3.x);
-                sa[at + 16u] = vec4<f32>(x0.y, x1.y, x2.y, x3.y);
-                sa[at + 32u] = vec4<f32>(x0.z, x1.z, x2.z, x3.z);
-                sa[at + 48u] = vec4<f32>(x0.w, x1.w, x2.w, x3.w);
+        for (var a = 0u; a < NS; a++) {
+            let buf = (a % 2u) * SLICE;
+#for s in 0..SU
+            if (uok_{s}) {
+                store_unit(buf, quad_{s}, dq_{s}, x_{s});
             }
+#endfor
             workgroupBarrier();
-#for r in 0..4
-            var t_{r} = vec4<f32>(0.0);
+            if (a + 1u < NS) {
+#for s in 0..SU
+                if (uok_{s}) {
+                    x_{s} = load_unit(isq_{s}, qa_{s}, t0 + kq_{s}, k_hi, kv_base, (a + 1u) * KD + dq_{s} * 4u, qscale);
+                }
 #endfor
-            for (var dd = 0u; dd < 16u; dd++) {
-                let q4 = sa[buf + dd * 16u + tr];
-                let k4 = sa[buf + 256u + dd * 16u + tc];
-                t_0 += q4.x * k4;
-                t_1 += q4.y * k4;
-                t_2 += q4.z * k4;
-                t_3 += q4.w * k4;
             }
+#for i in 0..TI
+#for j in 0..TJ
 #for r in 0..4
-            s_{r} += t_{r};
+            var t_{i}_{j}_{r} = vec4<f32>(0.0);
+#endfor
+#endfor
+#endfor
+            for (var dd = 0u; dd < KD; dd++) {
+                let row_at = buf + dd * STR;
+                let sw = swz(dd);
+#for i in 0..TI
+                let q{i} = sa[row_at + ((tr + {i}u * RT) ^ sw)];
+#endfor
+#for j in 0..TJ
+                let k{j} = sa[row_at + QC + ((tc + {j}u * CT) ^ sw)];
+#endfor
+#for i in 0..TI
+#for j in 0..TJ
+                t_{i}_{j}_0 += q{i}.x * k{j};
+                t_{i}_{j}_1 += q{i}.y * k{j};
+                t_{i}_{j}_2 += q{i}.z * k{j};
+                t_{i}_{j}_3 += q{i}.w * k{j};
+#endfor
+#endfor
+            }
+#for i in 0..TI
+#for j in 0..TJ
+#for r in 0..4
+            s_{i}_{j}_{r} += t_{i}_{j}_{r};
+#endfor
+#endfor
 #endfor
         }
+        // The first V chunk, in flight while the softmax runs.
+#for s in 0..VU
+        y_{s} = load_v(t0, li + {s}u * WG, k_hi, kv_base);
+#endfor
 
         // 2. Masks and modifiers, block maxima, online softmax, P.
-        let j0 = t0 + tc * 4u;
+#for j in 0..TJ
+        let j0_{j} = t0 + (tc + {j}u * CT) * 4u;
+#endfor
 #if MODS
+#for i in 0..TI
+#for j in 0..TJ
 #for r in 0..4
 #for c in 0..4
-        s_{r}[{c}] = modify2(s_{r}[{c}], b, row_{r}.h, row_{r}.i, j0 + {c}u);
+        s_{i}_{j}_{r}[{c}] = modify2(s_{i}_{j}_{r}[{c}], b, row_{i}_{r}.h, row_{i}_{r}.i, j0_{j} + {c}u);
+#endfor
+#endfor
 #endfor
 #endfor
 #endif
         if (t0 < full_lo || t0 + BC > min(full_hi, k_hi)) {
-            let jv = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u);
+#for j in 0..TJ
+            let jv_{j} = vec4<u32>(j0_{j}, j0_{j} + 1u, j0_{j} + 2u, j0_{j} + 3u);
+#for i in 0..TI
 #for r in 0..4
-            s_{r} = select(vec4<f32>(MASKED), s_{r}, jv >= vec4<u32>(rng_{r}.x) & jv < vec4<u32>(min(rng_{r}.y, k_hi)));
+            s_{i}_{j}_{r} = select(vec4<f32>(MASKED), s_{i}_{j}_{r}, jv_{j} >= vec4<u32>(rng_{i}_{r}.x) & jv_{j} < vec4<u32>(min(rng_{i}_{r}.y, k_hi)));
+#endfor
+#endfor
 #endfor
         }
         workgroupBarrier();
-        sa[tc * 16u + tr] = vec4<f32>(
-            max(max(s_0.x, s_0.y), max(s_0.z, s_0.w)),
-            max(max(s_1.x, s_1.y), max(s_1.z, s_1.w)),
-            max(max(s_2.x, s_2.y), max(s_2.z, s_2.w)),
-            max(max(s_3.x, s_3.y), max(s_3.z, s_3.w)),
-        );
-        workgroupBarrier();
-        var bm = vec4<f32>(m_0, m_1, m_2, m_3);
-        for (var t = 0u; t < 16u; t++) {
-            bm = max(bm, sa[t * 16u + tr]);
+#for i in 0..TI
+        {
+            var mx = vec4<f32>(MASKED);
+#for j in 0..TJ
+            mx = max(mx, vec4<f32>(
+                max(max(s_{i}_{j}_0.x, s_{i}_{j}_0.y), max(s_{i}_{j}_0.z, s_{i}_{j}_0.w)),
+                max(max(s_{i}_{j}_1.x, s_{i}_{j}_1.y), max(s_{i}_{j}_1.z, s_{i}_{j}_1.w)),
+                max(max(s_{i}_{j}_2.x, s_{i}_{j}_2.y), max(s_{i}_{j}_2.z, s_{i}_{j}_2.w)),
+                max(max(s_{i}_{j}_3.x, s_{i}_{j}_3.y), max(s_{i}_{j}_3.z, s_{i}_{j}_3.w)),
+            ));
+#endfor
+            sa[(tr + {i}u * RT) * CT + tc] = mx;
         }
+#endfor
+        workgroupBarrier();
         let cut = vec4<f32>(MASKED_CUT2);
+#for i in 0..TI
+        {
+            let at = (tr + {i}u * RT) * CT;
+            var bm = vec4<f32>(m_{i}_0, m_{i}_1, m_{i}_2, m_{i}_3);
+            for (var t = 0u; t < CT; t++) {
+                bm = max(bm, sa[at + t]);
+            }
 #for r in 0..4
-        let corr_{r} = exp2(m_{r} - bm[{r}]);
-        let p_{r} = select(vec4<f32>(0.0), exp2(s_{r} - vec4<f32>(bm[{r}])), s_{r} > cut);
-        l_{r} = l_{r} * corr_{r} + (p_{r}.x + p_{r}.y) + (p_{r}.z + p_{r}.w);
-        m_{r} = bm[{r}];
+            let corr_{r} = exp2(m_{i}_{r} - bm[{r}]);
+            var ls_{r} = l_{i}_{r} * corr_{r};
+#for j in 0..TJ
+            let p_{j}_{r} = select(vec4<f32>(0.0), exp2(s_{i}_{j}_{r} - vec4<f32>(bm[{r}])), s_{i}_{j}_{r} > cut);
+            ls_{r} += (p_{j}_{r}.x + p_{j}_{r}.y) + (p_{j}_{r}.z + p_{j}_{r}.w);
+#endfor
+            l_{i}_{r} = ls_{r};
+            m_{i}_{r} = bm[{r}];
 #for u in 0..NU
-        o_{r}_{u} *= corr_{r};
+            o_{i}_{r}_{u} *= corr_{r};
 #endfor
 #endfor
-        sp[(tc * 4u) * 16u + tr] = vec4<f32>(p_0.x, p_1.x, p_2.x, p_3.x);
-        sp[(tc * 4u + 1u) * 16u + tr] = vec4<f32>(p_0.y, p_1.y, p_2.y, p_3.y);
-        sp[(tc * 4u + 2u) * 16u + tr] = vec4<f32>(p_0.z, p_1.z, p_2.z, p_3.z);
-        sp[(tc * 4u + 3u) * 16u + tr] = vec4<f32>(p_0.w, p_1.w, p_2.w, p_3.w);
+            let quad = tr + {i}u * RT;
+#for j in 0..TJ
+            {
+                let kq = tc + {j}u * CT;
+                let at_p = kq * 4u * QC + (quad ^ pswz(kq * 4u));
+                sp[at_p] = vec4<f32>(p_{j}_0.x, p_{j}_1.x, p_{j}_2.x, p_{j}_3.x);
+                sp[at_p + QC] = vec4<f32>(p_{j}_0.y, p_{j}_1.y, p_{j}_2.y, p_{j}_3.y);
+                sp[at_p + 2u * QC] = vec4<f32>(p_{j}_0.z, p_{j}_1.z, p_{j}_2.z, p_{j}_3.z);
+                sp[at_p + 3u * QC] = vec4<f32>(p_{j}_0.w, p_{j}_1.w, p_{j}_2.w, p_{j}_3.w);
+            }
+#endfor
+        }
+#endfor
 
         // 3. O += P·V, V in chunks of VK keys.
         for (var c0 = 0u; c0 < BC; c0 += VK) {
             workgroupBarrier();
-            for (var e = li; e < VK * D4; e += 256u) {
-                let j = t0 + c0 + e / D4;
-                let vx = ld4_v(kv_base + min(j, k_hi - 1u) * P.k_ss - P.v_shift, (e % D4) * 4u);
-                sa[e] = select(vec4<f32>(0.0), vx, j < k_hi);
+#for s in 0..VU
+            if (li + {s}u * WG < VK * D4) {
+                sa[li + {s}u * WG] = y_{s};
             }
+#endfor
             workgroupBarrier();
+            if (c0 + VK < BC) {
+#for s in 0..VU
+                y_{s} = load_v(t0 + c0 + VK, li + {s}u * WG, k_hi, kv_base);
+#endfor
+            } else if (t0 + BC < k_hi) {
+                // the first slice of the next block
+#for s in 0..SU
+                if (uok_{s}) {
+                    x_{s} = load_unit(isq_{s}, qa_{s}, t0 + BC + kq_{s}, k_hi, kv_base, dq_{s} * 4u, qscale);
+                }
+#endfor
+            }
             for (var kk = 0u; kk < VK; kk++) {
-                let p4 = sp[(c0 + kk) * 16u + tr];
+                let j = c0 + kk;
+#for i in 0..TI
+                let p{i} = sp[j * QC + ((tr + {i}u * RT) ^ pswz(j))];
+#endfor
 #for u in 0..NU
                 {
-                    let v4 = sa[kk * D4 + min(tc + {u}u * 16u, D4 - 1u)];
-                    o_0_{u} += p4.x * v4;
-                    o_1_{u} += p4.y * v4;
-                    o_2_{u} += p4.z * v4;
-                    o_3_{u} += p4.w * v4;
+                    let v4 = sa[kk * D4 + min(tc + {u}u * CT, D4 - 1u)];
+#for i in 0..TI
+                    o_{i}_0_{u} += p{i}.x * v4;
+                    o_{i}_1_{u} += p{i}.y * v4;
+                    o_{i}_2_{u} += p{i}.z * v4;
+                    o_{i}_3_{u} += p{i}.w * v4;
+#endfor
                 }
 #endfor
             }
@@ -195,25 +347,30 @@ fn main(
 
     // Row sums: add up the invocations' shares.
     workgroupBarrier();
-    sa[tc * 16u + tr] = vec4<f32>(l_0, l_1, l_2, l_3);
+#for i in 0..TI
+    sa[(tr + {i}u * RT) * CT + tc] = vec4<f32>(l_{i}_0, l_{i}_1, l_{i}_2, l_{i}_3);
+#endfor
     workgroupBarrier();
-    var l4 = vec4<f32>(0.0);
-    for (var t = 0u; t < 16u; t++) {
-        l4 += sa[t * 16u + tr];
-    }
-
+#for i in 0..TI
+    {
+        var l4 = vec4<f32>(0.0);
+        for (var t = 0u; t < CT; t++) {
+            l4 += sa[(tr + {i}u * RT) * CT + t];
+        }
 #for r in 0..4
-    if (valid_{r}) {
-        let fin = finish(m_{r}, l4[{r}]);
-        let slot = split_slot(wid.y, wid.z, rows, r0 + tr * 4u + {r}u);
+        if (valid_{i}_{r}) {
+            let fin = finish(m_{i}_{r}, l4[{r}]);
+            let slot = split_slot(wid.y, wid.z, rows, at_{i}_{r});
 #for u in 0..NU
-        if (tc + {u}u * 16u < D4) {
-            store_col(row_{r}, slot, tc + {u}u * 16u, o_{r}_{u} * fin.x);
+            if (tc + {u}u * CT < D4) {
+                store_col(row_{i}_{r}, slot, tc + {u}u * CT, o_{i}_{r}_{u} * fin.x);
+            }
+#endfor
+            if (tc == 0u) {
+                store_lse(row_{i}_{r}, slot, fin.y);
+            }
         }
 #endfor
-        if (tc == 0u) {
-            store_lse(row_{r}, slot, fin.y);
-        }
     }
 #endfor
 }

@@ -36,6 +36,7 @@ pub mod shaders;
 mod sizes;
 mod spec;
 pub mod testdata;
+pub mod tiles;
 pub mod tune;
 pub mod validation;
 

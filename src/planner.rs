@@ -19,7 +19,8 @@
 //!
 //! The fused variant ([`FusedVariant`]):
 //! - **tiled** (`flash_tiled.wgsl`) on GPUs: any adapter that is not a CPU and has
-//!   [`TILED_WORKGROUP_BYTES`] of workgroup memory and [`TILED_WG`] invocations per workgroup;
+//!   [`TILED_WORKGROUP_BYTES`] of workgroup memory and [`TILED_WG`] invocations per workgroup,
+//!   with the register-tile shape of [`TiledShape::default_for`] (or a tuned one);
 //! - **rows** (`flash.wgsl`) on CPU adapters: 1, 2 or 4 query rows per invocation, K/V shared
 //!   through subgroups of a fixed size, or staged in workgroup memory without them;
 //! - **decode** (`decode.wgsl`) for split-KV with fixed subgroups of 8, 16 or 32 and at most
@@ -38,17 +39,14 @@ use crate::spec::{AttentionSpec, Kernel};
 
 pub use crate::kernels::bindings::Binding;
 pub use crate::kernels::params::Storage;
+pub use crate::tiles::{TILED_KEYS, TiledShape};
 use crate::tune::{TunedChoice, Tuning};
 
 /// Largest `seq_q` that counts as decoding for `Auto`.
 pub const DECODE_MAX_SEQ_Q: usize = 16;
-/// Query rows per workgroup of the tiled variant.
-pub const TILED_ROWS: u32 = 64;
-/// Keys per block of the tiled variant.
-pub const TILED_KEYS: u32 = 64;
-/// Invocations per workgroup of the tiled variant.
+/// Invocations per workgroup the untuned tiled shapes need at most.
 pub const TILED_WG: u32 = 256;
-/// Workgroup memory the tiled variant needs (bytes).
+/// Workgroup memory the untuned tiled shapes need at most (bytes).
 pub const TILED_WORKGROUP_BYTES: u32 = 32 * 1024;
 /// Most rows per kv head (group × seq_q) the decoding variant holds in every lane.
 pub const DECODE_MAX_ROWS: u32 = 8;
@@ -131,8 +129,9 @@ impl Caps {
     pub fn variants(&self) -> Vec<String> {
         let mut lines = vec![if self.flash_tiles() {
             format!(
-                "flash/split-kv: workgroup-tiled variant ({TILED_ROWS} rows × {TILED_KEYS} keys, \
-                 {TILED_WG} invocations)"
+                "flash/split-kv: workgroup-tiled variant, register tiles {} (head_dim ≤ 128), \
+                 blocks of {TILED_KEYS} keys",
+                crate::tiles::TILED_DEFAULTS[0].describe()
             )
         } else {
             match self.subgroup_size {
@@ -229,11 +228,12 @@ pub enum FusedVariant {
         /// How K/V rows are shared.
         sharing: KvSharing,
     },
-    /// `flash_tiled.wgsl`: [`TILED_WG`] invocations own [`TILED_ROWS`] rows, blocks of
-    /// [`TILED_KEYS`] keys.
+    /// `flash_tiled.wgsl`: register tiles of `shape`, blocks of [`TILED_KEYS`] keys.
     Tiled {
         /// head_dim class.
         class: HeadClass,
+        /// Register-tile shape.
+        shape: TiledShape,
     },
     /// `flash_mma.wgsl`: S = Q·Kᵀ and O += P·V as tile multiplies, on cooperative matrices
     /// (tensor cores) or the portable helpers.
@@ -260,7 +260,7 @@ impl FusedVariant {
     pub fn class(&self) -> HeadClass {
         match *self {
             FusedVariant::Rows { class, .. }
-            | FusedVariant::Tiled { class }
+            | FusedVariant::Tiled { class, .. }
             | FusedVariant::Mma { class, .. }
             | FusedVariant::Decode { class, .. } => class,
         }
@@ -270,7 +270,7 @@ impl FusedVariant {
     pub fn invocations(&self) -> u32 {
         match *self {
             FusedVariant::Rows { wg, .. } => wg,
-            FusedVariant::Tiled { .. } => TILED_WG,
+            FusedVariant::Tiled { shape, .. } => shape.wg,
             FusedVariant::Mma { shape, .. } => shape.wg,
             FusedVariant::Decode { subgroup, .. } => subgroup,
         }
@@ -294,7 +294,7 @@ impl FusedVariant {
     pub fn rows_per_workgroup(&self) -> u32 {
         match *self {
             FusedVariant::Rows { wg, rows, .. } => wg * rows,
-            FusedVariant::Tiled { .. } => TILED_ROWS,
+            FusedVariant::Tiled { shape, .. } => shape.rows(),
             FusedVariant::Mma { shape, .. } => shape.rows,
             FusedVariant::Decode { rows, .. } => rows,
         }
@@ -309,7 +309,7 @@ impl FusedVariant {
                 KvSharing::Subgroup(sg) => format!("rows(r={rows}, wg={wg}, subgroup {sg})"),
                 KvSharing::Workgroup => format!("rows(r={rows}, wg={wg}, workgroup memory)"),
             },
-            FusedVariant::Tiled { .. } => "tiled".into(),
+            FusedVariant::Tiled { shape, .. } => shape.describe(),
             FusedVariant::Mma { shape, .. } => shape.describe(),
             FusedVariant::Decode { subgroup, rows, .. } => {
                 format!("decode(rows={rows}, subgroup {subgroup})")
@@ -421,8 +421,10 @@ fn kv_head_rows(spec: &AttentionSpec) -> u32 {
 
 /// The rows (or tiled) variant for a head_dim class and `rows` query rows per kv head.
 pub fn rows_variant(class: HeadClass, rows: u32, caps: &Caps) -> FusedVariant {
-    if caps.flash_tiles() {
-        return FusedVariant::Tiled { class };
+    if caps.flash_tiles()
+        && let Some(shape) = TiledShape::default_for(class, caps)
+    {
+        return FusedVariant::Tiled { class, shape };
     }
     // More rows per invocation share each K/V fetch and broadcast (4 rows: 1.6-1.7× faster
     // than 1 on lavapipe, for every head_dim class, BENCHMARKS.md); short problems keep fewer
@@ -1028,7 +1030,8 @@ mod tests {
         assert_eq!(
             flash_variant(&auto(1, 2, 2, 512, 512, 64), &gpu()),
             FusedVariant::Tiled {
-                class: class(4, true)
+                class: class(4, true),
+                shape: TiledShape::new(8, 4, 128, 16)
             }
         );
         let mut small = gpu();
@@ -1360,7 +1363,7 @@ mod tests {
                 ..
             })
         ));
-        let c = with(TunedChoice::Tiled);
+        let c = with(TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]));
         assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Tiled { .. })));
         let mma = TunedChoice::Mma {
             rows: 32,
@@ -1399,7 +1402,15 @@ mod tests {
         }
         // another class (f16 storage) is untouched
         let f16 = spec.clone().dtype(DType::F16);
-        let c = plan_tuned(&f16, &caps, &Tuning::one(class.clone(), TunedChoice::Tiled)).unwrap();
+        let c = plan_tuned(
+            &f16,
+            &caps,
+            &Tuning::one(
+                class.clone(),
+                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]),
+            ),
+        )
+        .unwrap();
         assert!(!c.tuned);
         // forced variants win over tuned ones
         let forced = Caps {
@@ -1409,7 +1420,10 @@ mod tests {
         let c = plan_tuned(
             &spec,
             &forced,
-            &Tuning::one(class.clone(), TunedChoice::Tiled),
+            &Tuning::one(
+                class.clone(),
+                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]),
+            ),
         )
         .unwrap();
         assert!(!c.tuned && matches!(c.variant, Some(FusedVariant::Rows { .. })));
@@ -1417,7 +1431,7 @@ mod tests {
         let c = plan_tuned(
             &spec.clone().kernel(Kernel::ThreePass),
             &caps,
-            &Tuning::one(class, TunedChoice::Tiled),
+            &Tuning::one(class, TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0])),
         )
         .unwrap();
         assert!(!c.tuned && c.variant.is_none());

@@ -36,6 +36,7 @@ use crate::planner::{
     self, Caps, DECODE_MAX_SEQ_Q, FusedVariant, HeadClass, KvSharing, MMA_SHAPES, MmaShape, Storage,
 };
 use crate::spec::{AttentionSpec, Kernel};
+use crate::tiles::{TILED_DEFAULTS, TILED_SHAPES, TiledShape};
 // Tuning times candidates with the blocking runner: native targets only.
 #[cfg(not(target_arch = "wasm32"))]
 use crate::{
@@ -46,7 +47,7 @@ use crate::{
 };
 
 /// Version of the cache file format this build reads and writes.
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 /// Environment variable naming the tune cache file (or `off`).
 pub const CACHE_ENV: &str = "WGATTN_TUNE_CACHE";
@@ -204,8 +205,17 @@ pub enum TunedChoice {
         /// Invocations per workgroup.
         wg: u32,
     },
-    /// The workgroup-tiled variant (`flash_tiled.wgsl`).
-    Tiled,
+    /// The workgroup-tiled variant (`flash_tiled.wgsl`) with a register-tile shape.
+    Tiled {
+        /// Query rows per invocation.
+        tm: u32,
+        /// Keys per invocation.
+        tn: u32,
+        /// Invocations per workgroup.
+        wg: u32,
+        /// Dims per staged Q/K slice.
+        kd: u32,
+    },
     /// The matrix-tile variant (`flash_mma.wgsl`).
     Mma {
         /// Query rows per workgroup.
@@ -227,6 +237,12 @@ pub enum TunedChoice {
 }
 
 impl TunedChoice {
+    /// The tiled variant with `shape`.
+    pub fn tiled(shape: TiledShape) -> TunedChoice {
+        let TiledShape { tm, tn, wg, kd } = shape;
+        TunedChoice::Tiled { tm, tn, wg, kd }
+    }
+
     /// The fused variant this choice means for `spec` on `caps`, if it can run it there
     /// (`None` for [`TunedChoice::Splits`], which is no variant).
     pub fn variant(&self, spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
@@ -253,10 +269,12 @@ impl TunedChoice {
                     },
                 )
             }
-            TunedChoice::Tiled => (caps.limits.max_workgroup_storage
-                >= planner::TILED_WORKGROUP_BYTES
-                && caps.limits.max_invocations >= planner::TILED_WG)
-                .then_some(FusedVariant::Tiled { class }),
+            TunedChoice::Tiled { tm, tn, wg, kd } => {
+                let shape = TiledShape { tm, tn, wg, kd };
+                shape
+                    .fits(class, caps)
+                    .then_some(FusedVariant::Tiled { class, shape })
+            }
             TunedChoice::Mma {
                 rows,
                 keys,
@@ -282,7 +300,7 @@ impl TunedChoice {
     pub fn of_variant(variant: &FusedVariant) -> Option<TunedChoice> {
         match *variant {
             FusedVariant::Rows { rows, wg, .. } => Some(TunedChoice::Rows { rows, wg }),
-            FusedVariant::Tiled { .. } => Some(TunedChoice::Tiled),
+            FusedVariant::Tiled { shape, .. } => Some(TunedChoice::tiled(shape)),
             FusedVariant::Mma { shape, .. } => Some(TunedChoice::Mma {
                 rows: shape.rows,
                 keys: shape.keys,
@@ -298,7 +316,7 @@ impl TunedChoice {
     pub fn describe(&self) -> String {
         match *self {
             TunedChoice::Rows { rows, wg } => format!("rows(r={rows}, wg={wg})"),
-            TunedChoice::Tiled => "tiled".into(),
+            TunedChoice::Tiled { tm, tn, wg, kd } => TiledShape { tm, tn, wg, kd }.describe(),
             TunedChoice::Mma {
                 rows,
                 keys,
@@ -514,7 +532,13 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
             out.push(TunedChoice::Rows { rows, wg });
         }
     }
-    out.push(TunedChoice::Tiled);
+    // every register-tile shape on GPUs; CPU adapters run the tiled variant far slower than
+    // the rows variant (lavapipe), so they time the untuned shapes only
+    if caps.device_type == wgpu::DeviceType::Cpu {
+        out.extend(TILED_DEFAULTS.map(TunedChoice::tiled));
+    } else {
+        out.extend(TILED_SHAPES.map(TunedChoice::tiled));
+    }
     let storage = Storage::of(spec, caps);
     let coop_edge = caps.coop_f16.filter(|_| storage == Storage::F16);
     // The portable tile multiplies are a correctness fallback; on CPU adapters they are an
@@ -880,7 +904,7 @@ mod tests {
             timing: "wall".into(),
         };
         let mut file = TuneFile::default();
-        file.upsert(entry(TunedChoice::Tiled));
+        file.upsert(entry(TunedChoice::tiled(TILED_DEFAULTS[0])));
         file.upsert(entry(TunedChoice::Rows { rows: 2, wg: 64 }));
         assert_eq!(file.entries.len(), 1, "same adapter and class replaced");
         file.write(&path).unwrap();

@@ -11,7 +11,7 @@ use super::params::{Storage, all_flag_sets, aux_buffer, common_flags, params};
 use crate::context::{Context, init_buffer};
 use crate::error::{Error, Result};
 use crate::plan::Targets;
-use crate::planner::{self, Caps, Choice, FusedVariant, HeadClass, KvSharing, TILED_KEYS};
+use crate::planner::{self, Caps, Choice, FusedVariant, HeadClass, KvSharing};
 use crate::shaders::ShaderVariant;
 use crate::spec::AttentionSpec;
 
@@ -25,13 +25,26 @@ const DECODE_KEYS_PER_BLOCK: u32 = 4;
 fn fused_shader(variant: &FusedVariant, split: bool) -> ShaderVariant {
     let HeadClass { d16, vec4 } = variant.class();
     let v = match *variant {
-        FusedVariant::Tiled { .. } => {
-            // V chunks of VK keys fill the 1024 vec4 of the staging area at most.
-            let vk = (1024 / (4 * d16)).min(TILED_KEYS);
-            ShaderVariant::new("flash_tiled.wgsl")
+        FusedVariant::Tiled { shape, .. } => {
+            let tiled = ShaderVariant::new("flash_tiled.wgsl");
+            // (the planner makes no invalid shape; one made by hand fails to render, naming
+            // the missing constant, instead of panicking here)
+            let Some(c) = shape.consts(variant.class()) else {
+                return tiled;
+            };
+            tiled
                 .constant("D16", d16)
-                .constant("NU", d16.div_ceil(4))
-                .constant("VK", 1 << vk.ilog2())
+                .constant("TI", c.ti)
+                .constant("TJ", c.tj)
+                .constant("CT", c.ct)
+                .constant("RT", c.rt)
+                .constant("KD", c.kd)
+                .constant("NS", c.ns)
+                .constant("SU", c.su)
+                .constant("VK", c.vk)
+                .constant("VU", c.vu)
+                .constant("NU", c.nu)
+                .constant("SA", c.sa)
         }
         FusedVariant::Mma { shape, .. } => {
             let dp = d16 * 16;
@@ -151,7 +164,12 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                                 rows,
                                 sharing,
                             },
-                            FusedVariant::Tiled { .. } => FusedVariant::Tiled { class },
+                            FusedVariant::Tiled { shape, .. } if shape.consts(class).is_none() => {
+                                continue;
+                            }
+                            FusedVariant::Tiled { shape, .. } => {
+                                FusedVariant::Tiled { class, shape }
+                            }
                             // cooperative matrices only with f16 storage
                             FusedVariant::Mma { shape, .. } if shape.coop && !f16 => continue,
                             FusedVariant::Mma { shape, .. } if !shape.valid_for(class) => continue,

@@ -155,3 +155,100 @@ fn default_choice_follows_the_adapter_type() {
     let room = ctx.caps().limits.max_workgroup_storage >= 32 * 1024;
     assert_eq!(ctx.caps().flash_tiles(), gpu && room);
 }
+
+/// Every register-tile shape `wgattn tune` may choose (forced through a tuned choice for each
+/// case's class), on the tile edges and a slice of the option grid (masks, modifiers, f16,
+/// logits of order 10³), flash and split-KV. A shape that does not fit the adapter's
+/// workgroup memory is skipped (lavapipe has 32 KiB; 48 KiB shapes are left to GPUs), one
+/// that does not fit a head_dim class (the register budget) is skipped for it; each shape
+/// that fits must run some cases, and the shapes run must cover 4 and 8 rows, 4 and 8 keys,
+/// and slices of 16 and 32 dims.
+#[test]
+fn every_tiled_shape_matches_the_reference() {
+    use wgattn::tiles::{TILED_SHAPES, TiledShape};
+    use wgattn::tune::{ShapeClass, TunedChoice, Tuning};
+    if common::ctx().is_none() {
+        return;
+    }
+    let cases: Vec<GridCase> = cases_of(edge_specs())
+        .into_iter()
+        .chain(validation::option_grid().into_iter().step_by(5))
+        .collect();
+    let mut covered = Vec::new();
+    for shape in TILED_SHAPES {
+        let choice = TunedChoice::tiled(shape);
+        // (a forced `flash_tiles` would switch tuning off)
+        let base = Context::with_options(ContextOptions {
+            tune_cache: wgattn::TuneCacheSource::Off,
+            ..Default::default()
+        })
+        .expect("context");
+        let caps = *base.caps();
+        let fits_adapter = shape
+            .workgroup_bytes(wgattn::planner::HeadClass { d16: 1, vec4: true })
+            .is_some_and(|b| b <= caps.limits.max_workgroup_storage)
+            && shape.wg <= caps.limits.max_invocations;
+        if !fits_adapter {
+            eprintln!(
+                "{}: skipped, over this adapter's workgroup memory",
+                shape.describe()
+            );
+            continue;
+        }
+        let mut tuning = Tuning::none();
+        for c in &cases {
+            tuning
+                .choices
+                .insert(ShapeClass::of(&c.spec, &caps), choice);
+        }
+        let ctx = base.with_tuning(tuning);
+        let mut ran = 0;
+        for case in &cases {
+            let Some(variant) = choice.variant(&case.spec, &caps) else {
+                continue;
+            };
+            for kernel in [Kernel::Flash, Kernel::SplitKv] {
+                let spec = case.spec.clone().kernel(kernel);
+                let plan = ctx.plan(&spec).unwrap();
+                if plan.choice().variant != Some(variant) {
+                    // decoding shapes keep the decoding variant
+                    assert!(
+                        plan.shaders()[0].starts_with("decode.wgsl"),
+                        "{}: {:?}",
+                        case.name,
+                        plan.choice()
+                    );
+                    continue;
+                }
+                let r = validation::run_grid_case(&ctx, case, kernel)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", shape.describe(), case.name));
+                assert!(
+                    r.passed(),
+                    "{} {} {kernel}: {}",
+                    shape.describe(),
+                    case.name,
+                    r.verdict
+                );
+                ran += 1;
+            }
+        }
+        assert!(ran >= 10, "{}: only {ran} cases ran", shape.describe());
+        covered.push(shape);
+    }
+    for (what, values, of) in [
+        (
+            "rows",
+            [4, 8],
+            (|s: &TiledShape| s.tm) as fn(&TiledShape) -> u32,
+        ),
+        ("keys", [4, 8], |s| s.tn),
+        ("slice dims", [16, 32], |s| s.kd),
+    ] {
+        for v in values {
+            assert!(
+                covered.iter().any(|s| of(s) == v),
+                "no shape with {v} {what} per invocation ran: {covered:?}"
+            );
+        }
+    }
+}
