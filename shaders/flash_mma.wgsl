@@ -6,8 +6,8 @@
 //
 // A workgroup of WG invocations owns BR query rows (rows.wgsl numbering: the rows of all query
 // heads that share one kv head) and walks their keys in blocks of BC. Operands live in
-// workgroup memory as TE (f16 with F16 storage, else f32), head_dim padded to DP (multiple of
-// 16) with zeros:
+// workgroup memory as TE (f16 with TE16: f16 storage, or f32 storage with reduced precision;
+// else f32), head_dim padded to DP (multiple of 16) with zeros:
 //   tq [BR×DP]  Q of the tile, staged once (unscaled: f16 inputs stay exact)
 //   tkv[BC×DP]  K of the block, then V of the block
 //   tf          f32 products: S [BR×BC], then P·V [BR×DP]
@@ -23,7 +23,7 @@
 // NO4 = DP / (4·RL), TF = max(BR·BC, BR·DP).
 #include "fused.wgsl"
 
-#if F16
+#if TE16
 alias TE = f16;
 #else
 alias TE = f32;

@@ -333,6 +333,10 @@ pub struct MmaShape {
     pub tile: u32,
     /// Cooperative matrices (f16 operands, f32 accumulators) instead of the portable helpers.
     pub coop: bool,
+    /// Operands rounded to f16 in workgroup memory: f16 storage, or f32 storage with
+    /// [`AttentionSpec::reduced_precision`] (see [`half_operands`]). Cooperative matrices
+    /// need it.
+    pub half: bool,
 }
 
 /// The (rows, keys, invocations) of the matrix-tile variant, in the order the untuned planner
@@ -376,15 +380,16 @@ impl MmaShape {
         elem_bytes * operands + 4 * f32s
     }
 
-    /// A short description, e.g. `mma(coop 16×16, 32 rows × 64 keys, wg=128)`.
+    /// A short description, e.g. `mma(coop 16×16, 32 rows × 64 keys, wg=128, f16 operands)`.
     pub fn describe(&self) -> String {
         let t = self.tile;
         format!(
-            "mma({} {t}×{t}, {} rows × {} keys, wg={})",
+            "mma({} {t}×{t}, {} rows × {} keys, wg={}{})",
             if self.coop { "coop" } else { "portable" },
             self.rows,
             self.keys,
-            self.wg
+            self.wg,
+            if self.half { ", f16 operands" } else { "" }
         )
     }
 }
@@ -464,31 +469,49 @@ pub fn decode_variant(class: HeadClass, rows: u32, caps: &Caps) -> Option<FusedV
     })
 }
 
-/// True when the matrix-tile variant would multiply on cooperative matrices for `storage`.
-fn mma_coop(caps: &Caps, storage: Storage) -> Option<u32> {
-    caps.coop_f16.filter(|_| storage == Storage::F16)
+/// True when `spec` asks for reduced-precision products and they apply on `caps`: f32
+/// storage, SHADER_F16, and cooperative matrices (or the matrix-tile variant forced, which
+/// then multiplies f16 operands with the portable helpers).
+pub fn reduced_precision_applies(spec: &AttentionSpec, caps: &Caps) -> bool {
+    spec.reduced_precision
+        && Storage::of(spec, caps) == Storage::F32
+        && caps.shader_f16
+        && (caps.coop_f16.is_some() || caps.mma == Some(true))
 }
 
-/// Operand bytes of the matrix-tile variant's tiles for `storage` (f16 tiles with f16 storage).
-pub fn mma_elem_bytes(storage: Storage) -> u32 {
-    if storage == Storage::F16 { 2 } else { 4 }
+/// True when the matrix-tile variant holds f16 operands for `spec`: f16 storage, or f32
+/// storage where [`reduced_precision_applies`].
+pub fn half_operands(spec: &AttentionSpec, caps: &Caps) -> bool {
+    Storage::of(spec, caps) == Storage::F16 || reduced_precision_applies(spec, caps)
 }
 
-/// True when `shape` can run head_dim class `class` with `storage` on a device with `caps`:
-/// valid, within the workgroup memory and invocations, and cooperative only where the
-/// adapter reports that tile edge for f16 storage.
-pub fn mma_fits(shape: &MmaShape, class: HeadClass, storage: Storage, caps: &Caps) -> bool {
+/// The cooperative-matrix tile edge the matrix-tile variant multiplies on, with f16
+/// operands (`half`) on an adapter that has them.
+fn mma_coop(caps: &Caps, half: bool) -> Option<u32> {
+    caps.coop_f16.filter(|_| half)
+}
+
+/// Operand bytes of the matrix-tile variant's tiles (2 with f16 operands).
+pub fn mma_elem_bytes(half: bool) -> u32 {
+    if half { 2 } else { 4 }
+}
+
+/// True when `shape` can run head_dim class `class` on a device with `caps`: valid, within
+/// the workgroup memory and invocations, f16 operands only with SHADER_F16, and cooperative
+/// only with f16 operands where the adapter reports that tile edge.
+pub fn mma_fits(shape: &MmaShape, class: HeadClass, caps: &Caps) -> bool {
     shape.valid_for(class)
         && shape.wg <= caps.limits.max_invocations
-        && shape.workgroup_bytes(class, mma_elem_bytes(storage))
+        && shape.workgroup_bytes(class, mma_elem_bytes(shape.half))
             <= caps.limits.max_workgroup_storage
-        && (!shape.coop || mma_coop(caps, storage) == Some(shape.tile))
+        && (!shape.half || caps.shader_f16)
+        && (!shape.coop || mma_coop(caps, shape.half) == Some(shape.tile))
 }
 
-/// The untuned matrix-tile shape for a head_dim class and storage: the first of
+/// The untuned matrix-tile shape for a head_dim class and operand type: the first of
 /// [`MMA_SHAPES`] that fits, cooperative where the adapter allows.
-pub fn mma_default_shape(class: HeadClass, storage: Storage, caps: &Caps) -> Option<MmaShape> {
-    let coop = mma_coop(caps, storage);
+pub fn mma_default_shape(class: HeadClass, half: bool, caps: &Caps) -> Option<MmaShape> {
+    let coop = mma_coop(caps, half);
     MMA_SHAPES.iter().find_map(|&(rows, keys, wg)| {
         let shape = MmaShape {
             rows,
@@ -496,24 +519,25 @@ pub fn mma_default_shape(class: HeadClass, storage: Storage, caps: &Caps) -> Opt
             wg,
             tile: coop.unwrap_or(16),
             coop: coop.is_some(),
+            half,
         };
-        mma_fits(&shape, class, storage, caps).then_some(shape)
+        mma_fits(&shape, class, caps).then_some(shape)
     })
 }
 
 /// The matrix-tile variant for `spec`, when it is used: forced by [`Caps::mma`], or for f16
 /// storage on adapters with cooperative matrices; and only where a shape fits.
 pub fn mma_variant(spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
-    let storage = Storage::of(spec, caps);
+    let half = half_operands(spec, caps);
     let wanted = match caps.mma {
         Some(on) => on,
-        None => mma_coop(caps, storage).is_some(),
+        None => mma_coop(caps, half).is_some(),
     };
     if !wanted {
         return None;
     }
     let class = HeadClass::of(spec, caps);
-    mma_default_shape(class, storage, caps).map(|shape| FusedVariant::Mma { class, shape })
+    mma_default_shape(class, half, caps).map(|shape| FusedVariant::Mma { class, shape })
 }
 
 /// The flash variant for `spec` (no key splits).
@@ -749,9 +773,11 @@ pub fn fused_variants(caps: &Caps) -> Vec<FusedVariant> {
                 out.push(rows_variant(class, rows, caps));
                 out.extend(decode_variant(class, rows, caps));
             }
-            for storage in [Storage::F32, Storage::F16, Storage::Packed] {
-                let wanted = caps.mma.unwrap_or(mma_coop(caps, storage).is_some());
-                if let Some(shape) = mma_default_shape(class, storage, caps).filter(|_| wanted) {
+            // f32 operands (f32 storage, f16 packed in u32) and f16 ones (f16 storage, or
+            // f32 with reduced precision)
+            for half in [false, true] {
+                let wanted = caps.mma.unwrap_or(mma_coop(caps, half).is_some());
+                if let Some(shape) = mma_default_shape(class, half, caps).filter(|_| wanted) {
                     out.push(FusedVariant::Mma { class, shape });
                 }
             }
@@ -1274,6 +1300,15 @@ mod tests {
                 plan(&f32, &caps).unwrap().variant,
                 Some(FusedVariant::Tiled { .. })
             ));
+            // unless it allows reduced precision: f16 operands on cooperative matrices
+            let reduced = f32.clone().reduced_precision(true);
+            assert!(reduced_precision_applies(&reduced, &caps));
+            match plan(&reduced, &caps).unwrap().variant.unwrap() {
+                FusedVariant::Mma { shape, .. } => {
+                    assert!(shape.coop && shape.half && shape.tile == edge, "{shape:?}")
+                }
+                other => panic!("expected mma, got {other:?}"),
+            }
             assert!(matches!(
                 plan(&auto(1, 8, 2, 1, 4096, 128).dtype(DType::F16), &caps)
                     .unwrap()
@@ -1290,7 +1325,8 @@ mod tests {
                 Some(FusedVariant::Tiled { .. })
             ));
         }
-        // packed f16 (no SHADER_F16) never multiplies on cooperative matrices
+        // packed f16 (no SHADER_F16) never multiplies on cooperative matrices, nor does
+        // reduced-precision f32 there
         let packed = Caps {
             shader_f16: false,
             ..caps
@@ -1299,6 +1335,15 @@ mod tests {
             plan(&f16, &packed).unwrap().variant,
             Some(FusedVariant::Mma { .. })
         ));
+        let reduced = f32.clone().reduced_precision(true);
+        assert!(!reduced_precision_applies(&reduced, &packed));
+        assert!(matches!(
+            plan(&reduced, &packed).unwrap().variant,
+            Some(FusedVariant::Tiled { .. })
+        ));
+        // nor without cooperative matrices (the flag changes nothing there)
+        assert!(!reduced_precision_applies(&reduced, &gpu()));
+        assert_eq!(plan(&reduced, &gpu()).unwrap(), plan(&f32, &gpu()).unwrap());
         // forced without cooperative matrices: portable helpers, f32 tiles for f32
         let forced = Caps {
             mma: Some(true),
@@ -1308,7 +1353,8 @@ mod tests {
             match plan(spec, &forced).unwrap().variant.unwrap() {
                 FusedVariant::Mma { shape, class } => {
                     assert!(!shape.coop);
-                    let bytes = mma_elem_bytes(Storage::of(spec, &forced));
+                    assert_eq!(shape.half, spec.dtype == crate::spec::DType::F16);
+                    let bytes = mma_elem_bytes(shape.half);
                     assert!(shape.workgroup_bytes(class, bytes) <= 32 * 1024);
                 }
                 other => panic!("expected mma, got {other:?}"),

@@ -137,7 +137,7 @@ impl ShaderVariant {
     /// Renders with the templates of `table` (the embedded ones, or a test's).
     fn render_from(&self, table: &[(&'static str, &'static str)]) -> Result<Rendered> {
         let mut out = Rendered::default();
-        if self.flags.contains(&"F16") {
+        if self.flags.contains(&"F16") || self.flags.contains(&"TE16") {
             out.push("enable f16;", PRELUDE, 0);
         }
         if self.flags.contains(&"COOP") {

@@ -346,6 +346,14 @@ pub struct AttentionSpec {
     /// Also return the probability matrix, `[B, Hq, Sq, Sk]` (three-pass kernel only; `Auto`
     /// picks it when this is set).
     pub return_weights: bool,
+    /// Allow reduced-precision products for f32 inputs (off by default; like PyTorch's
+    /// `allow_tf32`): where the adapter has f16 cooperative matrices (tensor cores), flash
+    /// and split-KV round Q, K, V and P to f16 and multiply them there, accumulating in f32.
+    /// Softmax, masks and all sums stay f32. Accuracy is then that of f16 operands:
+    /// [`crate::validation::TOL_REDUCED`] relative Frobenius for inputs of order 1, worse for
+    /// large logits, and inputs beyond ±65504 overflow. Without cooperative matrices, for
+    /// f16 storage, for three-pass and for the backward pass it changes nothing.
+    pub reduced_precision: bool,
 }
 
 impl AttentionSpec {
@@ -378,6 +386,7 @@ impl AttentionSpec {
             kernel: Kernel::Auto,
             return_lse: false,
             return_weights: false,
+            reduced_precision: false,
         }
     }
 
@@ -429,6 +438,12 @@ impl AttentionSpec {
     /// Sets logit soft-capping.
     pub fn softcap(mut self, cap: impl Into<Option<f32>>) -> Self {
         self.softcap = cap.into();
+        self
+    }
+    /// Allows (or forbids) reduced-precision products for f32 inputs; see
+    /// [`AttentionSpec::reduced_precision`](#structfield.reduced_precision).
+    pub fn reduced_precision(mut self, allow: bool) -> Self {
+        self.reduced_precision = allow;
         self
     }
     /// Chooses the kernel.

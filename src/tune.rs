@@ -43,7 +43,7 @@ use crate::{
     bench::Runner,
     context::Context,
     testdata::{self, Dist},
-    validation::{TOL_F32, Tolerances},
+    validation::{TOL_F32, TOL_REDUCED, Tolerances},
 };
 
 /// Version of the cache file format this build reads and writes.
@@ -138,7 +138,8 @@ pub enum RowsClass {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "tune-cache", derive(Serialize, Deserialize))]
 pub struct ShapeClass {
-    /// `f32`, `f16` or `packed` (f16 in u32 words).
+    /// `f32`, `f32-reduced` (f32 with [`AttentionSpec::reduced_precision`] where it
+    /// applies), `f16` or `packed` (f16 in u32 words).
     pub storage: String,
     /// head_dim rounded up to a multiple of 16, / 16.
     pub d16: u32,
@@ -155,6 +156,8 @@ impl ShapeClass {
         let rows_per_kv_head = spec.group() * spec.seq_q;
         ShapeClass {
             storage: match Storage::of(spec, caps) {
+                // f16 products: another class than exact f32
+                Storage::F32 if planner::reduced_precision_applies(spec, caps) => "f32-reduced",
                 Storage::F32 => "f32",
                 Storage::F16 => "f16",
                 Storage::Packed => "packed",
@@ -247,7 +250,6 @@ impl TunedChoice {
     /// (`None` for [`TunedChoice::Splits`], which is no variant).
     pub fn variant(&self, spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
         let class = HeadClass::of(spec, caps);
-        let storage = Storage::of(spec, caps);
         match *self {
             TunedChoice::Rows { rows, wg } => {
                 let sharing = match caps.subgroup_size {
@@ -288,9 +290,9 @@ impl TunedChoice {
                     wg,
                     tile,
                     coop,
+                    half: planner::half_operands(spec, caps),
                 };
-                planner::mma_fits(&shape, class, storage, caps)
-                    .then_some(FusedVariant::Mma { class, shape })
+                planner::mma_fits(&shape, class, caps).then_some(FusedVariant::Mma { class, shape })
             }
             TunedChoice::Splits { .. } => None,
         }
@@ -329,6 +331,8 @@ impl TunedChoice {
                 wg,
                 tile,
                 coop,
+                // (cooperative matrices always multiply f16 operands)
+                half: coop,
             }
             .describe(),
             TunedChoice::Splits { shift } => format!("splits ×2^{shift}"),
@@ -539,8 +543,7 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
     } else {
         out.extend(TILED_SHAPES.map(TunedChoice::tiled));
     }
-    let storage = Storage::of(spec, caps);
-    let coop_edge = caps.coop_f16.filter(|_| storage == Storage::F16);
+    let coop_edge = caps.coop_f16.filter(|_| planner::half_operands(spec, caps));
     // The portable tile multiplies are a correctness fallback; on CPU adapters they are an
     // order of magnitude slower than the rows variant (lavapipe), so only GPUs time them.
     let portable = (caps.device_type != wgpu::DeviceType::Cpu).then_some((16, false));
@@ -670,8 +673,14 @@ fn check_candidate(
     let data = testdata::generate(&small, Dist::Normal, Runner::SEED);
     let inputs = data.inputs();
     let cpu = crate::reference::attention_with(&small, &inputs).map_err(|e| e.to_string())?;
+    // f16 products where the spec allows them and they apply
+    let tolerance = if planner::reduced_precision_applies(&small, ctx.caps()) {
+        TOL_REDUCED
+    } else {
+        TOL_F32
+    };
     let tol =
-        Tolerances::for_inputs(&small, &inputs, &cpu.out, TOL_F32).map_err(|e| e.to_string())?;
+        Tolerances::for_inputs(&small, &inputs, &cpu.out, tolerance).map_err(|e| e.to_string())?;
     let verdict = tol.verdict(&gpu, &cpu);
     if verdict.passed() {
         Ok(())

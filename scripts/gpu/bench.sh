@@ -4,7 +4,9 @@
 #      matrix-tile variant forced (cooperative matrices where the adapter reports them, else
 #      the portable tile multiplies) and forbidden;
 #   2. `tune` (f32 and f16) on the shapes below, into $OUT/tune.json;
-#   3. `bench --json` f32 and f16, untuned and tuned (with $OUT/tune.json);
+#   3. `bench --json` f32 and f16, untuned and tuned (with $OUT/tune.json), and f32 with
+#      --reduced-precision (f16 products on tensor cores where the adapter has them), with
+#      `run --check` of it on a case of order-1 inputs;
 #   4. PyTorch SDPA f32 and f16 (default backends, CUDA events) and the copy bandwidth, when
 #      torch with CUDA is there;
 #   5. burn's attention (scripts/peers/burn-attn; BURN = its binary, or the .gz that
@@ -72,6 +74,19 @@ for dt in f32 f16; do
     done
   done
 done
+
+# 3b. f32 with reduced precision (the opt-in like PyTorch's allow_tf32): speed and accuracy
+for set in "${BENCH_SETS[@]}"; do
+  step "bench f32 --reduced-precision $set"
+  # shellcheck disable=SC2086
+  timeout "$T" "$W" bench $set --reduced-precision --untuned --seconds "$SECONDS_PER" --json \
+    >>"$OUT/bench.jsonl" 2>>"$L"
+done
+step "run --check --reduced-precision"
+timeout 60 "$W" gen --shape 1,8,2,300,500,128 --output /tmp/wgattn-reduced.safetensors >>"$L" 2>&1
+timeout "$T" "$W" run --input /tmp/wgattn-reduced.safetensors --output /tmp/wgattn-reduced-out.safetensors \
+  --reduced-precision --check >>"$L" 2>&1
+echo "exit $?" >>"$L"
 
 # 4. PyTorch SDPA (same shapes) and the copy bandwidth
 if [ "$DRY" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then

@@ -59,8 +59,8 @@ fn fused_shader(variant: &FusedVariant, split: bool) -> ShaderVariant {
                 .constant("NO4", dp / (4 * rl))
                 .constant("TF", (shape.rows * shape.keys).max(shape.rows * dp))
                 .flag("COOP", shape.coop)
-                // cooperative matrices multiply f16 operands: f16 storage only
-                .flag("F16", shape.coop)
+                // f16 operands (cooperative matrices multiply nothing else)
+                .flag("TE16", shape.half)
                 .flag("MT16", shape.tile == 16)
         }
         FusedVariant::Decode { subgroup, rows, .. } => ShaderVariant::new("decode.wgsl")
@@ -139,6 +139,13 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
         for v in planner::fused_variants(&caps) {
             out.push(fused_shader(&v, false));
             out.push(fused_shader(&v, true));
+            // f16 operands: f16 storage is what uses them most
+            if let FusedVariant::Mma { shape, .. } = v
+                && shape.half
+            {
+                out.push(fused_shader(&v, false).flag("F16", true));
+                out.push(fused_shader(&v, true).flag("F16", true));
+            }
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(combine_shader(v.class(), storage));
             }
@@ -149,7 +156,7 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
     }
     for flags in all_flag_sets() {
         let mods = flags.iter().any(|f| !matches!(*f, "F16" | "PACKED"));
-        let f16 = flags.contains(&"F16");
+        let packed = flags.contains(&"PACKED");
         for d16 in [1, 5] {
             for vec4 in [false, true] {
                 for split in [false, true] {
@@ -170,8 +177,8 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                             FusedVariant::Tiled { shape, .. } => {
                                 FusedVariant::Tiled { class, shape }
                             }
-                            // cooperative matrices only with f16 storage
-                            FusedVariant::Mma { shape, .. } if shape.coop && !f16 => continue,
+                            // f16 operands need SHADER_F16 (never packed storage)
+                            FusedVariant::Mma { shape, .. } if shape.half && packed => continue,
                             FusedVariant::Mma { shape, .. } if !shape.valid_for(class) => continue,
                             FusedVariant::Mma { shape, .. } => FusedVariant::Mma { class, shape },
                             FusedVariant::Decode { subgroup, rows, .. } => FusedVariant::Decode {
@@ -180,7 +187,6 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                                 rows,
                             },
                         };
-                        // (the cooperative-matrix paths already carry F16)
                         let v = flags
                             .iter()
                             .fold(fused_shader(&path, split), |v, f| v.flag(f, true));

@@ -158,3 +158,72 @@ fn cooperative_matrices_where_the_adapter_has_them() {
     common::run_cases(ctx, Kernel::Flash, &cases);
     common::run_cases(ctx, Kernel::SplitKv, &cases);
 }
+
+/// Reduced precision for f32 inputs (`AttentionSpec::reduced_precision`): with the
+/// matrix-tile variant forced, f32 inputs are rounded to f16 operands (the shader says TE16)
+/// and the result is held to `TOL_REDUCED` on the tile edges with inputs of order 1 (the
+/// edge with logits of order 10³ is left out: f16 products cannot meet a bound there). The
+/// rounding must show (some error above the f32 tolerance), and without the flag the same
+/// plan is exact to f32's tolerance. On cooperative-matrix adapters the unforced default
+/// multiplies on them.
+#[test]
+fn reduced_precision_rounds_f32_to_f16_products() {
+    use wgattn::validation::{TOL_F32, TOL_REDUCED, Tolerances};
+    let Some(ctx) = mma_ctx() else { return };
+    if !ctx.caps().shader_f16 {
+        eprintln!(
+            "SKIPPED: {} has no SHADER_F16 for f16 operands",
+            ctx.adapter_info().name
+        );
+        return;
+    }
+    let mut worst: f64 = 0.0;
+    for (n, spec) in edge_specs()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| *n != 2)
+    {
+        let reduced = spec.clone().reduced_precision(true).with_lse(true);
+        for kernel in [Kernel::Flash, Kernel::SplitKv] {
+            let spec = reduced.clone().kernel(kernel);
+            let shader = first_shader(ctx, &spec);
+            if kernel == Kernel::SplitKv && shader.starts_with("decode.wgsl") {
+                // decoding shapes keep the (exact) decoding variant
+                continue;
+            }
+            assert!(shader.contains("TE16"), "edge {n}: {shader}");
+            let data = wgattn::testdata::generate(&spec, Dist::Normal, 1300 + n as u64);
+            let inputs = data.inputs();
+            let gpu = ctx.attention_with(&spec, &inputs).unwrap();
+            let cpu = wgattn::reference::attention_with(&spec, &inputs).unwrap();
+            let verdict = Tolerances::for_inputs(&spec, &inputs, &cpu.out, TOL_REDUCED)
+                .unwrap()
+                .verdict(&gpu, &cpu);
+            assert!(verdict.passed(), "edge {n} {kernel}: {verdict}");
+            let err = wgattn::ErrorStats::compare(&gpu.out, &cpu.out).rel_fro;
+            worst = worst.max(err);
+            // the same spec without the flag: f32 operands, f32 accuracy
+            let exact = spec.clone().reduced_precision(false);
+            assert!(!first_shader(ctx, &exact).contains("TE16"));
+            let gpu = ctx.attention_with(&exact, &inputs).unwrap();
+            let verdict = Tolerances::for_inputs(&exact, &inputs, &cpu.out, TOL_F32)
+                .unwrap()
+                .verdict(&gpu, &cpu);
+            assert!(verdict.passed(), "edge {n} {kernel} exact: {verdict}");
+        }
+    }
+    eprintln!("reduced precision: worst rel_fro {worst:.2e} (bound {TOL_REDUCED:.0e})");
+    assert!(
+        worst > TOL_F32,
+        "f16 rounding did not show: worst {worst:.2e}"
+    );
+    // unforced: tensor cores where the adapter has them, else the exact f32 variants
+    let Some(plain) = common::ctx() else { return };
+    let spec = AttentionSpec::new(1, 4, 2, 100, 130, 64).reduced_precision(true);
+    let shader = first_shader(plain, &spec);
+    assert_eq!(
+        shader.contains("TE16"),
+        plain.caps().coop_f16.is_some() && plain.caps().shader_f16,
+        "{shader}"
+    );
+}

@@ -118,20 +118,21 @@ pub fn run(args: Args, adapter: Option<String>) -> Result<Outcome> {
             }
             Some(rows) => sampled_rows(&spec, &inputs, &out, rows)?,
         };
-        let tolerances = wgattn::validation::Tolerances::new(
-            &spec,
-            &inputs,
-            wgattn::validation::TOL_F32_LARGE,
-            plain_error,
-        );
+        // f16 products where --reduced-precision applies
+        let tolerance = if wgattn::planner::reduced_precision_applies(&spec, ctx.caps()) {
+            wgattn::validation::TOL_REDUCED
+        } else {
+            wgattn::validation::TOL_F32_LARGE
+        };
+        let tolerances =
+            wgattn::validation::Tolerances::new(&spec, &inputs, tolerance, plain_error);
         let verdict = tolerances.verdict(&got, &expected);
         println!(
-            "check against CPU reference: {verdict} (out: {}; lse: max_abs ≤ {:.0e} × logit scale)",
+            "check against CPU reference: {verdict} (out: {}; lse: max_abs ≤ {tolerance:.0e} × logit scale)",
             match verdict.out.measure {
                 wgattn::Measure::MaxAbs => "max_abs, 2× plain f16 + 1e-5",
                 wgattn::Measure::RelFro => "rel_fro",
             },
-            wgattn::validation::TOL_F32_LARGE,
         );
         if !verdict.passed() {
             return Ok(Outcome::OutOfTolerance);

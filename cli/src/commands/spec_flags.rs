@@ -31,6 +31,10 @@ pub struct SpecFlags {
     /// Logit soft-capping: s <- cap * tanh(s / cap) before bias and masks; finite.
     #[arg(long, value_name = "CAP", allow_negative_numbers = true, value_parser = super::values::finite)]
     pub softcap: Option<f32>,
+    /// Allow f16 products for f32 inputs where the adapter has f16 cooperative matrices
+    /// (tensor cores), like PyTorch's allow_tf32; accuracy then that of f16 operands.
+    #[arg(long)]
+    pub reduced_precision: bool,
 }
 
 /// Parses `L,R` (two integers, -1 = unbounded).
@@ -74,6 +78,9 @@ impl SpecFlags {
         }
         if let Some(c) = self.softcap {
             spec.softcap = Some(c);
+        }
+        if self.reduced_precision {
+            spec.reduced_precision = true;
         }
         spec
     }
