@@ -10,7 +10,7 @@
 #   4. PyTorch SDPA f32 and f16 (default backends, CUDA events) and the copy bandwidth, when
 #      torch with CUDA is there;
 #   5. burn's attention (scripts/peers/burn-attn; BURN = its binary, or the .gz that
-#      scripts/gpu/pack-burn.sh makes), f32, its standard shapes.
+#      scripts/gpu/pack-burn.sh makes), f32 and f16, its standard shapes.
 # Run it on the GPU machine with a release binary built elsewhere:
 #   W=path/to/wgattn CASES=path/to/validation/cases BURN=path/to/burn-attn.gz OUT=results \
 #     scripts/gpu/bench.sh
@@ -97,19 +97,22 @@ else
   step "torch skipped (DRY=$DRY or no torch with CUDA)"
 fi
 
-# 5. burn (f32; its standard shapes), from the packed binary
+# 5. burn (f32 and f16; its standard shapes), from the packed binary
 if [ -n "$BURN" ]; then
   step burn
   B=$BURN
   case "$BURN" in
     *.gz) B=$(mktemp /tmp/burn-attn.XXXXXX); gunzip -c "$BURN" >"$B"; chmod +x "$B" ;;
   esac
-  if [ "$DRY" = 1 ]; then
-    timeout "$T" "$B" bench --impl fused --only 1x8x512x64 --min-runs 3 --target-s 0.2 >"$OUT/burn.txt" 2>&1
-  else
-    timeout 300 "$B" bench --impl fused --min-runs 5 --target-s 1 >"$OUT/burn.txt" 2>&1
-  fi
-  echo "exit $?" >>"$L"
+  for dt in f32 f16; do
+    if [ "$DRY" = 1 ]; then
+      timeout "$T" "$B" bench --impl fused --only 1x8x512x64 --min-runs 3 --target-s 0.2 --dtype $dt \
+        >"$OUT/burn_$dt.txt" 2>&1
+    else
+      timeout 300 "$B" bench --impl fused --min-runs 5 --target-s 1 --dtype $dt >"$OUT/burn_$dt.txt" 2>&1
+    fi
+    echo "burn $dt exit $?" >>"$L"
+  done
 else
   step "burn skipped (BURN unset)"
 fi

@@ -1,7 +1,7 @@
 //! burn (wgpu backend) attention peer.
 //!
 //!   burn-attn bench [--impl fused|unfused|both] [--min-runs N] [--target-s S] [--sync device|readback]
-//!                   [--only LABEL_SUBSTR] [--unfused-max-scores-mib N] [--check]
+//!                   [--only LABEL_SUBSTR] [--unfused-max-scores-mib N] [--check] [--dtype f32|f16]
 //!   burn-attn bench-backward [--impl fused|unfused|both] [--min-runs N] [--target-s S]
 //!                   [--only LABEL_SUBSTR] [--causal] [--max-scores-mib N] [--json]
 //!                   [--check | --check-only]
@@ -23,10 +23,12 @@
 //! Every bench row also reads one output back after timing and reports FAILED if it errors.
 //! `--check` then compares fused and unfused outputs on every bench shape.
 //! Device: Device::wgpu(DeviceKind::DefaultDevice); on this machine that is Mesa
-//! lavapipe (software Vulkan). Tensors are [batch, heads, seq, head_dim], f32.
+//! lavapipe (software Vulkan). Tensors are [batch, heads, seq, head_dim], f32, or f16 with
+//! `--dtype f16` (random f32 inputs cast to f16 before timing; outputs cast back to f32 only
+//! for the readback checks).
 
 use burn::tensor::{
-    Bool, Device, DeviceKind, Distribution, Tensor, TensorData, activation::softmax,
+    Bool, Device, DeviceKind, Distribution, FloatDType, Tensor, TensorData, activation::softmax,
     module::attention, ops::AttentionModuleOptions,
 };
 mod backward;
@@ -153,6 +155,7 @@ fn flops(s: &BenchShape) -> f64 {
     if s.causal { f / 2.0 } else { f }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench_one(
     device: &Device,
     s: &BenchShape,
@@ -160,11 +163,12 @@ fn bench_one(
     sync: SyncMode,
     min_runs: usize,
     target_s: f64,
+    dtype: FloatDType,
 ) -> Result<(f64, f64, usize, f64), String> {
     let dist = Distribution::Normal(0.0, 1.0);
-    let q = Tensor::<4>::random([s.b, s.h, s.sq, s.d], dist, device);
-    let k = Tensor::<4>::random([s.b, s.h, s.sk, s.d], dist, device);
-    let v = Tensor::<4>::random([s.b, s.h, s.sk, s.d], dist, device);
+    let q = Tensor::<4>::random([s.b, s.h, s.sq, s.d], dist, device).cast(dtype);
+    let k = Tensor::<4>::random([s.b, s.h, s.sk, s.d], dist, device).cast(dtype);
+    let v = Tensor::<4>::random([s.b, s.h, s.sk, s.d], dist, device).cast(dtype);
     let mask = if s.causal && imp == Impl::Unfused {
         Some(causal_mask(s.sq, s.sk, device).unsqueeze::<4>().expand([s.b, s.h, s.sq, s.sk]))
     } else {
@@ -187,7 +191,7 @@ fn bench_one(
                 dt
             }
             SyncMode::Readback => {
-                let data = out.into_data();
+                let data = out.cast(FloatDType::F32).into_data();
                 let dt = t0.elapsed();
                 let x: &[f32] = data.as_slice().expect("f32");
                 assert!(x[0].is_finite());
@@ -209,7 +213,7 @@ fn bench_one(
         Impl::Fused => attention(q.clone(), k.clone(), v.clone(), None, None, opts(s.causal, None)),
         Impl::Unfused => unfused(q.clone(), k.clone(), v.clone(), mask.as_ref(), scale),
     };
-    let data = out.try_into_data().map_err(|e| short_err(&format!("{e:?}")))?;
+    let data = out.cast(FloatDType::F32).try_into_data().map_err(|e| short_err(&format!("{e:?}")))?;
     let x: &[f32] = data.as_slice().expect("f32");
     if !x.iter().all(|v| v.is_finite()) {
         return Err("non-finite output".into());
@@ -242,9 +246,18 @@ fn cmd_bench(args: &[String]) {
     let mut only: Option<String> = None;
     let mut unfused_max_scores_mib: Option<usize> = None;
     let mut check = false;
+    let mut dtype = FloatDType::F32;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
+            "--dtype" => {
+                i += 1;
+                dtype = match args[i].as_str() {
+                    "f32" => FloatDType::F32,
+                    "f16" => FloatDType::F16,
+                    x => panic!("bad --dtype {x}"),
+                }
+            }
             "--impl" => {
                 i += 1;
                 imps = match args[i].as_str() {
@@ -282,7 +295,7 @@ fn cmd_bench(args: &[String]) {
         } else {
             "burn tensor ops: matmul -> mask_fill -> softmax -> matmul"
         };
-        println!("\n{name}; timing ends with {sync_name}");
+        println!("\n{name}; {dtype:?} inputs; timing ends with {sync_name}");
         println!(
             "| {:30} | {:>10} | {:>10} | {:>8} | {:>4} | {:>9} |",
             "shape (B x H x S x D)", "median ms", "min ms", "GFLOP/s", "runs", "1st call s"
@@ -303,7 +316,7 @@ fn cmd_bench(args: &[String]) {
                 );
                 continue;
             }
-            let (med, min, n, first) = match bench_one(&device, s, imp, sync, min_runs, target_s) {
+            let (med, min, n, first) = match bench_one(&device, s, imp, sync, min_runs, target_s, dtype) {
                 Ok(r) => r,
                 Err(e) => {
                     println!("| {:30} | FAILED (timings discarded): {e} |", s.label);
@@ -494,7 +507,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage:\n  burn-attn bench [--impl fused|unfused|both] [--min-runs N] [--target-s S] [--sync device|readback] [--only LABEL_SUBSTR] [--unfused-max-scores-mib N] [--check]\n  burn-attn bench-backward [--impl fused|unfused|both] [--min-runs N] [--target-s S] [--only LABEL_SUBSTR] [--causal] [--max-scores-mib N] [--json] [--check | --check-only]\n  burn-attn cases CASE_DIR OUT_DIR [--burn-causal]"
+                "usage:\n  burn-attn bench [--impl fused|unfused|both] [--min-runs N] [--target-s S] [--sync device|readback] [--only LABEL_SUBSTR] [--unfused-max-scores-mib N] [--check] [--dtype f32|f16]\n  burn-attn bench-backward [--impl fused|unfused|both] [--min-runs N] [--target-s S] [--only LABEL_SUBSTR] [--causal] [--max-scores-mib N] [--json] [--check | --check-only]\n  burn-attn cases CASE_DIR OUT_DIR [--burn-causal]"
             );
             std::process::exit(2);
         }
