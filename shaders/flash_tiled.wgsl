@@ -19,8 +19,10 @@
 //      TM·TJ vec4 FMAs; per slice the partial sums are added to S (two-level summation, as in
 //      every kernel).
 //   2. masks / score modifiers; the rows' block maxima are exchanged through workgroup
-//      memory; online-softmax rescale; P written to workgroup memory ([key][row quad], the
-//      quad swizzled by the key).
+//      memory (two barriers), or with SUBGROUPS by a butterfly of subgroupShuffleXor among
+//      the CT lanes of the row band (no barrier: the tile coordinates then come from the
+//      subgroup id and lane, so a band is always within one subgroup); online-softmax
+//      rescale; P written to workgroup memory ([key][row quad], the quad swizzled by the key).
 //   3. O += P·V with V staged in chunks of VK keys, each chunk prefetched into registers
 //      while the previous one is multiplied (the first one while the softmax runs), and the
 //      first Q/K slice of the next block while the last chunk is multiplied.
@@ -96,13 +98,25 @@ fn load_v(t: u32, e: u32, k_hi: u32, kv_base: u32) -> vec4<f32> {
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
+#if SUBGROUPS
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sg_size: u32,
+#endif
 ) {
     let rows = P.group * P.nq;
     let r0 = wid.x * BR;
     let kvh = kv_pair(wid.z).y;
     let b = kv_pair(wid.z).x;
+#if SUBGROUPS
+    // (the planner uses this only with a fixed subgroup size that is a multiple of CT and
+    // divides WG)
+    let tr = sg_id * (sg_size / CT) + lane / CT;
+    let tc = lane % CT;
+#else
     let tr = li / CT;
     let tc = li % CT;
+#endif
 
     // Keys of this workgroup (uniform, as the barriers need).
     let keys = tile_keys(b, r0, BR, rows);
@@ -253,30 +267,39 @@ fn main(
 #endfor
 #endfor
         }
+#for i in 0..TI
+        var mx_{i} = vec4<f32>(MASKED);
+#for j in 0..TJ
+        mx_{i} = max(mx_{i}, vec4<f32>(
+            max(max(s_{i}_{j}_0.x, s_{i}_{j}_0.y), max(s_{i}_{j}_0.z, s_{i}_{j}_0.w)),
+            max(max(s_{i}_{j}_1.x, s_{i}_{j}_1.y), max(s_{i}_{j}_1.z, s_{i}_{j}_1.w)),
+            max(max(s_{i}_{j}_2.x, s_{i}_{j}_2.y), max(s_{i}_{j}_2.z, s_{i}_{j}_2.w)),
+            max(max(s_{i}_{j}_3.x, s_{i}_{j}_3.y), max(s_{i}_{j}_3.z, s_{i}_{j}_3.w)),
+        ));
+#endfor
+#endfor
+#if SUBGROUPS
+        for (var off = 1u; off < CT; off <<= 1u) {
+#for i in 0..TI
+            mx_{i} = max(mx_{i}, subgroupShuffleXor(mx_{i}, off));
+#endfor
+        }
+#else
         workgroupBarrier();
 #for i in 0..TI
-        {
-            var mx = vec4<f32>(MASKED);
-#for j in 0..TJ
-            mx = max(mx, vec4<f32>(
-                max(max(s_{i}_{j}_0.x, s_{i}_{j}_0.y), max(s_{i}_{j}_0.z, s_{i}_{j}_0.w)),
-                max(max(s_{i}_{j}_1.x, s_{i}_{j}_1.y), max(s_{i}_{j}_1.z, s_{i}_{j}_1.w)),
-                max(max(s_{i}_{j}_2.x, s_{i}_{j}_2.y), max(s_{i}_{j}_2.z, s_{i}_{j}_2.w)),
-                max(max(s_{i}_{j}_3.x, s_{i}_{j}_3.y), max(s_{i}_{j}_3.z, s_{i}_{j}_3.w)),
-            ));
-#endfor
-            sa[(tr + {i}u * RT) * CT + tc] = mx;
-        }
+        sa[(tr + {i}u * RT) * CT + tc] = mx_{i};
 #endfor
         workgroupBarrier();
+#for i in 0..TI
+        for (var t = 0u; t < CT; t++) {
+            mx_{i} = max(mx_{i}, sa[(tr + {i}u * RT) * CT + t]);
+        }
+#endfor
+#endif
         let cut = vec4<f32>(MASKED_CUT2);
 #for i in 0..TI
         {
-            let at = (tr + {i}u * RT) * CT;
-            var bm = vec4<f32>(m_{i}_0, m_{i}_1, m_{i}_2, m_{i}_3);
-            for (var t = 0u; t < CT; t++) {
-                bm = max(bm, sa[at + t]);
-            }
+            let bm = max(vec4<f32>(m_{i}_0, m_{i}_1, m_{i}_2, m_{i}_3), mx_{i});
 #for r in 0..4
             let corr_{r} = exp2(m_{i}_{r} - bm[{r}]);
             var ls_{r} = l_{i}_{r} * corr_{r};
@@ -346,17 +369,31 @@ fn main(
     }
 
     // Row sums: add up the invocations' shares.
+#for i in 0..TI
+    var l4_{i} = vec4<f32>(l_{i}_0, l_{i}_1, l_{i}_2, l_{i}_3);
+#endfor
+#if SUBGROUPS
+    for (var off = 1u; off < CT; off <<= 1u) {
+#for i in 0..TI
+        l4_{i} += subgroupShuffleXor(l4_{i}, off);
+#endfor
+    }
+#else
     workgroupBarrier();
 #for i in 0..TI
-    sa[(tr + {i}u * RT) * CT + tc] = vec4<f32>(l_{i}_0, l_{i}_1, l_{i}_2, l_{i}_3);
+    sa[(tr + {i}u * RT) * CT + tc] = l4_{i};
 #endfor
     workgroupBarrier();
 #for i in 0..TI
+    l4_{i} = vec4<f32>(0.0);
+    for (var t = 0u; t < CT; t++) {
+        l4_{i} += sa[(tr + {i}u * RT) * CT + t];
+    }
+#endfor
+#endif
+#for i in 0..TI
     {
-        var l4 = vec4<f32>(0.0);
-        for (var t = 0u; t < CT; t++) {
-            l4 += sa[(tr + {i}u * RT) * CT + t];
-        }
+        let l4 = l4_{i};
 #for r in 0..4
         if (valid_{i}_{r}) {
             let fin = finish(m_{i}_{r}, l4[{r}]);

@@ -128,11 +128,20 @@ impl Caps {
     /// Which variants the kernels use here, in words (`wgattn info`).
     pub fn variants(&self) -> Vec<String> {
         let mut lines = vec![if self.flash_tiles() {
-            format!(
-                "flash/split-kv: workgroup-tiled variant, register tiles {} (head_dim ≤ 128), \
-                 blocks of {TILED_KEYS} keys",
-                crate::tiles::TILED_DEFAULTS[0].describe()
-            )
+            let class = HeadClass { d16: 8, vec4: true };
+            match TiledShape::default_for(class, self) {
+                Some(shape) => format!(
+                    "flash/split-kv: workgroup-tiled variant, {} for head_dim 128, row \
+                     maxima exchanged {}",
+                    shape.describe(),
+                    if shape.subgroups_on(self) {
+                        "by subgroup shuffles"
+                    } else {
+                        "through workgroup memory"
+                    }
+                ),
+                None => "flash/split-kv: workgroup-tiled variant (no shape fits)".into(),
+            }
         } else {
             match self.subgroup_size {
                 Some(n) => format!(
@@ -234,6 +243,9 @@ pub enum FusedVariant {
         class: HeadClass,
         /// Register-tile shape.
         shape: TiledShape,
+        /// Row maxima and sums exchanged by subgroup shuffles instead of workgroup memory
+        /// and barriers ([`TiledShape::subgroups_on`]).
+        subgroups: bool,
     },
     /// `flash_mma.wgsl`: S = Q·Kᵀ and O += P·V as tile multiplies, on cooperative matrices
     /// (tensor cores) or the portable helpers.
@@ -429,7 +441,11 @@ pub fn rows_variant(class: HeadClass, rows: u32, caps: &Caps) -> FusedVariant {
     if caps.flash_tiles()
         && let Some(shape) = TiledShape::default_for(class, caps)
     {
-        return FusedVariant::Tiled { class, shape };
+        return FusedVariant::Tiled {
+            class,
+            shape,
+            subgroups: shape.subgroups_on(caps),
+        };
     }
     // More rows per invocation share each K/V fetch and broadcast (4 rows: 1.6-1.7× faster
     // than 1 on lavapipe, for every head_dim class, BENCHMARKS.md); short problems keep fewer
@@ -1057,7 +1073,9 @@ mod tests {
             flash_variant(&auto(1, 2, 2, 512, 512, 64), &gpu()),
             FusedVariant::Tiled {
                 class: class(4, true),
-                shape: TiledShape::new(8, 4, 128, 16)
+                shape: TiledShape::new(8, 4, 128, 16),
+                // 16 lanes per row band within subgroups of 32
+                subgroups: true,
             }
         );
         let mut small = gpu();
@@ -1409,7 +1427,7 @@ mod tests {
                 ..
             })
         ));
-        let c = with(TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]));
+        let c = with(TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]));
         assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Tiled { .. })));
         let mma = TunedChoice::Mma {
             rows: 32,
@@ -1453,7 +1471,7 @@ mod tests {
             &caps,
             &Tuning::one(
                 class.clone(),
-                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]),
+                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]),
             ),
         )
         .unwrap();
@@ -1468,7 +1486,7 @@ mod tests {
             &forced,
             &Tuning::one(
                 class.clone(),
-                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0]),
+                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]),
             ),
         )
         .unwrap();
@@ -1477,7 +1495,7 @@ mod tests {
         let c = plan_tuned(
             &spec.clone().kernel(Kernel::ThreePass),
             &caps,
-            &Tuning::one(class, TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[0])),
+            &Tuning::one(class, TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1])),
         )
         .unwrap();
         assert!(!c.tuned && c.variant.is_none());

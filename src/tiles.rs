@@ -39,8 +39,11 @@ pub struct TiledShape {
 }
 
 /// Shapes the untuned planner tries, in order: 8 rows × 4 keys per invocation in 128
-/// invocations (64 rows), then 4×4 in 256 (64 rows: fewer registers, for head_dim > 128).
-pub const TILED_DEFAULTS: [TiledShape; 2] = [
+/// invocations (64 rows) with Q/K slices of 32 dims (half the barriers of 16; needs 48 KiB of
+/// workgroup memory), the same with slices of 16 (32 KiB), then 4×4 in 256 (64 rows: fewer
+/// registers, for head_dim > 128).
+pub const TILED_DEFAULTS: [TiledShape; 3] = [
+    TiledShape::new(8, 4, 128, 32),
     TiledShape::new(8, 4, 128, 16),
     TiledShape::new(4, 4, 256, 16),
 ];
@@ -174,6 +177,15 @@ impl TiledShape {
         })
     }
 
+    /// True when the variant exchanges row maxima and sums by subgroup shuffles on a device
+    /// with `caps`: one fixed subgroup size that is a multiple of the invocations per row
+    /// band (`64 / tn`) and divides `wg`.
+    pub fn subgroups_on(&self, caps: &Caps) -> bool {
+        let ct = TILED_KEYS / self.tn.max(1);
+        caps.subgroup_size
+            .is_some_and(|sg| sg.is_multiple_of(ct) && self.wg.is_multiple_of(sg))
+    }
+
     /// A short description, e.g. `tiled(8×4, wg=128, 64 rows, kd=16)`.
     pub fn describe(&self) -> String {
         format!(
@@ -196,41 +208,72 @@ mod tests {
     }
 
     #[test]
-    fn constants_of_the_default_shape() {
-        let c = TILED_DEFAULTS[0].consts(class(8)).unwrap();
+    fn constants_of_the_default_shapes() {
+        let c = TILED_DEFAULTS[1].consts(class(8)).unwrap();
         assert_eq!((c.ti, c.tj, c.ct, c.rt), (2, 1, 16, 8));
         assert_eq!((c.ns, c.su, c.vk, c.vu, c.nu), (8, 1, 32, 8, 2));
-        assert_eq!(TILED_DEFAULTS[0].rows(), 64);
+        assert_eq!(TILED_DEFAULTS[1].rows(), 64);
         // 32 KiB, as the 4×4 kernel it replaces
-        assert_eq!(TILED_DEFAULTS[0].workgroup_bytes(class(8)), Some(32 * 1024));
-        assert_eq!(TILED_DEFAULTS[0].registers(class(8)), Some(176));
+        assert_eq!(TILED_DEFAULTS[1].workgroup_bytes(class(8)), Some(32 * 1024));
+        assert_eq!(TILED_DEFAULTS[1].registers(class(8)), Some(176));
+        // slices of 32 dims: half the slices (barriers), 48 KiB
+        let c = TILED_DEFAULTS[0].consts(class(8)).unwrap();
+        assert_eq!((c.ns, c.su, c.vk, c.vu), (4, 2, 32, 8));
+        assert_eq!(TILED_DEFAULTS[0].workgroup_bytes(class(8)), Some(48 * 1024));
+        assert_eq!(TILED_DEFAULTS[0].registers(class(8)), Some(192));
     }
 
-    /// Every head_dim class has an untuned shape on a GPU with 32 KiB and 256 invocations,
-    /// and every shape the tuner times can run some class with 48 KiB.
+    /// Every head_dim class has an untuned shape on a GPU with 32 KiB and 256 invocations
+    /// (and one with 32-dim slices up to head_dim 128 with 48 KiB), and every shape the tuner
+    /// times can run some class with 48 KiB.
     #[test]
     fn defaults_cover_every_class_and_no_shape_is_dead() {
         let mut caps = crate::planner::caps_classes()
             .into_iter()
             .find(|c| c.device_type == wgpu::DeviceType::DiscreteGpu)
             .unwrap();
-        for d16 in 1..=16 {
-            let s = TiledShape::default_for(class(d16), &caps).unwrap();
-            assert!(s.registers(class(d16)).unwrap() <= TILED_REGISTER_BUDGET);
-            let want = if d16 <= 8 {
-                TILED_DEFAULTS[0]
-            } else {
-                TILED_DEFAULTS[1]
-            };
-            assert_eq!(s, want, "d16 {d16}");
+        for (bytes, first) in [(32 * 1024, 1), (48 * 1024, 0)] {
+            caps.limits.max_workgroup_storage = bytes;
+            for d16 in 1..=16 {
+                let s = TiledShape::default_for(class(d16), &caps).unwrap();
+                assert!(s.registers(class(d16)).unwrap() <= TILED_REGISTER_BUDGET);
+                let want = if d16 <= 8 {
+                    TILED_DEFAULTS[first]
+                } else {
+                    TILED_DEFAULTS[2]
+                };
+                assert_eq!(s, want, "{bytes} B, d16 {d16}");
+            }
         }
-        caps.limits.max_workgroup_storage = 48 * 1024;
         for s in TILED_SHAPES {
             assert!(
                 (1..=16).any(|d16| s.fits(class(d16), &caps)),
                 "{s:?} fits no head_dim class"
             );
         }
+    }
+
+    #[test]
+    fn subgroup_exchange_needs_whole_row_bands() {
+        let mut caps = crate::planner::caps_classes()[0];
+        for (sg, tn, on) in [
+            (Some(32), 4, true),
+            (Some(8), 4, false),
+            (Some(8), 8, true),
+            (None, 8, false),
+            (Some(64), 4, true),
+        ] {
+            caps.subgroup_size = sg;
+            let wg = if sg == Some(64) { 128 } else { 64 };
+            assert_eq!(
+                TiledShape::new(8, tn, wg, 16).subgroups_on(&caps),
+                on,
+                "{sg:?} {tn}"
+            );
+        }
+        // a subgroup larger than the workgroup
+        caps.subgroup_size = Some(64);
+        assert!(!TiledShape::new(8, 8, 32, 16).subgroups_on(&caps));
     }
 
     #[test]

@@ -273,9 +273,11 @@ impl TunedChoice {
             }
             TunedChoice::Tiled { tm, tn, wg, kd } => {
                 let shape = TiledShape { tm, tn, wg, kd };
-                shape
-                    .fits(class, caps)
-                    .then_some(FusedVariant::Tiled { class, shape })
+                shape.fits(class, caps).then_some(FusedVariant::Tiled {
+                    class,
+                    shape,
+                    subgroups: shape.subgroups_on(caps),
+                })
             }
             TunedChoice::Mma {
                 rows,

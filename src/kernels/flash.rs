@@ -80,6 +80,9 @@ fn fused_shader(variant: &FusedVariant, split: bool) -> ShaderVariant {
         FusedVariant::Rows {
             sharing: KvSharing::Subgroup(_),
             ..
+        } | FusedVariant::Tiled {
+            subgroups: true,
+            ..
         }
     );
     v.flag("VEC4", vec4)
@@ -174,9 +177,13 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
                             FusedVariant::Tiled { shape, .. } if shape.consts(class).is_none() => {
                                 continue;
                             }
-                            FusedVariant::Tiled { shape, .. } => {
-                                FusedVariant::Tiled { class, shape }
-                            }
+                            FusedVariant::Tiled {
+                                shape, subgroups, ..
+                            } => FusedVariant::Tiled {
+                                class,
+                                shape,
+                                subgroups,
+                            },
                             // f16 operands need SHADER_F16 (never packed storage)
                             FusedVariant::Mma { shape, .. } if shape.half && packed => continue,
                             FusedVariant::Mma { shape, .. } if !shape.valid_for(class) => continue,
@@ -206,6 +213,9 @@ fn code_path(v: &FusedVariant) -> (std::mem::Discriminant<FusedVariant>, bool, u
         v,
         FusedVariant::Rows {
             sharing: KvSharing::Subgroup(_),
+            ..
+        } | FusedVariant::Tiled {
+            subgroups: true,
             ..
         }
     );

@@ -162,7 +162,8 @@ fn default_choice_follows_the_adapter_type() {
 /// workgroup memory is skipped (lavapipe has 32 KiB; 48 KiB shapes are left to GPUs), one
 /// that does not fit a head_dim class (the register budget) is skipped for it; each shape
 /// that fits must run some cases, and the shapes run must cover 4 and 8 rows, 4 and 8 keys,
-/// and slices of 16 and 32 dims.
+/// slices of 16 and 32 dims, and (on adapters with subgroups of 8 or more, as lavapipe) the
+/// row exchange by subgroup shuffles as well as through workgroup memory.
 #[test]
 fn every_tiled_shape_matches_the_reference() {
     use wgattn::tiles::{TILED_SHAPES, TiledShape};
@@ -175,6 +176,7 @@ fn every_tiled_shape_matches_the_reference() {
         .chain(validation::option_grid().into_iter().step_by(5))
         .collect();
     let mut covered = Vec::new();
+    let mut with_subgroups = false;
     for shape in TILED_SHAPES {
         let choice = TunedChoice::tiled(shape);
         // (a forced `flash_tiles` would switch tuning off)
@@ -220,6 +222,15 @@ fn every_tiled_shape_matches_the_reference() {
                     );
                     continue;
                 }
+                // row maxima by subgroup shuffles where whole row bands fit a subgroup
+                let sub = shape.subgroups_on(&caps);
+                assert_eq!(
+                    plan.shaders()[0].contains("SUBGROUPS"),
+                    sub,
+                    "{}",
+                    plan.shaders()[0]
+                );
+                with_subgroups |= sub;
                 let r = validation::run_grid_case(&ctx, case, kernel)
                     .unwrap_or_else(|e| panic!("{} {}: {e}", shape.describe(), case.name));
                 assert!(
@@ -234,6 +245,13 @@ fn every_tiled_shape_matches_the_reference() {
         }
         assert!(ran >= 10, "{}: only {ran} cases ran", shape.describe());
         covered.push(shape);
+    }
+    // lavapipe's subgroups of 8 hold the row bands of the 8-key tiles
+    if caps_of_default()
+        .subgroup_size
+        .is_some_and(|sg| sg % 8 == 0)
+    {
+        assert!(with_subgroups, "no shape ran with the subgroup exchange");
     }
     for (what, values, of) in [
         (
@@ -251,4 +269,8 @@ fn every_tiled_shape_matches_the_reference() {
             );
         }
     }
+}
+
+fn caps_of_default() -> wgattn::Caps {
+    *common::ctx().expect("adapter").caps()
 }
