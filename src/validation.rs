@@ -229,6 +229,9 @@ pub fn describe(spec: &AttentionSpec) -> String {
     if let Some(c) = spec.softcap {
         s.push_str(&format!(" softcap={c}"));
     }
+    if spec.reduced_precision {
+        s.push_str(" reduced-precision");
+    }
     for (name, b) in [("bias", spec.bias), ("mask", spec.mask)] {
         if let Some(b) = b {
             let dim = |full: bool, n: usize| if full { n.to_string() } else { "1".into() };
