@@ -2,7 +2,7 @@
 //! projections (a register-tiled WGSL matmul whose epilogue writes q, k and v straight into
 //! the attention layout and applies rotary embedding), positional encodings
 //! ([`PositionEncoding`]), a GPU [`KvCache`] for incremental decoding, weights by name from
-//! safetensors files ([`load_mha`], feature `safetensors`), an f64 CPU [`reference`] of the
+//! safetensors files (`load_mha`, feature `safetensors`), an f64 CPU [`reference`](mod@reference) of the
 //! whole layer, and the building blocks of an encoder ([`Linear`], [`LayerNorm`],
 //! [`Embedding`]).
 //!

@@ -180,7 +180,7 @@ impl MhaWeights {
     }
 }
 
-/// The naming schemes [`load_mha`] knows.
+/// The naming schemes `load_mha` (feature `safetensors`) knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NamingScheme {
     /// BERT (`transformers` `BertModel`): `{prefix}attention.self.{query,key,value}.{weight,bias}`
