@@ -24,18 +24,17 @@ fn main(
 ) {
     let kvh = kv_pair(wid.z).y;
     let b = kv_pair(wid.z).x;
-    var k_lo = P.seq_k;
-    var k_hi = 0u;
+    var lo = P.seq_k;
+    var hi = 0u;
 #for r in 0..R
     let row_{r} = row_of(wid.z, {r}u);
     let rng_{r} = visible_range(b, row_{r}.i);
-    k_lo = min(k_lo, rng_{r}.x);
-    k_hi = max(k_hi, rng_{r}.y);
+    lo = min(lo, rng_{r}.x);
+    hi = max(hi, rng_{r}.y);
 #endfor
-#if SPLIT
-    k_lo = max(k_lo, wid.y * P.split_len);
-    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
-#endif
+    let split = split_keys(lo, hi, wid.y);
+    let k_lo = split.x;
+    let k_hi = split.y;
 
 #for r in 0..R
     let q_at_{r} = b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.q_shift;

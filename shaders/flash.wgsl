@@ -57,21 +57,15 @@ fn main(
 #if SUBGROUPS
     // Keys of this subgroup: those any of its rows sees; in full_lo..full_hi every row sees
     // every key.
-    var k_lo = subgroupMin(lo_min);
-    var k_hi = subgroupMax(hi_max);
-    let full_lo = subgroupMax(lo_max);
-    let full_hi = subgroupMin(hi_min);
+    let keys = vec4<u32>(subgroupMin(lo_min), subgroupMax(hi_max), subgroupMax(lo_max), subgroupMin(hi_min));
 #else
     let keys = tile_keys(b, r0, WG * R, rows);
-    var k_lo = keys.x;
-    var k_hi = keys.y;
+#endif
+    let split = split_keys(keys.x, keys.y, wid.y);
+    let k_lo = split.x;
+    let k_hi = split.y;
     let full_lo = keys.z;
     let full_hi = keys.w;
-#endif
-#if SPLIT
-    k_lo = max(k_lo, wid.y * P.split_len);
-    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
-#endif
 
 #for r in 0..R
     let q_at_{r} = b * P.q_sb + row_{r}.h * P.q_sh + row_{r}.i * P.q_ss - P.q_shift;

@@ -43,6 +43,27 @@ var<workgroup> red: array<f32, WG>;
 #include "mma_portable.wgsl"
 #endif
 
+// K (or V, `is_v`) rows t0 .. t0+BC-1 of the block into tkv as TE; keys past k_hi are zero.
+fn stage_kv(li: u32, t0: u32, k_hi: u32, kv_base: u32, is_v: bool) {
+    for (var e = li; e < BC * D4; e += WG) {
+        let j = t0 + e / D4;
+        let d = (e % D4) * 4u;
+        let row = kv_base + min(j, k_hi - 1u) * P.k_ss;
+        var x: vec4<f32>;
+        if (is_v) {
+            x = ld4_v(row - P.v_shift, d);
+        } else {
+            x = ld4_k(row - P.k_shift, d);
+        }
+        x = select(vec4<f32>(0.0), x, j < k_hi);
+        let at = (e / D4) * DP + d;
+        tkv[at] = TE(x.x);
+        tkv[at + 1u] = TE(x.y);
+        tkv[at + 2u] = TE(x.z);
+        tkv[at + 3u] = TE(x.w);
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -63,14 +84,11 @@ fn main(
 
     // Keys of this workgroup (uniform, as the barriers and cooperative operations need).
     let keys = tile_keys(b, r0, BR, rows);
-    var k_lo = keys.x;
-    var k_hi = keys.y;
+    let split = split_keys(keys.x, keys.y, wid.y);
+    let k_lo = split.x;
+    let k_hi = split.y;
     let full_lo = keys.z;
     let full_hi = keys.w;
-#if SPLIT
-    k_lo = max(k_lo, wid.y * P.split_len);
-    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
-#endif
 
     let lr = li / RL;
     let part = li % RL;
@@ -98,18 +116,9 @@ fn main(
     }
 
     for (var t0 = k_lo; t0 < k_hi; t0 += BC) {
-        // K of the block (keys past k_hi are zero).
+        // K of the block.
         workgroupBarrier();
-        for (var e = li; e < BC * D4; e += WG) {
-            let j = t0 + e / D4;
-            let d = (e % D4) * 4u;
-            let x = select(vec4<f32>(0.0), ld4_k(kv_base + min(j, k_hi - 1u) * P.k_ss - P.k_shift, d), j < k_hi);
-            let at = (e / D4) * DP + d;
-            tkv[at] = TE(x.x);
-            tkv[at + 1u] = TE(x.y);
-            tkv[at + 2u] = TE(x.z);
-            tkv[at + 3u] = TE(x.w);
-        }
+        stage_kv(li, t0, k_hi, kv_base, false);
         workgroupBarrier();
         mma_scores(li, sg, nsg);
         workgroupBarrier();
@@ -144,16 +153,7 @@ fn main(
         m = bm;
 
         // V of the block into tkv (K is no longer read), then P·V.
-        for (var e = li; e < BC * D4; e += WG) {
-            let j = t0 + e / D4;
-            let d = (e % D4) * 4u;
-            let x = select(vec4<f32>(0.0), ld4_v(kv_base + min(j, k_hi - 1u) * P.k_ss - P.v_shift, d), j < k_hi);
-            let at = (e / D4) * DP + d;
-            tkv[at] = TE(x.x);
-            tkv[at + 1u] = TE(x.y);
-            tkv[at + 2u] = TE(x.z);
-            tkv[at + 3u] = TE(x.w);
-        }
+        stage_kv(li, t0, k_hi, kv_base, true);
         workgroupBarrier();
         mma_pv(li, sg, nsg);
         workgroupBarrier();

@@ -120,14 +120,11 @@ fn main(
 
     // Keys of this workgroup (uniform, as the barriers need).
     let keys = tile_keys(b, r0, BR, rows);
-    var k_lo = keys.x;
-    var k_hi = keys.y;
+    let split = split_keys(keys.x, keys.y, wid.y);
+    let k_lo = split.x;
+    let k_hi = split.y;
     let full_lo = keys.z;
     let full_hi = keys.w;
-#if SPLIT
-    k_lo = max(k_lo, wid.y * P.split_len);
-    k_hi = min(k_hi, wid.y * P.split_len + P.split_len);
-#endif
 
     // This invocation's rows: visible keys, running maxima, its share of the row sums and
     // its output columns.

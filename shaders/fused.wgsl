@@ -45,6 +45,16 @@ fn tile_keys(b: u32, r0: u32, n: u32, rows: u32) -> vec4<u32> {
     return vec4<u32>(first.x, last.y, last.x, first.y);
 }
 
+// Keys lo..hi of a workgroup cut to those of its key split `split` (grid.y) with SPLIT;
+// unchanged without.
+fn split_keys(lo: u32, hi: u32, split: u32) -> vec2<u32> {
+#if SPLIT
+    return vec2<u32>(max(lo, split * P.split_len), min(hi, split * P.split_len + P.split_len));
+#else
+    return vec2<u32>(lo, hi);
+#endif
+}
+
 // 1/l and lse of a finished row with running maximum m (base 2) and sum l. A row that saw no
 // key has l = 0: output 0 and lse -inf, never NaN.
 fn finish(m: f32, l: f32) -> vec2<f32> {

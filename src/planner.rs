@@ -312,6 +312,21 @@ impl FusedVariant {
         }
     }
 
+    /// True when the shader uses subgroup operations: the rows variant sharing K/V by
+    /// subgroups, the tiled variant exchanging row maxima by shuffles.
+    pub fn uses_subgroups(&self) -> bool {
+        matches!(
+            self,
+            FusedVariant::Rows {
+                sharing: KvSharing::Subgroup(_),
+                ..
+            } | FusedVariant::Tiled {
+                subgroups: true,
+                ..
+            }
+        )
+    }
+
     /// A short description, e.g. `rows(r=4, wg=64, subgroup 8)`.
     pub fn describe(&self) -> String {
         match *self {
@@ -1266,11 +1281,7 @@ mod tests {
                     assert!(listed.contains(&v), "{v:?} not listed for {caps:?}");
                     let mut shader = c.shaders(&spec)[0].clone();
                     // the list holds f32 storage and adds the storage flags per code path
-                    // (cooperative matrices only with f16 storage)
-                    let coop = shader.flags.contains(&"COOP");
-                    shader
-                        .flags
-                        .retain(|f| !matches!(*f, "PACKED") && (coop || *f != "F16"));
+                    shader.flags.retain(|f| !matches!(*f, "PACKED" | "F16"));
                     assert!(
                         all.contains(&shader),
                         "{} not in all_variants",
@@ -1427,7 +1438,7 @@ mod tests {
                 ..
             })
         ));
-        let c = with(TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]));
+        let c = with(TunedChoice::Tiled(crate::tiles::TILED_DEFAULTS[1]));
         assert!(c.tuned && matches!(c.variant, Some(FusedVariant::Tiled { .. })));
         let mma = TunedChoice::Mma {
             rows: 32,
@@ -1471,7 +1482,7 @@ mod tests {
             &caps,
             &Tuning::one(
                 class.clone(),
-                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]),
+                TunedChoice::Tiled(crate::tiles::TILED_DEFAULTS[1]),
             ),
         )
         .unwrap();
@@ -1486,7 +1497,7 @@ mod tests {
             &forced,
             &Tuning::one(
                 class.clone(),
-                TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1]),
+                TunedChoice::Tiled(crate::tiles::TILED_DEFAULTS[1]),
             ),
         )
         .unwrap();
@@ -1495,7 +1506,7 @@ mod tests {
         let c = plan_tuned(
             &spec.clone().kernel(Kernel::ThreePass),
             &caps,
-            &Tuning::one(class, TunedChoice::tiled(crate::tiles::TILED_DEFAULTS[1])),
+            &Tuning::one(class, TunedChoice::Tiled(crate::tiles::TILED_DEFAULTS[1])),
         )
         .unwrap();
         assert!(!c.tuned && c.variant.is_none());

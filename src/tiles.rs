@@ -27,6 +27,7 @@ const TILED_MAX_V_PREFETCH: u32 = 8;
 
 /// A register-tile shape of the tiled variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "tune-cache", derive(serde::Serialize, serde::Deserialize))]
 pub struct TiledShape {
     /// Query rows per invocation (4 or 8).
     pub tm: u32,
@@ -96,10 +97,14 @@ impl TiledShape {
         TiledShape { tm, tn, wg, kd }
     }
 
+    /// Invocations that share a row band: one per `tn` keys of the block.
+    fn band(&self) -> u32 {
+        TILED_KEYS / self.tn.max(1)
+    }
+
     /// Query rows per workgroup.
     pub fn rows(&self) -> u32 {
-        let ct = TILED_KEYS / self.tn.max(1);
-        self.tm * (self.wg / ct.max(1))
+        self.tm * (self.wg / self.band().max(1))
     }
 
     /// The template constants for head_dim class `class`, or `None` when the shape cannot
@@ -108,7 +113,7 @@ impl TiledShape {
     /// staging area too small for the row exchanges.
     pub fn consts(&self, class: HeadClass) -> Option<TiledConsts> {
         let ok = matches!(self.tm, 4 | 8) && matches!(self.tn, 4 | 8) && matches!(self.kd, 16 | 32);
-        let ct = TILED_KEYS / self.tn.max(1);
+        let ct = self.band();
         if !ok || self.wg == 0 || !self.wg.is_multiple_of(ct) {
             return None;
         }
@@ -181,9 +186,8 @@ impl TiledShape {
     /// with `caps`: one fixed subgroup size that is a multiple of the invocations per row
     /// band (`64 / tn`) and divides `wg`.
     pub fn subgroups_on(&self, caps: &Caps) -> bool {
-        let ct = TILED_KEYS / self.tn.max(1);
         caps.subgroup_size
-            .is_some_and(|sg| sg.is_multiple_of(ct) && self.wg.is_multiple_of(sg))
+            .is_some_and(|sg| sg.is_multiple_of(self.band()) && self.wg.is_multiple_of(sg))
     }
 
     /// A short description, e.g. `tiled(8×4, wg=128, 64 rows, kd=16)`.

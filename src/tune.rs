@@ -208,17 +208,8 @@ pub enum TunedChoice {
         /// Invocations per workgroup.
         wg: u32,
     },
-    /// The workgroup-tiled variant (`flash_tiled.wgsl`) with a register-tile shape.
-    Tiled {
-        /// Query rows per invocation.
-        tm: u32,
-        /// Keys per invocation.
-        tn: u32,
-        /// Invocations per workgroup.
-        wg: u32,
-        /// Dims per staged Q/K slice.
-        kd: u32,
-    },
+    /// The workgroup-tiled variant (`flash_tiled.wgsl`) with this register-tile shape.
+    Tiled(TiledShape),
     /// The matrix-tile variant (`flash_mma.wgsl`).
     Mma {
         /// Query rows per workgroup.
@@ -240,12 +231,6 @@ pub enum TunedChoice {
 }
 
 impl TunedChoice {
-    /// The tiled variant with `shape`.
-    pub fn tiled(shape: TiledShape) -> TunedChoice {
-        let TiledShape { tm, tn, wg, kd } = shape;
-        TunedChoice::Tiled { tm, tn, wg, kd }
-    }
-
     /// The fused variant this choice means for `spec` on `caps`, if it can run it there
     /// (`None` for [`TunedChoice::Splits`], which is no variant).
     pub fn variant(&self, spec: &AttentionSpec, caps: &Caps) -> Option<FusedVariant> {
@@ -271,14 +256,11 @@ impl TunedChoice {
                     },
                 )
             }
-            TunedChoice::Tiled { tm, tn, wg, kd } => {
-                let shape = TiledShape { tm, tn, wg, kd };
-                shape.fits(class, caps).then_some(FusedVariant::Tiled {
-                    class,
-                    shape,
-                    subgroups: shape.subgroups_on(caps),
-                })
-            }
+            TunedChoice::Tiled(shape) => shape.fits(class, caps).then_some(FusedVariant::Tiled {
+                class,
+                shape,
+                subgroups: shape.subgroups_on(caps),
+            }),
             TunedChoice::Mma {
                 rows,
                 keys,
@@ -304,7 +286,7 @@ impl TunedChoice {
     pub fn of_variant(variant: &FusedVariant) -> Option<TunedChoice> {
         match *variant {
             FusedVariant::Rows { rows, wg, .. } => Some(TunedChoice::Rows { rows, wg }),
-            FusedVariant::Tiled { shape, .. } => Some(TunedChoice::tiled(shape)),
+            FusedVariant::Tiled { shape, .. } => Some(TunedChoice::Tiled(shape)),
             FusedVariant::Mma { shape, .. } => Some(TunedChoice::Mma {
                 rows: shape.rows,
                 keys: shape.keys,
@@ -320,7 +302,7 @@ impl TunedChoice {
     pub fn describe(&self) -> String {
         match *self {
             TunedChoice::Rows { rows, wg } => format!("rows(r={rows}, wg={wg})"),
-            TunedChoice::Tiled { tm, tn, wg, kd } => TiledShape { tm, tn, wg, kd }.describe(),
+            TunedChoice::Tiled(shape) => shape.describe(),
             TunedChoice::Mma {
                 rows,
                 keys,
@@ -541,9 +523,9 @@ pub fn candidates(spec: &AttentionSpec, caps: &Caps) -> Vec<TunedChoice> {
     // every register-tile shape on GPUs; CPU adapters run the tiled variant far slower than
     // the rows variant (lavapipe), so they time the untuned shapes only
     if caps.device_type == wgpu::DeviceType::Cpu {
-        out.extend(TILED_DEFAULTS.map(TunedChoice::tiled));
+        out.extend(TILED_DEFAULTS.map(TunedChoice::Tiled));
     } else {
-        out.extend(TILED_SHAPES.map(TunedChoice::tiled));
+        out.extend(TILED_SHAPES.map(TunedChoice::Tiled));
     }
     let coop_edge = caps.coop_f16.filter(|_| planner::half_operands(spec, caps));
     // The portable tile multiplies are a correctness fallback; on CPU adapters they are an
@@ -915,7 +897,7 @@ mod tests {
             timing: "wall".into(),
         };
         let mut file = TuneFile::default();
-        file.upsert(entry(TunedChoice::tiled(TILED_DEFAULTS[0])));
+        file.upsert(entry(TunedChoice::Tiled(TILED_DEFAULTS[0])));
         file.upsert(entry(TunedChoice::Rows { rows: 2, wg: 64 }));
         assert_eq!(file.entries.len(), 1, "same adapter and class replaced");
         file.write(&path).unwrap();

@@ -11,7 +11,7 @@ use super::params::{Storage, all_flag_sets, aux_buffer, common_flags, params};
 use crate::context::{Context, init_buffer};
 use crate::error::{Error, Result};
 use crate::plan::Targets;
-use crate::planner::{self, Caps, Choice, FusedVariant, HeadClass, KvSharing};
+use crate::planner::{self, Caps, Choice, FusedVariant, HeadClass};
 use crate::shaders::ShaderVariant;
 use crate::spec::AttentionSpec;
 
@@ -75,16 +75,7 @@ fn fused_shader(variant: &FusedVariant, split: bool) -> ShaderVariant {
             .constant("KB", variant.keys_per_block())
             .constant("D16", d16),
     };
-    let subgroups = matches!(
-        variant,
-        FusedVariant::Rows {
-            sharing: KvSharing::Subgroup(_),
-            ..
-        } | FusedVariant::Tiled {
-            subgroups: true,
-            ..
-        }
-    );
+    let subgroups = variant.uses_subgroups();
     v.flag("VEC4", vec4)
         .flag("SUBGROUPS", subgroups)
         .flag("SPLIT", split)
@@ -142,13 +133,6 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
         for v in planner::fused_variants(&caps) {
             out.push(fused_shader(&v, false));
             out.push(fused_shader(&v, true));
-            // f16 operands: f16 storage is what uses them most
-            if let FusedVariant::Mma { shape, .. } = v
-                && shape.half
-            {
-                out.push(fused_shader(&v, false).flag("F16", true));
-                out.push(fused_shader(&v, true).flag("F16", true));
-            }
             for storage in [Storage::F32, Storage::F16, Storage::Packed] {
                 out.push(combine_shader(v.class(), storage));
             }
@@ -206,19 +190,9 @@ pub(crate) fn variants() -> Vec<ShaderVariant> {
     out
 }
 
-/// The code path of a fused variant: its kind, whether the rows variant shares K/V by
-/// subgroups, and the matrix-tile variant's cooperative tile edge (0: portable).
+/// The code path of a fused variant: its kind, whether it uses subgroups, and the matrix-tile variant's cooperative tile edge (0: portable).
 fn code_path(v: &FusedVariant) -> (std::mem::Discriminant<FusedVariant>, bool, u32) {
-    let sub = matches!(
-        v,
-        FusedVariant::Rows {
-            sharing: KvSharing::Subgroup(_),
-            ..
-        } | FusedVariant::Tiled {
-            subgroups: true,
-            ..
-        }
-    );
+    let sub = v.uses_subgroups();
     let coop = match v {
         FusedVariant::Mma { shape, .. } if shape.coop => shape.tile,
         _ => 0,

@@ -178,7 +178,7 @@ fn every_tiled_shape_matches_the_reference() {
     let mut covered = Vec::new();
     let mut with_subgroups = false;
     for shape in TILED_SHAPES {
-        let choice = TunedChoice::tiled(shape);
+        let choice = TunedChoice::Tiled(shape);
         // (a forced `flash_tiles` would switch tuning off)
         let base = Context::with_options(ContextOptions {
             tune_cache: wgattn::TuneCacheSource::Off,
