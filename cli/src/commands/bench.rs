@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgattn::bench::{self, BenchConfig};
 use wgattn::{AttentionSpec, Context, DeviceLimits, Error, Result};
 
-use super::values::{self, BroadcastArg, KernelArg, PresetArg, Shape, TimingArg};
+use super::values::{self, BroadcastArg, KernelArg, TimingArg};
 use crate::Outcome;
 use crate::bench_plot::{self, PlotData};
 use crate::picture::Format;
@@ -17,15 +17,8 @@ use crate::table;
 /// Arguments of `wgattn bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Shape B,Hq,Hkv,Sq,Sk,D (repeatable).
-    #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
-          allow_hyphen_values = true, required_unless_present = "preset")]
-    shapes: Vec<Shape>,
-    /// A named set of shapes.
-    #[arg(long, value_enum)]
-    preset: Option<PresetArg>,
     #[command(flatten)]
-    flags: super::spec_flags::SpecFlags,
+    shapes: super::spec_flags::ShapeArgs,
     /// Time with a random bias tensor of this broadcast.
     #[arg(long, value_enum, value_name = "BROADCAST")]
     bias: Option<BroadcastArg>,
@@ -81,11 +74,7 @@ impl Args {
 /// The specs to time, each checked (without device limits) so that a bad shape is reported
 /// before any adapter is opened.
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
-    let mut out = Vec::new();
-    if let Some(PresetArg::Standard) = args.preset {
-        out.extend(bench::standard_preset());
-    }
-    out.extend(args.shapes.iter().map(|s| s.spec()));
+    let out = args.shapes.specs();
     if out.is_empty() {
         return Err(Error::spec(
             "shape",
@@ -98,7 +87,7 @@ fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
         .map(|s| {
             let s = AttentionSpec {
                 kernel: args.kernel.into(),
-                ..args.flags.apply(s).bias(bias).mask(mask)
+                ..s.bias(bias).mask(mask)
             };
             s.validate(&DeviceLimits::unbounded())?;
             Ok(s)

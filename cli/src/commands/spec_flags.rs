@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use wgattn::{Alibi, AttentionSpec, Error, Result, Window};
 
-use super::values::{CausalArg, DTypeArg};
+use super::values::{self, CausalArg, DTypeArg, PresetArg, Shape};
 
 /// Mask, scale and storage flags. Unset flags leave the spec (e.g. a file's metadata) as it is.
 #[derive(clap::Args, Debug, Default)]
@@ -35,6 +35,34 @@ pub struct SpecFlags {
     /// (tensor cores), like PyTorch's allow_tf32; accuracy then that of f16 operands.
     #[arg(long)]
     pub reduced_precision: bool,
+}
+
+/// The shapes `bench` and `tune` work on: `--shape` (repeatable) and `--preset`, with the
+/// spec flags applied to each.
+#[derive(clap::Args, Debug)]
+pub struct ShapeArgs {
+    /// Shape B,Hq,Hkv,Sq,Sk,D (repeatable).
+    #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
+          allow_hyphen_values = true, required_unless_present = "preset")]
+    pub shapes: Vec<Shape>,
+    /// A named set of shapes (`standard`: the shapes of BENCHMARKS.md).
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    #[command(flatten)]
+    pub flags: SpecFlags,
+}
+
+impl ShapeArgs {
+    /// The preset's shapes, then the given ones, each with the flags applied (not yet
+    /// validated).
+    pub fn specs(&self) -> Vec<AttentionSpec> {
+        let mut out = Vec::new();
+        if let Some(PresetArg::Standard) = self.preset {
+            out.extend(wgattn::bench::standard_preset());
+        }
+        out.extend(self.shapes.iter().map(|s| s.spec()));
+        out.into_iter().map(|s| self.flags.apply(s)).collect()
+    }
 }
 
 /// Parses `L,R` (two integers, -1 = unbounded).

@@ -7,22 +7,16 @@ use serde::Serialize;
 use wgattn::tune::{self, CandidateResult, ShapeClass, TuneConfig, TuneEntry, TuneFile};
 use wgattn::{AttentionSpec, DeviceLimits, Error, Result, TuneCacheSource};
 
-use super::values::{self, PresetArg, Shape, TimingArg};
+use super::values::{self, TimingArg};
 use crate::Outcome;
 use crate::table;
 
 /// Arguments of `wgattn tune`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Shape B,Hq,Hkv,Sq,Sk,D to tune (repeatable); shapes of one class are tuned once.
-    #[arg(long = "shape", value_name = "B,Hq,Hkv,Sq,Sk,D", value_parser = values::shape,
-          allow_hyphen_values = true, required_unless_present = "preset")]
-    shapes: Vec<Shape>,
-    /// A named set of shapes (`standard`: the shapes of `wgattn bench --preset standard`).
-    #[arg(long, value_enum)]
-    preset: Option<PresetArg>,
+    // (shapes of one class are tuned once)
     #[command(flatten)]
-    flags: super::spec_flags::SpecFlags,
+    shapes: super::spec_flags::ShapeArgs,
     /// The cache file to update (default: the user's tune cache, WGATTN_TUNE_CACHE or
     /// $XDG_CACHE_HOME/wgattn/tune.json).
     #[arg(long, value_name = "PATH")]
@@ -69,14 +63,10 @@ fn report(c: &CandidateResult) -> CandidateReport {
 
 /// The shapes to tune, checked before any adapter is opened.
 fn specs(args: &Args) -> Result<Vec<AttentionSpec>> {
-    let mut out = Vec::new();
-    if let Some(PresetArg::Standard) = args.preset {
-        out.extend(wgattn::bench::standard_preset());
-    }
-    out.extend(args.shapes.iter().map(|s| s.spec()));
-    out.into_iter()
+    args.shapes
+        .specs()
+        .into_iter()
         .map(|s| {
-            let s = args.flags.apply(s);
             s.validate(&DeviceLimits::unbounded())?;
             Ok(s)
         })
