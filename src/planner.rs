@@ -845,41 +845,39 @@ pub fn caps_classes() -> Vec<Caps> {
         max_storage_buffers_per_stage: 8,
         storage_offset_alignment: 256,
     };
+    // a CPU adapter without subgroups or SHADER_F16; the classes differ from it
+    let base = Caps {
+        limits,
+        subgroup_size: None,
+        shader_f16: false,
+        device_type: wgpu::DeviceType::Cpu,
+        tiles: None,
+        host_threads: 4,
+        coop_f16: None,
+        mma: None,
+    };
     let mut out = Vec::new();
     for shader_f16 in [false, true] {
         for subgroup_size in std::iter::once(None).chain(SUBGROUP_SIZES.map(Some)) {
             out.push(Caps {
-                limits,
                 subgroup_size,
                 shader_f16,
-                device_type: wgpu::DeviceType::Cpu,
-                tiles: None,
-                host_threads: 4,
-                coop_f16: None,
-                mma: None,
+                ..base
             });
         }
         out.push(Caps {
-            limits,
             subgroup_size: Some(32),
             shader_f16,
             device_type: wgpu::DeviceType::DiscreteGpu,
-            tiles: None,
-            host_threads: 4,
-            coop_f16: None,
-            mma: None,
+            ..base
         });
         // the matrix-tile variant forced with the portable helpers (CPU adapters, GL)
         for subgroup_size in [None, Some(8)] {
             out.push(Caps {
-                limits,
                 subgroup_size,
                 shader_f16,
-                device_type: wgpu::DeviceType::Cpu,
-                tiles: None,
-                host_threads: 4,
-                coop_f16: None,
                 mma: Some(true),
+                ..base
             });
         }
     }
@@ -894,10 +892,8 @@ pub fn caps_classes() -> Vec<Caps> {
             subgroup_size: Some(32),
             shader_f16: true,
             device_type: wgpu::DeviceType::DiscreteGpu,
-            tiles: None,
-            host_threads: 4,
             coop_f16: Some(tile),
-            mma: None,
+            ..base
         });
     }
     out
