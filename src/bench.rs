@@ -8,8 +8,9 @@ use web_time::Instant;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::gpu::init_buffer;
 use crate::plan::{Buffers, Plan};
-use crate::spec::{AttentionSpec, Kernel};
+use crate::spec::{AttentionSpec, CausalAlign, DType, Kernel, Output, gpu_bytes, mask_bytes};
 use crate::testdata::{self, Dist};
 
 /// The standard benchmark shapes (`wgattn bench --preset standard`, the web page's
@@ -28,8 +29,7 @@ pub fn standard_preset() -> Vec<AttentionSpec> {
     STANDARD
         .iter()
         .map(|&(b, hq, hkv, sq, sk, d, causal)| {
-            AttentionSpec::new(b, hq, hkv, sq, sk, d)
-                .causal(causal.then_some(crate::CausalAlign::TopLeft))
+            AttentionSpec::new(b, hq, hkv, sq, sk, d).causal(causal.then_some(CausalAlign::TopLeft))
         })
         .collect()
 }
@@ -145,9 +145,9 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
     let inputs = data.inputs();
     let sizes = plan.sizes();
     let device = ctx.device();
-    ctx.gpu_scope("allocating benchmark buffers", || {
+    ctx.gpu().gpu_scope("allocating benchmark buffers", || {
         let init = |label, bytes: &[u8]| {
-            crate::context::init_buffer(
+            init_buffer(
                 device,
                 ctx.queue(),
                 label,
@@ -163,7 +163,7 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
                 mapped_at_creation: false,
             })
         };
-        let gpu = crate::host::gpu_bytes;
+        let gpu = gpu_bytes;
         Inputs {
             q: init("bench q", &gpu(&inputs.q, spec.dtype)),
             k: init("bench k", &gpu(&inputs.k, spec.dtype)),
@@ -172,10 +172,8 @@ fn upload(ctx: &Context, plan: &Plan) -> Result<Inputs> {
             lse: empty("bench lse", sizes.lse),
             bias: inputs
                 .bias
-                .map(|b| init("bench bias", &gpu(&b, crate::DType::F32))),
-            mask: inputs
-                .mask
-                .map(|m| init("bench mask", &crate::host::mask_bytes(m))),
+                .map(|b| init("bench bias", &gpu(&b, DType::F32))),
+            mask: inputs.mask.map(|m| init("bench mask", &mask_bytes(m))),
         }
     })
 }
@@ -253,19 +251,19 @@ impl<'a> Runner<'a> {
     /// The output of the last run (out as f32; lse when the spec asks for it), read back.
     /// Blocks until then ([`Runner::read_output_async`] driven to completion; not on the web).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_output(&self) -> Result<crate::Output> {
+    pub fn read_output(&self) -> Result<Output> {
         pollster::block_on(self.read_output_async())
     }
 
     /// [`Runner::read_output`] as a future (the only form on the web).
-    pub async fn read_output_async(&self) -> Result<crate::Output> {
+    pub async fn read_output_async(&self) -> Result<Output> {
         let spec = self.plan.spec();
         let sizes = self.plan.sizes();
         let mut sources = vec![(&self.inputs.out, sizes.q)];
         if spec.return_lse {
             sources.push((&self.inputs.lse, sizes.lse));
         }
-        let staging = self.ctx.gpu_scope("reading benchmark output", || {
+        let staging = self.ctx.gpu().gpu_scope("reading benchmark output", || {
             let device = self.ctx.device();
             let mut enc = device.create_command_encoder(&Default::default());
             let staging: Vec<wgpu::Buffer> = sources
@@ -290,11 +288,11 @@ impl<'a> Runner<'a> {
             .zip(&sources)
             .map(|(s, &(_, bytes))| (s, bytes))
             .collect();
-        let mut raw = self.ctx.read_buffers(&reads).await?.into_iter();
+        let mut raw = self.ctx.gpu().read_buffers(&reads).await?.into_iter();
         let out_bytes = raw.next().unwrap_or_default();
         let out = match spec.dtype {
-            crate::DType::F32 => bytemuck::pod_collect_to_vec(&out_bytes),
-            crate::DType::F16 => {
+            DType::F32 => bytemuck::pod_collect_to_vec(&out_bytes),
+            DType::F16 => {
                 bytemuck::pod_collect_to_vec::<u8, half::f16>(&out_bytes[..spec.q_len() * 2])
                     .into_iter()
                     .map(half::f16::to_f32)
@@ -304,7 +302,7 @@ impl<'a> Runner<'a> {
         let lse = spec
             .return_lse
             .then(|| bytemuck::pod_collect_to_vec(&raw.next().unwrap_or_default()));
-        Ok(crate::Output {
+        Ok(Output {
             out,
             lse,
             weights: None,
@@ -336,41 +334,44 @@ impl<'a> Runner<'a> {
     /// [`Runner::run_once`] as a future (the only form on the web).
     pub async fn run_once_async(&self) -> Result<f64> {
         let (ctx, inputs) = (self.ctx, &self.inputs);
-        let cmd = ctx.gpu_scope("benchmark", || -> Result<wgpu::CommandBuffer> {
-            let mut enc = ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgattn bench"),
-                });
-            let ts = self
-                .queries
-                .as_ref()
-                .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                    query_set: set,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                });
-            let bufs = Buffers {
-                lse: Some(&inputs.lse),
-                bias: inputs.bias.as_ref(),
-                mask: inputs.mask.as_ref(),
-                ..Buffers::new(&inputs.q, &inputs.k, &inputs.v, &inputs.out)
-            };
-            self.plan.encode_timed(&mut enc, &bufs, ts)?;
-            if let Some((set, resolve, read)) = &self.queries {
-                enc.resolve_query_set(set, 0..2, resolve, 0);
-                enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
-            }
-            Ok(enc.finish())
-        })??;
+        let cmd = ctx
+            .gpu()
+            .gpu_scope("benchmark", || -> Result<wgpu::CommandBuffer> {
+                let mut enc =
+                    ctx.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("wgattn bench"),
+                        });
+                let ts =
+                    self.queries
+                        .as_ref()
+                        .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                            query_set: set,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        });
+                let bufs = Buffers {
+                    lse: Some(&inputs.lse),
+                    bias: inputs.bias.as_ref(),
+                    mask: inputs.mask.as_ref(),
+                    ..Buffers::new(&inputs.q, &inputs.k, &inputs.v, &inputs.out)
+                };
+                self.plan.encode_timed(&mut enc, &bufs, ts)?;
+                if let Some((set, resolve, read)) = &self.queries {
+                    enc.resolve_query_set(set, 0..2, resolve, 0);
+                    enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+                }
+                Ok(enc.finish())
+            })??;
         let started = Instant::now();
-        ctx.gpu_scope("benchmark", || ctx.queue().submit([cmd]))?;
-        ctx.wait_async().await?;
+        ctx.gpu()
+            .gpu_scope("benchmark", || ctx.queue().submit([cmd]))?;
+        ctx.gpu().wait_async().await?;
         let wall = started.elapsed().as_secs_f64() * 1e3;
         ctx.settle().await?;
         match &self.queries {
             Some((_, _, read)) => {
-                let bytes = ctx.read_buffers(&[(read, 16)]).await?.concat();
+                let bytes = ctx.gpu().read_buffers(&[(read, 16)]).await?.concat();
                 let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
                 let period_ns = ctx.queue().get_timestamp_period() as f64;
                 Ok(t[1].saturating_sub(t[0]) as f64 * period_ns / 1e6)
@@ -432,6 +433,6 @@ pub async fn bench_async(
         flops: plan.spec().flops(),
         spec: plan.spec().clone(),
         tuned: plan.choice().tuned,
-        variant: crate::tune::plan_variant(plan),
+        variant: plan.describe(),
     })
 }

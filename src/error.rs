@@ -151,7 +151,7 @@ pub enum Error {
     },
     /// A shader template could not be specialised, or the compiler rejected the rendered
     /// shader (a bug in wgattn, reported instead of panicking); compiler positions are
-    /// followed by the template line they come from, e.g. `[flash.wgsl:123]`.
+    /// followed by the template line they come from, e.g. `[fused/rows.wgsl:123]`.
     #[error("shader `{shader}`: {message}")]
     Shader {
         /// Template name.

@@ -1,9 +1,11 @@
 //! Safetensors files: reading attention cases (q, k, v + metadata, optional `bias`, `mask` and
-//! expected `out`) and writing results, in the format of DESIGN.md and `shared/validation/`.
+//! expected `out`) and writing results, in the case-file format of the README ("Files") and of
+//! the oracle cases in `tests/data/validation`.
 //!
 //! Tensors q, k, v, bias and out may be F32 or F16 (an F16 q makes the spec's dtype f16);
-//! mask is BOOL (or U8, nonzero = keep). Metadata keys beyond DESIGN.md: `dtype`,
-//! `window` ("L,R"), `alibi` ("true" for the standard slopes, or "s0,s1,…"), `softcap`.
+//! mask is BOOL (or U8, nonzero = keep). Metadata: `layout`, `causal`, `causal_align`,
+//! `scale`, `kv_lens`, `num_q_heads`, `num_kv_heads`, and `dtype`, `window` ("L,R"), `alibi`
+//! ("true" for the standard slopes, or "s0,s1,…"), `softcap`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,11 @@ use safetensors::{Dtype, SafeTensors};
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::inputs::{Inputs, Tensor};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::output::Output;
-use crate::spec::{Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Layout, Window};
+use crate::spec::Output;
+use crate::spec::{
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Inputs, Layout, Tensor, Window,
+};
 
 /// One attention case read from a file.
 #[derive(Debug, Clone)]
@@ -384,7 +387,7 @@ pub fn case_from_bytes(bytes: &[u8], path: &Path, layout: Option<Layout>) -> Res
     })
 }
 
-/// The metadata DESIGN.md defines for a spec.
+/// The metadata of a case file for a spec (see the module docs).
 pub fn spec_metadata(spec: &AttentionSpec) -> HashMap<String, String> {
     let mut m = HashMap::new();
     m.insert("layout".into(), spec.layout.name().into());

@@ -14,48 +14,60 @@
 //! assert!(wgattn::ErrorStats::compare(&gpu.out, &cpu.out).within(1e-5));
 //! # Ok::<(), wgattn::Error>(())
 //! ```
+//!
+//! The crate is layered, each layer naming only those before it (a test keeps it so):
+//! `spec` (shapes, options, sizes, errors) → `shader` (templates and their variants) →
+//! [`planner`] (every decision, from plain-data [`Caps`]) → `gpu` (the device runtime) →
+//! `kernels` (launchers) → `plan` ([`Plan`], [`BackwardPlan`]) → `context` ([`Context`]) →
+//! the tools ([`layer`], [`backward`], [`bench`](mod@bench), [`tune`], [`validation`], `io`,
+//! [`record`], [`reference`](mod@reference), [`testdata`]). The CPU
+//! [`reference`](mod@reference) names only the spec.
 #![warn(missing_docs)]
 
-pub mod backward;
-pub mod bench;
+// The core (its layer order is written, and checked, in `layers`).
 mod context;
 mod error;
-mod host;
-mod inputs;
-#[cfg(feature = "safetensors")]
-pub mod io;
+mod gpu;
 mod kernels;
-pub mod layer;
-mod limits;
-mod output;
 mod plan;
 pub mod planner;
+mod shader;
+mod spec;
+// The tools.
+pub mod backward;
+pub mod bench;
+#[cfg(feature = "safetensors")]
+pub mod io;
+pub mod layer;
 pub mod record;
 pub mod reference;
-pub mod shaders;
-mod sizes;
-mod spec;
 pub mod testdata;
-pub mod tiles;
 pub mod tune;
 pub mod validation;
 
-pub use backward::{BackwardBuffers, BackwardMode, BackwardPlan, BackwardSizes, Grads};
-pub use context::{AdapterSummary, Context, ContextOptions};
-#[cfg(not(target_arch = "wasm32"))]
-pub use context::{adapter_summaries, adapters};
+#[cfg(test)]
+mod layers;
+
+pub use context::Context;
 pub use error::{Error, Result, SpecProblem};
-pub use inputs::{Inputs, Tensor};
-pub use limits::DeviceLimits;
-pub use output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
-pub use plan::{BufferSizes, Buffers, Plan};
-pub use planner::Caps;
-pub use sizes::{Sizes, Strides64};
+pub use gpu::{AdapterSummary, ContextOptions, TuneCacheSource};
+#[cfg(not(target_arch = "wasm32"))]
+pub use gpu::{adapter_summaries, adapters};
+pub use plan::{BackwardBuffers, BackwardPlan, BackwardSizes, BufferSizes, Buffers, Plan};
+pub use planner::{BackwardMode, Caps, Tuning, tiles};
 pub use spec::{
-    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, Kernel, Layout, MASKED_LOGIT,
-    MAX_HEAD_DIM, Strides, Window, standard_alibi_slopes,
+    Alibi, AttentionSpec, Broadcast, CausalAlign, DType, DeviceLimits, ErrorStats, Grads, Inputs,
+    Kernel, Layout, MASKED_LOGIT, MAX_HEAD_DIM, Measure, Output, Sizes, Strides, Strides64, Tensor,
+    TensorVerdict, Verdict, Window, standard_alibi_slopes,
 };
-pub use tune::{TuneCacheSource, Tuning};
+
+/// WGSL templates and their specialisations: [`ShaderVariant`](shaders::ShaderVariant), the
+/// template step's [`Rendered`](shaders::Rendered) source maps, and the catalog of every
+/// variant the crate can generate ([`all_variants`](shaders::all_variants)).
+pub mod shaders {
+    pub use crate::planner::all_variants;
+    pub use crate::shader::*;
+}
 
 /// Every Rust block of the README, compiled and run as a doctest.
 #[cfg(doctest)]

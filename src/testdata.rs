@@ -101,12 +101,12 @@ pub struct Generated {
 
 impl Generated {
     /// The inputs, borrowed.
-    pub fn inputs(&self) -> crate::Inputs<'_> {
-        crate::Inputs {
-            q: crate::Tensor::F32(&self.q),
-            k: crate::Tensor::F32(&self.k),
-            v: crate::Tensor::F32(&self.v),
-            bias: self.bias.as_deref().map(crate::Tensor::F32),
+    pub fn inputs(&self) -> crate::spec::Inputs<'_> {
+        crate::spec::Inputs {
+            q: crate::spec::Tensor::F32(&self.q),
+            k: crate::spec::Tensor::F32(&self.k),
+            v: crate::spec::Tensor::F32(&self.v),
+            bias: self.bias.as_deref().map(crate::spec::Tensor::F32),
             mask: self.mask.as_deref(),
         }
     }

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::inputs::Inputs;
-use crate::output::{ErrorStats, Measure, Output, TensorVerdict, Verdict};
-use crate::spec::{AttentionSpec, CausalAlign, Kernel, Layout};
+use crate::spec::{
+    AttentionSpec, CausalAlign, DType, ErrorStats, Inputs, Kernel, Layout, Measure, Output, Tensor,
+    TensorVerdict, Verdict,
+};
 use crate::testdata::{self, Dist};
 
 /// Relative-Frobenius tolerance for f32 with unit-scale inputs.
@@ -96,7 +97,7 @@ impl Tolerances {
         plain_f16_error: Option<f64>,
     ) -> Self {
         let out = match (spec.dtype, plain_f16_error) {
-            (crate::DType::F16, Some(e)) => (Measure::MaxAbs, 2.0 * e + 1e-5),
+            (DType::F16, Some(e)) => (Measure::MaxAbs, 2.0 * e + 1e-5),
             _ => (Measure::RelFro, f32_tol),
         };
         Tolerances {
@@ -115,11 +116,11 @@ impl Tolerances {
         f32_tol: f64,
     ) -> Result<Self> {
         let plain = match spec.dtype {
-            crate::DType::F16 => {
+            DType::F16 => {
                 let plain = crate::reference::attention_f16_plain(spec, inputs)?.out;
                 Some(ErrorStats::compare(&plain, reference_out).max_abs)
             }
-            crate::DType::F32 => None,
+            DType::F32 => None,
         };
         Ok(Tolerances::new(spec, inputs, f32_tol, plain))
     }
@@ -150,7 +151,7 @@ impl Tolerances {
 /// relative to it.
 pub fn logit_scale(spec: &AttentionSpec, inputs: &Inputs) -> f64 {
     let d = spec.head_dim;
-    let max_norm = |t: &crate::Tensor, heads: usize, seq: usize| {
+    let max_norm = |t: &Tensor, heads: usize, seq: usize| {
         let x = t.to_f32();
         let s = spec.strides(heads, seq);
         let mut m = 0f64;
@@ -217,7 +218,7 @@ pub fn describe(spec: &AttentionSpec) -> String {
     if let Some(sc) = spec.scale {
         s.push_str(&format!(" scale={sc}"));
     }
-    if spec.dtype != crate::DType::F32 {
+    if spec.dtype != DType::F32 {
         s.push_str(&format!(" {}", spec.dtype.name()));
     }
     if let Some(w) = spec.window {
@@ -392,7 +393,7 @@ pub fn edge_cases() -> Vec<GridCase> {
 /// One option of [`option_grid`]: a name and how it changes a spec.
 type Modifier = (&'static str, fn(AttentionSpec) -> AttentionSpec);
 
-/// The options of issue 6, each alone: f16 storage, bias and mask with each broadcast,
+/// The options, each alone: f16 storage, bias and mask with each broadcast,
 /// sliding windows, ALiBi (standard and explicit slopes) and soft-capping.
 pub fn options() -> Vec<Modifier> {
     use crate::spec::{Alibi, Broadcast, DType};
@@ -508,10 +509,13 @@ pub async fn run_grid_case_async(
 #[cfg(all(feature = "safetensors", not(target_arch = "wasm32")))]
 pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseResult> {
     let case = crate::io::read_case(path)?;
-    let stored = case.out.clone().ok_or_else(|| crate::Error::BadFile {
-        path: path.to_path_buf(),
-        message: "has no `out` tensor to compare with".into(),
-    })?;
+    let stored = case
+        .out
+        .clone()
+        .ok_or_else(|| crate::error::Error::BadFile {
+            path: path.to_path_buf(),
+            message: "has no `out` tensor to compare with".into(),
+        })?;
     let spec = case.spec.clone().kernel(kernel).with_lse(true);
     let inputs = case.inputs();
     let gpu = ctx.attention_with(&spec, &inputs)?;
@@ -536,7 +540,7 @@ pub fn run_case_file(ctx: &Context, path: &Path, kernel: Kernel) -> Result<CaseR
 /// The `*.safetensors` files of a directory, sorted.
 #[cfg(all(feature = "safetensors", not(target_arch = "wasm32")))]
 pub fn case_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| crate::Error::Io {
+    let entries = std::fs::read_dir(dir).map_err(|source| crate::error::Error::Io {
         path: dir.to_path_buf(),
         source,
     })?;

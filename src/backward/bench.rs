@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use super::plan::BackwardBuffers;
 use crate::context::Context;
 use crate::error::Result;
-use crate::spec::AttentionSpec;
+use crate::gpu::init_buffer;
+use crate::plan::{BackwardBuffers, Buffers};
+use crate::spec::{AttentionSpec, Tensor, gpu_bytes, mask_bytes};
 use crate::testdata::{self, Dist, Rng};
 
 /// Timing of one backward shape.
@@ -57,11 +58,9 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
     let sizes = plan.sizes();
     let device = ctx.device();
     use wgpu::BufferUsages as U;
-    let up = |bytes: Vec<u8>| {
-        crate::context::init_buffer(device, ctx.queue(), "wgattn bench", &bytes, U::STORAGE)
-    };
+    let up = |bytes: Vec<u8>| init_buffer(device, ctx.queue(), "wgattn bench", &bytes, U::STORAGE);
     let dt = spec.dtype;
-    let bufs = ctx.gpu_scope("allocating benchmark buffers", || {
+    let bufs = ctx.gpu().gpu_scope("allocating benchmark buffers", || {
         let grad = |size: u64| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgattn bench grad"),
@@ -70,7 +69,7 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
                 mapped_at_creation: false,
             })
         };
-        let t = |x: &[f32]| crate::host::gpu_bytes(&crate::Tensor::F32(x), dt);
+        let t = |x: &[f32]| gpu_bytes(&Tensor::F32(x), dt);
         (
             [
                 up(t(&data.q)),
@@ -89,13 +88,13 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
             data.bias
                 .as_ref()
                 .map(|b| up(bytemuck::cast_slice(b).to_vec())),
-            data.mask.as_ref().map(|m| up(crate::host::mask_bytes(m))),
+            data.mask.as_ref().map(|m| up(mask_bytes(m))),
         )
     })?;
     let (ins, grads, bias, mask) = &bufs;
     let b = BackwardBuffers::from_sets(ins, grads, bias.as_ref(), mask.as_ref(), bias.is_some());
     let forward = ctx.plan(&spec.clone().with_lse(true))?;
-    let f = crate::plan::Buffers {
+    let f = Buffers {
         q: &ins[0],
         k: &ins[1],
         v: &ins[2],
@@ -116,7 +115,7 @@ pub fn bench_backward(ctx: &Context, spec: &AttentionSpec, runs: usize) -> Resul
             plan.encode(&mut enc, &b)?;
             let start = Instant::now();
             ctx.queue().submit([enc.finish()]);
-            ctx.wait()?;
+            ctx.gpu().wait()?;
             if n > 0 {
                 let ms = start.elapsed().as_secs_f64() * 1e3;
                 if with_forward { &mut both } else { &mut times }.push(ms);

@@ -1,4 +1,4 @@
-//! The f32 → packed-f16 pass (`shaders/pack.wgsl`) for adapters without SHADER_F16: the
+//! The f32 → packed-f16 pass (`shaders/common/pack_f16.wgsl`) for adapters without SHADER_F16: the
 //! kernels write an f32 output into a scratch buffer and this pass packs it into the caller's
 //! f16 buffer, a few binding-sized ranges at a time.
 
@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::bindings::{self, Binding};
-use crate::context::{Context, init_buffer};
+use super::bind;
 use crate::error::Result;
-use crate::shaders::ShaderVariant;
+use crate::gpu::{Runtime, init_buffer};
+use crate::planner::pack_shader;
+use crate::shader::{Binding, ShaderVariant};
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -29,29 +30,26 @@ struct Range {
 /// A packing pass for `elems` f32 values.
 pub(crate) struct Pack {
     pipeline: Arc<wgpu::ComputePipeline>,
+    shader: ShaderVariant,
     ranges: Vec<Range>,
     elems: u64,
     /// The device's workgroups per dimension.
     max_dim: u32,
 }
 
-/// The variant of the pass.
-pub(crate) fn variant() -> ShaderVariant {
-    ShaderVariant::new("pack.wgsl")
-}
-
 impl Pack {
-    pub(crate) fn new(ctx: &Context, elems: u64) -> Result<Pack> {
-        let pipeline = ctx.pipeline(&variant())?;
-        let limits = ctx.limits();
+    pub(crate) fn new(rt: &Runtime, elems: u64) -> Result<Pack> {
+        let shader = pack_shader();
+        let pipeline = rt.pipeline(&shader)?;
+        let limits = rt.limits();
         let words = elems.div_ceil(2);
         // Ranges start at multiples of 256 bytes on both sides (8·64 f32 in, 4·64 words out).
         let align_words = (limits.storage_offset_alignment as u64).max(256) / 4;
         let per = (limits.max_storage_binding / 8 / align_words * align_words)
             .min(limits.max_workgroups_per_dim as u64 * 64)
             .max(align_words);
-        let device = ctx.device();
-        let ranges = ctx.gpu_scope("allocating pack parameters", || {
+        let device = rt.device();
+        let ranges = rt.gpu_scope("allocating pack parameters", || {
             (0..words)
                 .step_by(per as usize)
                 .map(|first_word| {
@@ -66,7 +64,7 @@ impl Pack {
                         words: n,
                         uniform: init_buffer(
                             device,
-                            ctx.queue(),
+                            rt.queue(),
                             "wgattn pack params",
                             bytemuck::bytes_of(&p),
                             wgpu::BufferUsages::UNIFORM,
@@ -77,10 +75,16 @@ impl Pack {
         })?;
         Ok(Pack {
             pipeline,
+            shader,
             ranges,
             elems,
             max_dim: limits.max_workgroups_per_dim.max(1),
         })
+    }
+
+    /// The pass's shader.
+    pub(crate) fn shader(&self) -> &ShaderVariant {
+        &self.shader
     }
 
     /// Records the packing of `src` (f32) into `dst` (packed f16).
@@ -109,11 +113,13 @@ impl Pack {
                     Binding::Out => Some(bind(dst, r.first_word * 4, r.words * 4)),
                     _ => None,
                 };
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgattn pack"),
-                    layout: &self.pipeline.get_bind_group_layout(0),
-                    entries: &bindings::entries(&bindings::of_variant(&variant()), resource),
-                });
+                let group = bind::group(
+                    device,
+                    "wgattn pack",
+                    &self.pipeline,
+                    &self.shader,
+                    resource,
+                );
                 (group, r.words)
             })
             .collect();

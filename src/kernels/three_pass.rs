@@ -1,110 +1,17 @@
-//! The three-pass kernel: S = scale·QKᵀ (modified, masked) → row softmax → O = P·V, through a
-//! score matrix in a scratch buffer. The problem is split into chunks whenever the score
-//! matrix or a tensor window exceeds one storage binding.
+//! The three-pass kernel's launcher (`shaders/three_pass/`): S = scale·QKᵀ → row softmax →
+//! O = P·V through a score matrix in a scratch buffer, chunk by chunk. What runs (compile
+//! keys, chunks, grids) is the planner's (`planner::three_pass`).
 
 use std::sync::Arc;
 
-use super::bindings::{self, Binding};
-use super::chunks::{self, Chunk, ElemBytes, SplitRule};
-use super::dispatch;
-use super::params::{Params, Storage, aux_buffer, common_flags, params};
-use crate::context::{Context, init_buffer};
+use super::params::{Params, aux_buffer, params};
+use super::{Targets, bind};
 use crate::error::Result;
-use crate::plan::Targets;
-use crate::shaders::ShaderVariant;
+use crate::gpu::{Runtime, init_buffer};
+use crate::planner::chunks::{self, Chunk};
+use crate::planner::{Storage, three_pass};
+use crate::shader::{Binding, ShaderVariant};
 use crate::spec::AttentionSpec;
-
-/// QKᵀ tile: workgroup 16×16, 4×4 outputs per invocation → 64×64 tile, 16 dims per step.
-const QK_WG: (u32, u32) = (16, 16);
-const TK: u32 = 16;
-/// Softmax workgroup size.
-const SOFTMAX_WG: u32 = 128;
-/// P·V workgroup height (rows = 4 × this).
-const PV_WG_Y: u32 = 16;
-/// Query rows per tile (both matmuls).
-const ROW_TILE: u32 = QK_WG.1 * 4;
-
-/// Width of the P·V tile (head dims per workgroup) for a head_dim: 16, 32 or 64.
-fn pv_wg_x(head_dim: usize) -> u32 {
-    match head_dim {
-        0..=16 => 4,
-        17..=32 => 8,
-        _ => 16,
-    }
-}
-
-fn qk_variant() -> ShaderVariant {
-    ShaderVariant::new("qk.wgsl")
-        .constant("WG_X", QK_WG.0)
-        .constant("WG_Y", QK_WG.1)
-        .constant("TK", TK)
-}
-
-fn softmax_variant(weights: bool) -> ShaderVariant {
-    ShaderVariant::new("softmax.wgsl")
-        .constant("WG", SOFTMAX_WG)
-        .flag("WEIGHTS", weights)
-}
-
-fn pv_variant(head_dim: usize) -> ShaderVariant {
-    ShaderVariant::new("pv.wgsl")
-        .constant("WG_X", pv_wg_x(head_dim))
-        .constant("WG_Y", PV_WG_Y)
-        .constant("TK", TK)
-}
-
-/// Every variant this kernel can generate.
-pub(crate) fn variants() -> Vec<ShaderVariant> {
-    let mut v = vec![softmax_variant(false), softmax_variant(true)];
-    for flags in super::params::all_flag_sets() {
-        let with = |mut x: ShaderVariant| {
-            x.flags.extend(flags.iter().copied());
-            x
-        };
-        v.push(with(qk_variant()));
-        // P·V only reads v and writes out: storage flags matter, score modifiers do not.
-        if flags.iter().all(|f| matches!(*f, "F16" | "PACKED")) {
-            v.extend([16, 32, 64].map(|d| with(pv_variant(d))));
-        }
-    }
-    v
-}
-
-/// The three shaders (QKᵀ, softmax, P·V) of a three-pass plan for `spec`.
-pub(crate) fn shader_variants(spec: &AttentionSpec, storage: Storage) -> [ShaderVariant; 3] {
-    // P·V only reads v and writes out: storage flags matter, score modifiers do not.
-    let pv_flags = spec.clone().bias(None).mask(None).softcap(None).alibi(None);
-    [
-        common_flags(qk_variant(), spec, storage),
-        softmax_variant(spec.return_weights),
-        common_flags(pv_variant(spec.head_dim), &pv_flags, storage),
-    ]
-}
-
-/// The grids of a chunk of `nbh` (batch·head) pairs and `nq` query rows: QKᵀ (all column
-/// blocks in one dispatch; [`dispatch::pieces`] cuts them), softmax (one workgroup per row,
-/// folded into two dimensions of at most `max_dim`) and P·V.
-fn grids(spec: &AttentionSpec, nbh: u32, nq: u32, max_dim: u32) -> [[u32; 3]; 3] {
-    let rows = nbh * nq;
-    [
-        [
-            (score_stride(spec) as u32).div_ceil(QK_WG.0 * 4),
-            nq.div_ceil(ROW_TILE),
-            nbh,
-        ],
-        [rows.min(max_dim), rows.div_ceil(max_dim), 1],
-        [
-            (spec.head_dim as u32).div_ceil(pv_wg_x(spec.head_dim) * 4),
-            nq.div_ceil(PV_WG_Y * 4),
-            nbh,
-        ],
-    ]
-}
-
-/// Row stride of the score matrix: seq_k rounded up to whole vec4s.
-fn score_stride(spec: &AttentionSpec) -> u64 {
-    (spec.seq_k as u64).next_multiple_of(4)
-}
 
 struct ChunkPlan {
     chunk: Chunk,
@@ -123,62 +30,38 @@ pub(crate) struct ThreePass {
     chunks: Vec<ChunkPlan>,
     scores: wgpu::Buffer,
     aux: wgpu::Buffer,
-    /// Bindings of the QKᵀ, softmax and P·V shaders.
-    bindings: [Vec<Binding>; 3],
-    /// Keys of the shader variants used.
-    shaders: Vec<String>,
+    /// The QKᵀ, softmax and P·V shaders.
+    shaders: [ShaderVariant; 3],
 }
 
 impl ThreePass {
-    pub(crate) fn new(ctx: &Context, spec: &AttentionSpec, storage: Storage) -> Result<Self> {
-        let limits = ctx.limits();
-        let stride = score_stride(spec);
-        let scratch = move |nbh: u64, nq: u64| nbh * nq * stride * 4;
+    pub(crate) fn new(rt: &Runtime, spec: &AttentionSpec, storage: Storage) -> Result<Self> {
+        let limits = rt.limits();
+        let stride = three_pass::score_stride(spec);
         let max_dim = limits.max_workgroups_per_dim.max(1);
-        let chunks = chunks::split(
-            spec,
-            limits,
-            ElemBytes {
-                input: storage.in_bytes(),
-                out: storage.kernel_out_bytes(),
-            },
-            &SplitRule {
-                scratch_bytes: &scratch,
-                row_tile: ROW_TILE,
-                max_units_per_dispatch: limits.max_workgroups_per_dim,
-                bh_multiple: 1,
-            },
-        )?;
-        // QKᵀ's column blocks are cut into dispatches by `x0`; every other dimension must fit
-        let chunks = dispatch::rows_within_limit(chunks, max_dim, |nbh, nq| {
-            let [mut qk, softmax, pv] = grids(spec, nbh, nq, max_dim);
-            qk[0] = qk[0].min(max_dim);
-            vec![qk, softmax, pv]
-        })?;
+        let chunks = three_pass::chunks(spec, limits, storage)?;
         let max_scratch = chunks
             .iter()
-            .map(|c| scratch(c.nbh as u64, c.nq as u64))
+            .map(|c| three_pass::scratch_bytes(spec, c.nbh as u64, c.nq as u64))
             .max()
             .unwrap_or(4);
-        let device = ctx.device();
-        let variants = shader_variants(spec, storage);
-        let qk = ctx.pipeline(&variants[0])?;
-        let softmax = ctx.pipeline(&variants[1])?;
-        let pv = ctx.pipeline(&variants[2])?;
-        let bindings = variants.each_ref().map(bindings::of_variant);
-        let shaders = variants.iter().map(|v| v.key()).collect();
-        ctx.gpu_scope("allocating three-pass buffers", || {
+        let device = rt.device();
+        let shaders = three_pass::shader_variants(spec, storage);
+        let qk = rt.pipeline(&shaders[0])?;
+        let softmax = rt.pipeline(&shaders[1])?;
+        let pv = rt.pipeline(&shaders[2])?;
+        rt.gpu_scope("allocating three-pass buffers", || {
             let scores = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgattn scores"),
                 size: max_scratch,
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            let (aux, alibi_at) = aux_buffer(ctx, spec);
+            let (aux, alibi_at) = aux_buffer(rt, spec);
             let uniform = |params: &Params| {
                 init_buffer(
                     device,
-                    ctx.queue(),
+                    rt.queue(),
                     "wgattn params",
                     bytemuck::bytes_of(params),
                     wgpu::BufferUsages::UNIFORM,
@@ -189,8 +72,8 @@ impl ThreePass {
                 .map(|chunk| {
                     let params = params(spec, &chunk, stride as u32, alibi_at);
                     let [qk_grid, softmax_grid, pv_grid] =
-                        grids(spec, chunk.nbh, chunk.nq, max_dim);
-                    let qk_pieces = dispatch::pieces(qk_grid[0], max_dim)
+                        three_pass::grids(spec, chunk.nbh, chunk.nq, max_dim);
+                    let qk_pieces = chunks::pieces(qk_grid[0], max_dim)
                         .into_iter()
                         .map(|(x0, n)| {
                             let mut piece: Params = params;
@@ -214,14 +97,13 @@ impl ThreePass {
                 chunks,
                 scores,
                 aux,
-                bindings,
                 shaders,
             }
         })
     }
 
-    /// Keys of the shader variants used.
-    pub(crate) fn shaders(&self) -> &[String] {
+    /// The shader variants used.
+    pub(crate) fn shaders(&self) -> &[ShaderVariant] {
         &self.shaders
     }
 
@@ -248,51 +130,36 @@ impl ThreePass {
             .map(|c| {
                 let ch = &c.chunk;
                 let resource = |b: Binding| match b {
-                    Binding::Q => Some(ch.q.bind(t.q)),
-                    Binding::K => Some(ch.kv.bind(t.k)),
-                    Binding::V => Some(ch.kv.bind(t.v)),
                     Binding::Aux => Some(self.aux.as_entire_binding()),
-                    Binding::Out => Some(ch.out.bind(t.out)),
-                    Binding::Lse => Some(ch.lse.bind(t.lse)),
-                    Binding::Bias => ch.bias.zip(t.bias).map(|(w, buf)| w.bind(buf)),
-                    Binding::Mask => ch.mask.zip(t.mask).map(|(w, buf)| w.bind(buf)),
                     Binding::Scratch => Some(self.scores.as_entire_binding()),
-                    Binding::Scratch2 => ch.weights.zip(t.weights).map(|(w, buf)| w.bind(buf)),
-                    // the uniform differs per pass (below); the rest is the backward pass's own
-                    Binding::Params
-                    | Binding::DOut
-                    | Binding::Dq
-                    | Binding::Dk
-                    | Binding::Dv
-                    | Binding::Dbias => None,
-                    // the layers' own
-                    Binding::Input | Binding::Weight | Binding::Residual | Binding::Table => None,
+                    Binding::Scratch2 => ch
+                        .weights
+                        .zip(t.weights)
+                        .map(|(w, buf)| bind::window(&w, buf)),
+                    // the uniform differs per pass (below)
+                    Binding::Params => None,
+                    b => t.window(ch, b),
                 };
                 let group =
-                    |label, pipeline: &wgpu::ComputePipeline, list, uniform: &wgpu::Buffer| {
-                        let entries = bindings::entries(list, |b| match b {
+                    |label, pipeline: &wgpu::ComputePipeline, shader, uniform: &wgpu::Buffer| {
+                        bind::group(device, label, pipeline, shader, |b| match b {
                             Binding::Params => Some(uniform.as_entire_binding()),
                             b => resource(b),
-                        });
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some(label),
-                            layout: &pipeline.get_bind_group_layout(0),
-                            entries: &entries,
                         })
                     };
                 Groups {
                     qk: c
                         .qk_pieces
                         .iter()
-                        .map(|(u, _)| group("wgattn qk", &self.qk, &self.bindings[0], u))
+                        .map(|(u, _)| group("wgattn qk", &self.qk, &self.shaders[0], u))
                         .collect(),
                     softmax: group(
                         "wgattn softmax",
                         &self.softmax,
-                        &self.bindings[1],
+                        &self.shaders[1],
                         &c.uniform,
                     ),
-                    pv: group("wgattn pv", &self.pv, &self.bindings[2], &c.uniform),
+                    pv: group("wgattn pv", &self.pv, &self.shaders[2], &c.uniform),
                 }
             })
             .collect();

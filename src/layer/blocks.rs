@@ -9,11 +9,10 @@ use crate::error::{Error, Result};
 use crate::spec::DType;
 
 use super::gpu;
-use super::kernels::{
-    Gather, GatherBy, GatherCall, LinearBuffers, LinearCall, LinearShape, NormCall,
-};
 use super::mha::GpuLinear;
 use super::weights::LinearWeights;
+use crate::kernels::layer::{GatherCall, LinearBuffers, LinearCall, NormCall};
+use crate::planner::layer::{Gather, GatherBy, LinearShape};
 
 /// Epilogue options of a [`Linear`] pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,7 +81,7 @@ impl Linear {
     ) -> Result<LinearPass> {
         let (n, k) = (self.w.out_features, self.w.in_features);
         let call = LinearCall::new(
-            ctx,
+            ctx.gpu(),
             &LinearShape {
                 m: rows,
                 n,
@@ -223,7 +222,7 @@ impl LayerNorm {
     /// Prepares the normalisation of `rows` rows stored in `dtype`.
     pub fn prepare(&self, ctx: &Context, rows: usize, dtype: DType) -> Result<NormPass> {
         Ok(NormPass {
-            call: NormCall::new(ctx, rows, self.width, self.eps, dtype, dtype)?,
+            call: NormCall::new(ctx.gpu(), rows, self.width, self.eps, dtype, dtype)?,
             gamma: self.gamma.clone(),
             beta: self.beta.clone(),
             bytes: gpu::size_of(rows * self.width, dtype),
@@ -343,7 +342,7 @@ impl Embedding {
         dtype: DType,
     ) -> Result<GatherPass> {
         Ok(GatherPass {
-            call: GatherCall::new(ctx, m, self.width, self.rows, by, add, dtype)?,
+            call: GatherCall::new(ctx.gpu(), m, self.width, self.rows, by, add, dtype)?,
             table: self.table.clone(),
             add,
             bytes: gpu::size_of(m * self.width, dtype),

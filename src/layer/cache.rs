@@ -194,7 +194,7 @@ impl KvCache {
                 enc.copy_buffer_to_buffer(&self.k, from, &k, to, n);
                 enc.copy_buffer_to_buffer(&self.v, from, &v, to, n);
             }
-            ctx.gpu_scope("growing the KV cache", || {
+            ctx.gpu().gpu_scope("growing the KV cache", || {
                 ctx.queue().submit([enc.finish()]);
             })?;
         }
@@ -302,8 +302,8 @@ impl KvCache {
         let mut plan = layer.build(ctx, &spec, &self.lens, Some(self.capacity))?;
         if spec.mask.is_some() {
             let mask = self.step_mask(t);
-            plan.own_mask = Some(ctx.gpu_scope("uploading the step mask", || {
-                crate::context::init_buffer(
+            plan.own_mask = Some(ctx.gpu().gpu_scope("uploading the step mask", || {
+                crate::gpu::init_buffer(
                     ctx.device(),
                     ctx.queue(),
                     "wgattn step mask",

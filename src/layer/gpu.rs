@@ -33,8 +33,8 @@ pub(crate) fn upload(
     usage: wgpu::BufferUsages,
 ) -> Result<wgpu::Buffer> {
     let bytes = bytes_of(values, dtype);
-    ctx.gpu_scope("uploading layer data", || {
-        crate::context::init_buffer(
+    ctx.gpu().gpu_scope("uploading layer data", || {
+        crate::gpu::init_buffer(
             ctx.device(),
             ctx.queue(),
             label,
@@ -46,8 +46,8 @@ pub(crate) fn upload(
 
 /// A storage buffer holding `words`.
 pub(crate) fn upload_u32(ctx: &Context, label: &str, words: &[u32]) -> Result<wgpu::Buffer> {
-    ctx.gpu_scope("uploading layer data", || {
-        crate::context::init_buffer(
+    ctx.gpu().gpu_scope("uploading layer data", || {
+        crate::gpu::init_buffer(
             ctx.device(),
             ctx.queue(),
             label,
@@ -73,7 +73,7 @@ pub(crate) fn scratch(
             limit: "max_storage_buffer_binding_size",
         });
     }
-    ctx.gpu_scope("allocating layer buffers", || {
+    ctx.gpu().gpu_scope("allocating layer buffers", || {
         ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4),
@@ -93,7 +93,7 @@ pub(crate) fn read(
     dtype: DType,
 ) -> Result<Vec<f32>> {
     let bytes = size_of(elems, dtype);
-    let staging = ctx.gpu_scope("allocating a read-back buffer", || {
+    let staging = ctx.gpu().gpu_scope("allocating a read-back buffer", || {
         ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgattn layer read-back"),
             size: bytes,
@@ -101,14 +101,14 @@ pub(crate) fn read(
             mapped_at_creation: false,
         })
     })?;
-    ctx.gpu_scope("reading layer results", || {
+    ctx.gpu().gpu_scope("reading layer results", || {
         let mut enc = ctx
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
         ctx.queue().submit([enc.finish()]);
     })?;
-    let raw = ctx.read_buffer(&staging, bytes)?;
+    let raw = ctx.gpu().read_buffer(&staging, bytes)?;
     Ok(match dtype {
         DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&raw)[..elems].to_vec(),
         DType::F16 => raw
@@ -139,8 +139,8 @@ pub(crate) fn check_buffer(name: &'static str, buffer: &wgpu::Buffer, need: u64)
 /// Submits `encoder`'s work and waits for it (native only).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn submit(ctx: &Context, encoder: wgpu::CommandEncoder) -> Result<()> {
-    ctx.gpu_scope("running the layer", || {
+    ctx.gpu().gpu_scope("running the layer", || {
         ctx.queue().submit([encoder.finish()]);
     })?;
-    ctx.wait()
+    ctx.gpu().wait()
 }

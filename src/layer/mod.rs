@@ -29,15 +29,15 @@ mod blocks;
 mod cache;
 mod config;
 mod gpu;
-pub(crate) mod kernels;
 mod mha;
+mod mha_plan;
 pub mod reference;
 mod weights;
 
+pub use crate::planner::Gather;
 pub use blocks::{Embedding, GatherPass, LayerNorm, Linear, LinearOptions, LinearPass, NormPass};
 pub use cache::{DecodeOutput, KvCache};
 pub use config::{MhaConfig, PositionEncoding, Rope, RopePairing, sinusoidal_table};
-pub use kernels::Gather;
 pub use mha::{MhaBuffers, MhaInputs, MhaOutput, MhaPlan, MultiHeadAttention};
 pub use weights::{LinearWeights, MhaWeights, NamingScheme, QkvWeights};
 #[cfg(feature = "safetensors")]

@@ -3,8 +3,7 @@
 //! and v handed to it as f32), the output projection and the residual in f64.
 
 use crate::error::Result;
-use crate::inputs::Inputs;
-use crate::spec::{AttentionSpec, DType};
+use crate::spec::{AttentionSpec, DType, Inputs};
 
 use super::config::{MhaConfig, PositionEncoding, RopePairing, sinusoidal_table};
 use super::mha::{MhaInputs, MhaOutput};

@@ -12,11 +12,8 @@
 
 use half::f16;
 
-use crate::backward::Grads;
 use crate::error::Result;
-use crate::inputs::{Inputs, Tensor};
-use crate::limits::DeviceLimits;
-use crate::spec::{AttentionSpec, DType};
+use crate::spec::{AttentionSpec, DType, DeviceLimits, Grads, Inputs, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Precision {
@@ -55,27 +52,6 @@ fn round(x: f64, precision: Precision) -> f64 {
     }
 }
 
-/// Checks `d_out` against the spec: its length and finiteness.
-pub(crate) fn check_d_out(spec: &AttentionSpec, d_out: &Tensor) -> Result<()> {
-    if d_out.len() != spec.q_len() {
-        return Err(crate::Error::InputLength {
-            tensor: "d_out",
-            expected: spec.q_len(),
-            got: d_out.len(),
-            shape: format!("{:?} in layout {}", spec.q_shape(), spec.layout.name()),
-        });
-    }
-    let values = d_out.to_f32();
-    if let Some(index) = values.iter().position(|x| !x.is_finite()) {
-        return Err(crate::Error::NonFinite {
-            tensor: "d_out",
-            index,
-            value: values[index],
-        });
-    }
-    Ok(())
-}
-
 /// Per (batch, kv head) task: dq rows of its query heads, dk/dv of its kv head, and the dS
 /// matrices of its query heads when a bias is declared.
 struct Part {
@@ -93,7 +69,7 @@ fn compute(
 ) -> Result<Grads> {
     spec.validate(&DeviceLimits::unbounded())?;
     spec.check_inputs(inputs)?;
-    check_d_out(spec, &d_out)?;
+    spec.check_d_out(&d_out)?;
     let stored = |t: &Tensor| -> Vec<f64> {
         match spec.dtype {
             DType::F32 => t.to_f32().iter().map(|&x| x as f64).collect(),

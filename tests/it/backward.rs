@@ -15,7 +15,7 @@ use wgattn::{
 
 /// Relative Frobenius tolerance of the f32 gradients: the forward's, 1e-5 for unit-scale
 /// inputs and 1e-4 for logits of order 10³ (N(0, 30) inputs). The backward's logits are
-/// summed in two floats (shaders/backward_common.wgsl), so P is as exact as f32 allows: on
+/// summed in two floats (shaders/backward/backward.inc.wgsl), so P is as exact as f32 allows: on
 /// lavapipe the gradients of every case here stay within 1e-6 but the soft-capped and biased
 /// ones (≤ 7e-6; ≤ 1.2e-5 with logits of order 10³, where the soft-cap's own f32 tanh is the
 /// limit).
@@ -546,7 +546,7 @@ fn backward_plan_variants_are_listed() {
 fn backward_variants_validate() {
     let all: Vec<_> = wgattn::shaders::all_variants()
         .into_iter()
-        .filter(|v| v.template.starts_with("backward_"))
+        .filter(|v| v.template.starts_with("backward/"))
         .collect();
     assert!(all.len() > 100, "{} backward variants", all.len());
     for v in all {

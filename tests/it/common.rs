@@ -261,7 +261,7 @@ pub fn distinct_variants(
 /// Parses and validates WGSL with naga, as wgpu does before handing it to a back end.
 /// Returns the module and its validation info.
 /// Like [`validate_wgsl`] for a rendered variant: error positions are followed by the
-/// template line they come from, e.g. `wgsl:41:5 [flash.wgsl:123]`.
+/// template line they come from, e.g. `wgsl:41:5 [fused/rows.wgsl:123]`.
 pub fn validate_rendered(
     rendered: &wgattn::shaders::Rendered,
 ) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {

@@ -110,7 +110,7 @@ fn gl_adapter_runs_every_kernel_and_variant() {
     .expect("third GL context");
     assert_eq!(mma.adapter_info().backend, wgpu::Backend::Gl);
     let probe = wgattn::AttentionSpec::new(1, 2, 2, 8, 8, 64);
-    assert!(mma.plan(&probe).unwrap().shaders()[0].starts_with("flash_mma.wgsl"));
+    assert!(mma.plan(&probe).unwrap().shaders()[0].starts_with("fused/mma.wgsl"));
     for kernel in [Kernel::Flash, Kernel::SplitKv] {
         for f in validation::case_files(&common::cases_dir()).unwrap() {
             let r = validation::run_case_file(mma, &f, kernel).unwrap();

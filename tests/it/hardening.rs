@@ -17,7 +17,7 @@ use wgattn::{
 const KERNELS: [Kernel; 3] = [Kernel::ThreePass, Kernel::Flash, Kernel::SplitKv];
 
 /// The default context, then the same adapter with the workgroup-tiled flash variant forced
-/// (what GPUs run; `shaders/flash_tiled.wgsl`), which serves Flash and SplitKv.
+/// (what GPUs run; `shaders/fused/tiled.wgsl`), which serves Flash and SplitKv.
 fn contexts() -> Vec<(&'static str, &'static Context)> {
     static TILED: OnceLock<Context> = OnceLock::new();
     let Some(ctx) = common::ctx() else {

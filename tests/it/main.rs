@@ -19,6 +19,7 @@ mod hardening;
 mod layer;
 mod minilm;
 mod mma_flash;
+mod naga_check;
 mod options;
 mod shaders_naga;
 mod tiled_flash;

@@ -3,8 +3,9 @@
 //! tokenizer, and cosine ≥ 0.9999 to the reference embedding for every sentence in f32
 //! (f16 reported, and held to 0.999).
 //!
-//! Needs the model and the reference embeddings: `scripts/setup-debian.sh` makes both in
-//! `target/minilm/` (`scripts/fetch-minilm.sh`, then `scripts/minilm_reference.py`), or
+//! Needs the model (`scripts/setup-debian.sh` fetches it into `target/minilm/` with
+//! `scripts/fetch-minilm.sh`) and the reference embeddings, committed in
+//! `tests/data/minilm/reference.json` (made by `scripts/minilm_reference.py`), or
 //! `WGATTN_MINILM_DIR` (the model directory) and `WGATTN_MINILM_REFERENCE` (the reference
 //! JSON) name others. Without them the test fails, unless `WGATTN_ALLOW_NO_MINILM=1` lets it
 //! skip (it then prints a SKIPPED line).
@@ -24,8 +25,9 @@ fn inputs() -> Option<(PathBuf, serde_json::Value)> {
         .join("minilm");
     let var = |name| std::env::var_os(name).map(PathBuf::from);
     let dir = var("WGATTN_MINILM_DIR").unwrap_or_else(|| default.join("model"));
-    let reference =
-        var("WGATTN_MINILM_REFERENCE").unwrap_or_else(|| default.join("reference.json"));
+    let reference = var("WGATTN_MINILM_REFERENCE").unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm/reference.json")
+    });
     if dir.join("model.safetensors").is_file() && reference.is_file() {
         let text = std::fs::read_to_string(&reference)
             .unwrap_or_else(|e| panic!("{}: {e}", reference.display()));

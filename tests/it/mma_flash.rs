@@ -1,11 +1,13 @@
-//! The matrix-tile flash / split-KV variant (`shaders/flash_mma.wgsl`). Its tile multiplies
+//! The matrix-tile flash / split-KV variant (`shaders/fused/mma.wgsl`). Its tile multiplies
 //! run on cooperative matrices (tensor cores) where the adapter reports an f16×f16→f32 shape,
 //! else on the portable helpers — same tile shapes, layouts, staging, masks, online softmax
-//! and stores. CI's adapters have no cooperative matrices, so the whole kernel is checked here
-//! through the portable helpers (`ContextOptions::flash_mma`), f32 and f16 tiles, against the
-//! CPU reference on the foundation grid, the option grid, tile edges and the validation cases.
-//! The cooperative variants are validated and translated by naga (shaders_naga.rs); the test
-//! that runs them on an adapter says SKIPPED where the adapter has none.
+//! and stores. Here the variant is forced (`ContextOptions::flash_mma`) and checked against the
+//! CPU reference on the foundation grid, the option grid, tile edges and the validation cases:
+//! through the portable helpers on adapters without cooperative matrices (Mesa 22's lavapipe),
+//! f32 and f16 tiles, and on them for f16 where the adapter has them. The cooperative-matrix
+//! tests proper (f16 and reduced-precision grids that fail without the feature) are the `coop`
+//! test binary (tests/coop, run on Mesa 26's lavapipe by scripts/test-mesa26.sh); every
+//! cooperative variant is validated and translated by naga in shaders_naga.rs.
 
 use crate::common;
 
@@ -74,18 +76,19 @@ fn mma_variant_is_the_one_planned() {
                 .dtype(dtype)
                 .kernel(kernel);
             let shader = first_shader(ctx, &spec);
-            assert!(shader.starts_with("flash_mma.wgsl"), "{kernel}: {shader}");
+            assert!(shader.starts_with("fused/mma.wgsl"), "{kernel}: {shader}");
             // cooperative matrices only for f16 storage on an adapter that reports them
             let coop = dtype == DType::F16 && ctx.caps().coop_f16.is_some();
             assert_eq!(shader.contains("COOP"), coop, "{shader}");
         }
     }
-    // Untuned default adapters never pick it without cooperative matrices.
+    // Untuned default adapters never pick it where cooperative matrices are not used by
+    // default (none, or a CPU adapter's emulated ones).
     let Some(plain) = common::ctx() else { return };
-    if plain.caps().coop_f16.is_none() && plain.caps().mma.is_none() {
+    if plain.caps().coop_by_default().is_none() && plain.caps().mma.is_none() {
         for dtype in [DType::F32, DType::F16] {
             let spec = AttentionSpec::new(1, 4, 2, 100, 300, 64).dtype(dtype);
-            assert!(!first_shader(plain, &spec).starts_with("flash_mma.wgsl"));
+            assert!(!first_shader(plain, &spec).starts_with("fused/mma.wgsl"));
         }
     }
 }
@@ -98,7 +101,7 @@ fn mma_edges_flash_and_split_kv() {
         for c in &cases {
             assert!(
                 first_shader(ctx, &c.spec.clone().kernel(Kernel::Flash))
-                    .starts_with("flash_mma.wgsl"),
+                    .starts_with("fused/mma.wgsl"),
                 "{}",
                 c.name
             );
@@ -134,38 +137,13 @@ fn mma_validation_cases() {
     }
 }
 
-/// On an adapter with cooperative matrices, f16 runs them by default (no forcing) and matches
-/// the reference; elsewhere this says SKIPPED.
-#[test]
-fn cooperative_matrices_where_the_adapter_has_them() {
-    let Some(ctx) = common::ctx() else { return };
-    let Some(edge) = ctx.caps().coop_f16 else {
-        eprintln!(
-            "SKIPPED: {} reports no f16×f16→f32 cooperative matrices",
-            ctx.adapter_info().name
-        );
-        return;
-    };
-    let cases = cases_of(edge_specs(), DType::F16);
-    for c in &cases {
-        let shader = first_shader(ctx, &c.spec.clone().kernel(Kernel::Flash));
-        assert!(
-            shader.contains("COOP") && shader.contains(&format!("MT={edge}")),
-            "{}: {shader}",
-            c.name
-        );
-    }
-    common::run_cases(ctx, Kernel::Flash, &cases);
-    common::run_cases(ctx, Kernel::SplitKv, &cases);
-}
-
 /// Reduced precision for f32 inputs (`AttentionSpec::reduced_precision`): with the
 /// matrix-tile variant forced, f32 inputs are rounded to f16 operands (the shader says TE16)
 /// and the result is held to `TOL_REDUCED` on the tile edges with inputs of order 1 (the
 /// edge with logits of order 10³ is left out: f16 products cannot meet a bound there). The
 /// rounding must show (some error above the f32 tolerance), and without the flag the same
-/// plan is exact to f32's tolerance. On cooperative-matrix adapters the unforced default
-/// multiplies on them.
+/// plan is exact to f32's tolerance. Unforced, it multiplies on cooperative matrices where
+/// they are used by default (GPUs that have them).
 #[test]
 fn reduced_precision_rounds_f32_to_f16_products() {
     use wgattn::validation::{TOL_F32, TOL_REDUCED, Tolerances};
@@ -187,7 +165,7 @@ fn reduced_precision_rounds_f32_to_f16_products() {
         for kernel in [Kernel::Flash, Kernel::SplitKv] {
             let spec = reduced.clone().kernel(kernel);
             let shader = first_shader(ctx, &spec);
-            if kernel == Kernel::SplitKv && shader.starts_with("decode.wgsl") {
+            if kernel == Kernel::SplitKv && shader.starts_with("fused/decode.wgsl") {
                 // decoding shapes keep the (exact) decoding variant
                 continue;
             }
@@ -217,13 +195,13 @@ fn reduced_precision_rounds_f32_to_f16_products() {
         worst > TOL_F32,
         "f16 rounding did not show: worst {worst:.2e}"
     );
-    // unforced: tensor cores where the adapter has them, else the exact f32 variants
+    // unforced: tensor cores where they are used by default, else the exact f32 variants
     let Some(plain) = common::ctx() else { return };
     let spec = AttentionSpec::new(1, 4, 2, 100, 130, 64).reduced_precision(true);
     let shader = first_shader(plain, &spec);
     assert_eq!(
         shader.contains("TE16"),
-        plain.caps().coop_f16.is_some() && plain.caps().shader_f16,
+        plain.caps().coop_by_default().is_some() && plain.caps().shader_f16,
         "{shader}"
     );
 }

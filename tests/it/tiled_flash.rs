@@ -1,4 +1,4 @@
-//! The workgroup-tiled flash / split-KV variant (`shaders/flash_tiled.wgsl`), which GPUs use.
+//! The workgroup-tiled flash / split-KV variant (`shaders/fused/tiled.wgsl`), which GPUs use.
 //! CI has no GPU, so it is forced here on the CPU adapter (`ContextOptions::flash_tiles`) and
 //! checked against the CPU reference on the foundation grid, the option grid, tile edges and
 //! the public validation cases.
@@ -71,7 +71,7 @@ fn tiled_variant_is_the_one_planned() {
         let spec = AttentionSpec::new(1, 4, 2, 100, 300, 64).kernel(kernel);
         let shaders = ctx.plan(&spec).unwrap().shaders();
         assert!(
-            shaders[0].starts_with("flash_tiled.wgsl"),
+            shaders[0].starts_with("fused/tiled.wgsl"),
             "{kernel}: {shaders:?}"
         );
     }
@@ -79,7 +79,7 @@ fn tiled_variant_is_the_one_planned() {
     let decode = AttentionSpec::new(1, 8, 2, 1, 4096, 64);
     if wgattn::planner::has_decode_variant(&decode, ctx) {
         let shaders = ctx.plan(&decode).unwrap().shaders();
-        assert!(shaders[0].starts_with("decode.wgsl"), "{shaders:?}");
+        assert!(shaders[0].starts_with("fused/decode.wgsl"), "{shaders:?}");
     }
 }
 
@@ -215,7 +215,7 @@ fn every_tiled_shape_matches_the_reference() {
                 if plan.choice().variant != Some(variant) {
                     // decoding shapes keep the decoding variant
                     assert!(
-                        plan.shaders()[0].starts_with("decode.wgsl"),
+                        plan.shaders()[0].starts_with("fused/decode.wgsl"),
                         "{}: {:?}",
                         case.name,
                         plan.choice()

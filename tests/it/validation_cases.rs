@@ -1,4 +1,5 @@
-//! The public oracle cases in `../shared/validation/cases` pass through the library.
+//! The public oracle cases in `tests/data/validation` (see its README) pass through the
+//! library with every kernel.
 
 use crate::common;
 
