@@ -29,11 +29,11 @@ esac
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
-cargo test --no-run "${args[@]}"
+cargo test -p wgattn --no-run "${args[@]}"
 # the executables cargo built, in the order of the targets asked for
 bins=()
 for t in "${tests[@]}"; do
-    bin=$(cargo test --no-run --test "$t" --message-format=json 2>/dev/null |
+    bin=$(cargo test -p wgattn --no-run --test "$t" --message-format=json 2>/dev/null |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
     [ -n "$bin" ] || { echo "test-mesa26: no executable for test target $t" >&2 && exit 1; }
     bins+=("$bin")
