@@ -149,24 +149,9 @@ fn reduced(cases: Vec<GridCase>) -> Vec<GridCase> {
         .collect()
 }
 
-/// Tile edges: row tiles that straddle query heads (GQA) and batch entries, key blocks cut by
-/// seq_k, causal rows ending inside a block, kv_lens of 0 and 1, head_dims that are not
-/// multiples of 4 or of the tile, bshd, windows, logits of order 10³.
+/// The tile edges of [`common::mma_edge_specs`], the third with logits of order 10³.
 fn edge_cases() -> Vec<GridCase> {
-    let specs = [
-        AttentionSpec::new(1, 2, 2, 63, 65, 64),
-        AttentionSpec::new(1, 2, 2, 65, 128, 64).causal(CausalAlign::TopLeft),
-        AttentionSpec::new(2, 6, 2, 40, 129, 32).causal(CausalAlign::BottomRight),
-        AttentionSpec::new(3, 4, 1, 21, 70, 16).kv_lens(vec![70, 0, 1]),
-        AttentionSpec::new(1, 3, 1, 50, 40, 3).layout(Layout::Bshd),
-        AttentionSpec::new(1, 2, 1, 70, 90, 80)
-            .layout(Layout::Bshd)
-            .causal(CausalAlign::BottomRight)
-            .window(20, 5),
-        AttentionSpec::new(1, 1, 1, 33, 100, 128).causal(CausalAlign::TopLeft),
-        AttentionSpec::new(1, 1, 1, 7, 257, 1),
-    ];
-    specs
+    common::mma_edge_specs()
         .into_iter()
         .enumerate()
         .map(|(n, spec)| GridCase {

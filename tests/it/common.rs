@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use wgattn::testdata::{self, Dist};
-use wgattn::{AttentionSpec, Context, ErrorStats};
+use wgattn::{AttentionSpec, CausalAlign, Context, ErrorStats, Layout};
 
 /// Whether a missing adapter may skip a GPU test: only with `WGATTN_ALLOW_NO_GPU=1` (and never
 /// under `WGATTN_REQUIRE_GPU=1`). By default a GPU test without an adapter fails.
@@ -277,4 +277,23 @@ pub fn validate_wgsl(source: &str) -> Result<(naga::Module, naga::valid::ModuleI
     .validate(&module)
     .map_err(|e| e.emit_to_string(source))?;
     Ok((module, info))
+}
+
+/// Tile edges of the matrix-tile variant (tests/it/mma_flash.rs, tests/coop): row tiles that straddle query heads (GQA) and batch entries, key blocks cut by
+/// seq_k, causal rows ending inside a block, kv_lens of 0 and 1, head_dims that are not
+/// multiples of 4 or 16 (scalar loads, padded tiles), bshd, windows.
+pub fn mma_edge_specs() -> Vec<AttentionSpec> {
+    vec![
+        AttentionSpec::new(1, 2, 2, 63, 65, 64),
+        AttentionSpec::new(1, 2, 2, 65, 128, 64).causal(CausalAlign::TopLeft),
+        AttentionSpec::new(2, 6, 2, 40, 129, 32).causal(CausalAlign::BottomRight),
+        AttentionSpec::new(3, 4, 1, 21, 70, 16).kv_lens(vec![70, 0, 1]),
+        AttentionSpec::new(1, 3, 1, 50, 40, 3).layout(Layout::Bshd),
+        AttentionSpec::new(1, 2, 1, 70, 90, 80)
+            .layout(Layout::Bshd)
+            .causal(CausalAlign::BottomRight)
+            .window(20, 5),
+        AttentionSpec::new(1, 1, 1, 33, 100, 128).causal(CausalAlign::TopLeft),
+        AttentionSpec::new(1, 1, 1, 7, 257, 1),
+    ]
 }

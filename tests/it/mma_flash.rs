@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use wgattn::testdata::Dist;
 use wgattn::validation::{self, GridCase};
-use wgattn::{AttentionSpec, CausalAlign, Context, ContextOptions, DType, Kernel, Layout};
+use wgattn::{AttentionSpec, Context, ContextOptions, DType, Kernel};
 
 /// The default adapter with the matrix-tile variant forced.
 fn mma_ctx() -> Option<&'static Context> {
@@ -28,25 +28,6 @@ fn mma_ctx() -> Option<&'static Context> {
         })
         .expect("mma context")
     }))
-}
-
-/// Tile edges: row tiles that straddle query heads (GQA) and batch entries, key blocks cut by
-/// seq_k, causal rows ending inside a block, kv_lens of 0 and 1, head_dims that are not
-/// multiples of 4 or 16 (scalar loads, padded tiles), bshd, windows.
-fn edge_specs() -> Vec<AttentionSpec> {
-    vec![
-        AttentionSpec::new(1, 2, 2, 63, 65, 64),
-        AttentionSpec::new(1, 2, 2, 65, 128, 64).causal(CausalAlign::TopLeft),
-        AttentionSpec::new(2, 6, 2, 40, 129, 32).causal(CausalAlign::BottomRight),
-        AttentionSpec::new(3, 4, 1, 21, 70, 16).kv_lens(vec![70, 0, 1]),
-        AttentionSpec::new(1, 3, 1, 50, 40, 3).layout(Layout::Bshd),
-        AttentionSpec::new(1, 2, 1, 70, 90, 80)
-            .layout(Layout::Bshd)
-            .causal(CausalAlign::BottomRight)
-            .window(20, 5),
-        AttentionSpec::new(1, 1, 1, 33, 100, 128).causal(CausalAlign::TopLeft),
-        AttentionSpec::new(1, 1, 1, 7, 257, 1),
-    ]
 }
 
 fn cases_of(specs: Vec<AttentionSpec>, dtype: DType) -> Vec<GridCase> {
@@ -97,7 +78,7 @@ fn mma_variant_is_the_one_planned() {
 fn mma_edges_flash_and_split_kv() {
     let Some(ctx) = mma_ctx() else { return };
     for dtype in [DType::F32, DType::F16] {
-        let cases = cases_of(edge_specs(), dtype);
+        let cases = cases_of(common::mma_edge_specs(), dtype);
         for c in &cases {
             assert!(
                 first_shader(ctx, &c.spec.clone().kernel(Kernel::Flash))
@@ -156,7 +137,7 @@ fn reduced_precision_rounds_f32_to_f16_products() {
         return;
     }
     let mut worst: f64 = 0.0;
-    for (n, spec) in edge_specs()
+    for (n, spec) in common::mma_edge_specs()
         .into_iter()
         .enumerate()
         .filter(|(n, _)| *n != 2)
